@@ -1,0 +1,130 @@
+"""A compression policy: per decoder layer, the pruning sparsity and weight bit-width.
+
+Saved as JSON keyed by layer index::
+
+    {"format": "edgellm-policy/1", "pattern": "unstructured", "prune": "wanda",
+     "quant": "rtn", "group_size": 128,
+     "layers": {"0": {"sparsity": 0.42, "w_bits": 4}, "1": {...}, ...}}
+
+Embedding and LM head are never compressed, so they are not in the policy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads.errors import UserError
+
+FORMAT = "edgellm-policy/1"
+MIN_BITS, MAX_BITS = 2, 8
+DENSE_BITS = 16  # "not quantized": weights stay at the model's float precision
+PATTERNS = ("unstructured", "2:4", "4:8")
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    sparsity: float  # fraction of zeroed weights in the layer's linear modules, [0, 1)
+    w_bits: int  # weight bits, 2..8, or 16 for unquantized
+
+
+@dataclass
+class Policy:
+    layers: dict[int, LayerPolicy]
+    pattern: str = "unstructured"
+    prune: str = "wanda"
+    quant: str = "rtn"
+    group_size: int = 128
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def uniform(cls, num_layers: int, sparsity: float, w_bits: int, **kwargs: Any) -> "Policy":
+        return cls({i: LayerPolicy(sparsity, w_bits) for i in range(num_layers)}, **kwargs)
+
+    @classmethod
+    def dense(cls, num_layers: int) -> "Policy":
+        return cls.uniform(num_layers, 0.0, DENSE_BITS)
+
+    def validate(self, num_layers: int | None = None, where: str = "policy") -> "Policy":
+        """Check ranges (and the layer count, if given); raise a one-line ``UserError``."""
+        if num_layers is not None and sorted(self.layers) != list(range(num_layers)):
+            raise UserError(f"{where}: has {len(self.layers)} layers, the model has {num_layers} (need keys 0..{num_layers - 1})")
+        for i, lp in self.layers.items():
+            if not 0.0 <= lp.sparsity < 1.0:
+                raise UserError(f"{where}: layer {i}: sparsity must be in [0, 1) (got {lp.sparsity})")
+            if not (MIN_BITS <= lp.w_bits <= MAX_BITS or lp.w_bits == DENSE_BITS):
+                raise UserError(f"{where}: layer {i}: w_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {lp.w_bits})")
+        if self.pattern not in PATTERNS:
+            raise UserError(f"{where}: pattern must be one of {', '.join(PATTERNS)} (got {self.pattern!r})")
+        if self.group_size <= 0:
+            raise UserError(f"{where}: group_size must be > 0 (got {self.group_size})")
+        return self
+
+    def nm(self) -> tuple[int, int] | None:
+        """``(N, M)`` for an N:M pattern (N weights kept in every group of M), else None."""
+        match = re.fullmatch(r"(\d+):(\d+)", self.pattern)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "pattern": self.pattern,
+            "prune": self.prune,
+            "quant": self.quant,
+            "group_size": self.group_size,
+            "meta": self.meta,
+            "layers": {str(i): {"sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "policy") -> "Policy":
+        if not isinstance(obj, dict) or not isinstance(obj.get("layers"), dict):
+            raise UserError(f"{where}: not a policy (needs a 'layers' object keyed by layer index)")
+        layers: dict[int, LayerPolicy] = {}
+        for key, entry in obj["layers"].items():
+            if not str(key).lstrip("-").isdigit():
+                raise UserError(f"{where}: layer key {key!r} is not an integer")
+            if not isinstance(entry, dict) or set(entry) != {"sparsity", "w_bits"}:
+                raise UserError(f"{where}: layer {key}: needs exactly 'sparsity' and 'w_bits'")
+            sparsity, bits = entry["sparsity"], entry["w_bits"]
+            if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+                raise UserError(f"{where}: layer {key}: sparsity must be a number (got {sparsity!r})")
+            if isinstance(bits, bool) or not isinstance(bits, int):
+                raise UserError(f"{where}: layer {key}: w_bits must be an integer (got {bits!r})")
+            layers[int(key)] = LayerPolicy(float(sparsity), bits)
+        policy = cls(
+            layers,
+            pattern=str(obj.get("pattern", "unstructured")),
+            prune=str(obj.get("prune", "wanda")),
+            quant=str(obj.get("quant", "rtn")),
+            group_size=int(obj.get("group_size", 128)),
+            meta=dict(obj.get("meta", {})),
+        )
+        return policy.validate(where=where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"policy file '{path}' not found")
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_dict(obj, where=str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename): a kill never leaves half a policy."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=1)
+        os.replace(tmp, path)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"layer": i, "sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())]
