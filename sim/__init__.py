@@ -1,0 +1,25 @@
+"""Cycle-approximate simulator of edge accelerators running LLM tuning traces.
+
+Pure numpy/pandas (no torch): a hardware YAML and a trace (docs/trace.md) in, per-op cycles,
+stalls, DRAM traffic, energy, roofline bounds and the step's memory footprint out.
+
+Example:
+    >>> import sim
+    >>> hw = sim.load_hw("hwconfigs/edge_llm.yaml", ["dram.bandwidth_gbps=8"])  # doctest: +SKIP
+    >>> res = sim.simulate_trace("trace.csv", hw, dataflow="auto")  # doctest: +SKIP
+    >>> res.ops[["module", "phase", "cycles", "dataflow"]]  # doctest: +SKIP
+"""
+from sim.api import simulate_gemm, simulate_trace
+from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw
+from sim.errors import ConfigError, MappingError, SimError, TraceError
+from sim.report import Footprint, GemmResult, SimResult
+from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
+from sim.dataflow import DATAFLOWS
+from sim.trace import Trace, read_trace, validate_ops, validate_tensors
+
+__all__ = [
+    "DATAFLOWS", "OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
+    "MappingError", "SimError", "SimResult", "Trace", "TraceError", "apply_overrides",
+    "evaluate_op", "hw_from_dict", "load_hw", "read_trace", "schedule_ops", "simulate_gemm",
+    "simulate_trace", "validate_ops", "validate_tensors",
+]

@@ -1,0 +1,73 @@
+"""Shared plumbing of the ``python -m sim.*`` commands: one-line errors, safe output files."""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from sim.errors import SimError
+
+__all__ = ["OneLineParser", "cli_main", "positive_int", "write_atomic"]
+
+SET_HELP = ("override a hardware field before validation, dotted path = YAML value, e.g. "
+            "--set pe.rows=16 --set dram.bandwidth_gbps=8 (repeatable; default: none)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line ``error: ...`` and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
+    return value
+
+
+def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Turn a ``SimError`` (or an unwritable output path) into ``error: ...`` and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return func(argv)
+        except SimError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Write a file through a temporary sibling and rename it, so a failure leaves nothing."""
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise SimError(f"{path}: output folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

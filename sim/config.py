@@ -1,0 +1,387 @@
+"""Hardware configuration: the YAML schema, its validation and ``--set`` overrides.
+
+A config file looks like this (every section and key is listed in ``docs/results/sim.md``)::
+
+    name: edge_llm
+    clock_mhz: 800
+    pe: {rows: 32, cols: 32, macs_per_pe_per_cycle: 1, accum_bits: 32}
+    precision: {model: scalable, base_bits: 16, min_bits: 2, operands: weight}
+    sparsity: {support: nm, nm_patterns: ["2:4"], efficiency: 1.0, metadata_bits: 0}
+    sram: {input_kib: 128, weight_kib: 256, output_kib: 128, banks: 16, bank_width_bits: 128,
+           double_buffering: true}
+    dram: {bandwidth_gbps: 25.6, capacity_gib: 4, energy_pj_per_bit: 4.0}
+    energy: {mac_pj: 0.4, sram_pj_per_byte: 1.2, static_mw: 50}
+
+Unknown keys are rejected, sizes must be positive, and every error is one line naming the
+field: ``hwconfigs/x.yaml: pe.rows: must be > 0 (got -4)``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sim.errors import ConfigError
+
+__all__ = [
+    "Area", "Dram", "Energy", "HwConfig", "PEArray", "Precision", "PrecisionModel", "Sparsity",
+    "SparsitySupport", "Sram", "apply_overrides", "hw_from_dict", "load_hw", "parse_nm",
+]
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PEArray(_Strict):
+    """The systolic PE array."""
+
+    rows: int = Field(gt=0, description="PE rows (the reduction dimension K maps here)")
+    cols: int = Field(gt=0, description="PE columns")
+    macs_per_pe_per_cycle: float = Field(
+        1.0, gt=0, description="MACs one PE completes per cycle at precision.base_bits")
+    accum_bits: int = Field(32, gt=0, le=64, description="partial-sum width, bits")
+
+
+class PrecisionModel(str, Enum):
+    """How operand bit width changes throughput.
+
+    ``scalable``: a bit-fusion style PE; throughput x base_bits / bits, bits rounded up to a
+    power-of-two fraction of base_bits and floored at min_bits. ``bit_serial``: one bit per
+    cycle, cycles x bits / base_bits for any integer bits >= min_bits. ``fixed``: no gain below
+    base_bits; wider operands take ceil(bits / base_bits) passes.
+    """
+
+    scalable = "scalable"
+    bit_serial = "bit_serial"
+    fixed = "fixed"
+
+
+class Precision(_Strict):
+    """Precision model of the PEs."""
+
+    model: PrecisionModel = PrecisionModel.fixed
+    base_bits: int = Field(16, ge=1, le=32, description="bits at which macs_per_pe_per_cycle holds")
+    min_bits: int = Field(1, ge=1, le=32, description="narrowest width that still speeds up")
+    operands: Literal["weight", "both"] = Field(
+        "weight", description="operand(s) whose bits scale throughput: B only, or A and B")
+
+    @model_validator(mode="after")
+    def _min_le_base(self) -> Precision:
+        if self.min_bits > self.base_bits:
+            raise ValueError(f"min_bits must be <= base_bits ({self.base_bits})")
+        return self
+
+
+class SparsitySupport(str, Enum):
+    """Zero skipping in operand B: none, structured N:M, or unstructured."""
+
+    none = "none"
+    nm = "nm"
+    unstructured = "unstructured"
+
+
+def parse_nm(pattern: str) -> tuple[int, int]:
+    """Parse ``"N:M"`` (N non-zeros kept in every M) into ``(N, M)``; ValueError if malformed."""
+    parts = str(pattern).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"bad N:M pattern {pattern!r} (expected e.g. '2:4')")
+    n, m = int(parts[0]), int(parts[1])
+    if not 0 < n < m:
+        raise ValueError(f"bad N:M pattern {pattern!r} (need 0 < N < M)")
+    return n, m
+
+
+class Sparsity(_Strict):
+    """Sparsity support for operand B (weights)."""
+
+    support: SparsitySupport = SparsitySupport.none
+    nm_patterns: list[str] = Field(
+        default_factory=list, description="N:M patterns the PEs skip, e.g. ['2:4'] (support: nm)")
+    efficiency: float = Field(
+        1.0, gt=0, le=1, description="fraction of zeros actually skipped (support: unstructured)")
+    metadata_bits: float = Field(
+        0.0, ge=0, description="index bits stored per non-zero (support: unstructured)")
+    compressed_storage: bool = Field(
+        False, description="keep sparse B compressed in DRAM even without compute skipping")
+
+    @field_validator("nm_patterns")
+    @classmethod
+    def _check_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            parse_nm(pattern)
+        return value
+
+    @model_validator(mode="after")
+    def _nm_needs_patterns(self) -> Sparsity:
+        if self.support is SparsitySupport.nm and not self.nm_patterns:
+            raise ValueError("support 'nm' needs nm_patterns, e.g. ['2:4']")
+        return self
+
+
+class Sram(_Strict):
+    """On-chip buffers: separate input/weight/output buffers, or one unified buffer."""
+
+    input_kib: float | None = Field(None, gt=0, description="operand A buffer, KiB")
+    weight_kib: float | None = Field(None, gt=0, description="operand B buffer, KiB")
+    output_kib: float | None = Field(None, gt=0, description="output / partial-sum buffer, KiB")
+    unified_kib: float | None = Field(None, gt=0, description="one buffer shared by A, B, out, KiB")
+    banks: int = Field(16, gt=0, description="independent banks (one access per bank per cycle)")
+    bank_width_bits: int = Field(128, gt=0, description="bits per bank access")
+    double_buffering: bool = Field(
+        True, description="two copies of each tile so DRAM transfer overlaps compute")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> Sram:
+        split = [self.input_kib, self.weight_kib, self.output_kib]
+        if self.unified_kib is not None:
+            if any(v is not None for v in split):
+                raise ValueError("give either unified_kib or input_kib/weight_kib/output_kib, "
+                                 "not both")
+        elif any(v is None for v in split):
+            raise ValueError("give unified_kib, or all of input_kib, weight_kib and output_kib")
+        return self
+
+    @property
+    def total_bytes(self) -> int:
+        """Total SRAM capacity in bytes."""
+        kib = self.unified_kib if self.unified_kib is not None else (
+            (self.input_kib or 0) + (self.weight_kib or 0) + (self.output_kib or 0))
+        return int(kib * 1024)
+
+    @property
+    def bytes_per_cycle(self) -> float:
+        """Peak SRAM bandwidth to the array, bytes per cycle (all banks)."""
+        return self.banks * self.bank_width_bits / 8
+
+
+class Dram(_Strict):
+    """Off-chip memory."""
+
+    bandwidth_gbps: float = Field(gt=0, description="sustained bandwidth, GB/s (1e9 bytes/s)")
+    capacity_gib: float | None = Field(None, gt=0, description="capacity, GiB")
+    capacity_mib: float | None = Field(None, gt=0, description="capacity, MiB")
+    energy_pj_per_bit: float = Field(ge=0, description="access energy, pJ per bit moved")
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> Dram:
+        if (self.capacity_gib is None) == (self.capacity_mib is None):
+            raise ValueError("give exactly one of capacity_gib or capacity_mib")
+        return self
+
+    @property
+    def capacity_bytes(self) -> int:
+        """Capacity in bytes."""
+        if self.capacity_gib is not None:
+            return int(self.capacity_gib * 2**30)
+        return int((self.capacity_mib or 0) * 2**20)
+
+
+class Energy(_Strict):
+    """Energy per action (dynamic) and static power."""
+
+    mac_pj: float = Field(ge=0, description="pJ per MAC at precision.base_bits")
+    sram_pj_per_byte: float | None = Field(None, ge=0, description="pJ per SRAM byte accessed")
+    sram_pj_per_bit: float | None = Field(None, ge=0, description="pJ per SRAM bit accessed")
+    static_mw: float = Field(0.0, ge=0, description="leakage + clock power while busy, mW")
+
+    @model_validator(mode="after")
+    def _one_sram_unit(self) -> Energy:
+        if (self.sram_pj_per_byte is None) == (self.sram_pj_per_bit is None):
+            raise ValueError("give exactly one of sram_pj_per_byte or sram_pj_per_bit")
+        return self
+
+    @property
+    def sram_pj_per_byte_eff(self) -> float:
+        """SRAM access energy in pJ per byte, whichever unit the file used."""
+        if self.sram_pj_per_byte is not None:
+            return self.sram_pj_per_byte
+        return 8.0 * (self.sram_pj_per_bit or 0.0)
+
+
+class Area(_Strict):
+    """Optional area proxy coefficients (area ~ PE count and SRAM bytes)."""
+
+    pe_um2: float = Field(gt=0, description="area of one PE, um^2")
+    sram_um2_per_kib: float = Field(gt=0, description="SRAM area per KiB, um^2")
+
+
+class HwConfig(_Strict):
+    """A whole accelerator: PE array, precision, sparsity, SRAM, DRAM, energy."""
+
+    name: str = Field(min_length=1)
+    clock_mhz: float = Field(gt=0, description="core clock, MHz")
+    pe: PEArray
+    precision: Precision = Field(default_factory=Precision)
+    sparsity: Sparsity = Field(default_factory=Sparsity)
+    sram: Sram
+    dram: Dram
+    energy: Energy
+    area: Area | None = None
+
+    @property
+    def pe_count(self) -> int:
+        """Number of PEs."""
+        return self.pe.rows * self.pe.cols
+
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        """Array MACs per cycle at base precision, dense."""
+        return self.pe_count * self.pe.macs_per_pe_per_cycle
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """DRAM bandwidth in bytes per core cycle."""
+        return self.dram.bandwidth_gbps * 1e9 / (self.clock_mhz * 1e6)
+
+    def area_proxy(self) -> dict[str, float | None]:
+        """Area proxy: PE count, SRAM bytes and, if coefficients are given, mm^2."""
+        area_mm2 = None
+        if self.area is not None:
+            area_mm2 = (self.pe_count * self.area.pe_um2
+                        + self.sram.total_bytes / 1024 * self.area.sram_um2_per_kib) / 1e6
+        return {"pe_count": float(self.pe_count), "sram_bytes": float(self.sram.total_bytes),
+                "area_mm2": area_mm2}
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: bad --set key {key!r} (expected e.g. pe.rows=16)")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: --set {key}: {'.'.join(parts[:i + 1])} is not a section")
+    node[parts[-1]] = value
+
+
+def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    out = []
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. pe.rows=16")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model that owns ``loc`` (for 'unknown field' messages)."""
+    model: Any = HwConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                     None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = tuple(err.get("loc", ()))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    if kind == "missing":
+        return f"{path}: missing required field"
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{path}: unknown field{hint}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{path}: must be {bounds[kind]} {limit} (got {got!r})"
+    if kind == "enum":
+        return f"{path}: must be one of {ctx.get('expected')} (got {got!r})"
+    if kind == "value_error":
+        return f"{path}: {ctx.get('error', err.get('msg'))}"
+    return f"{path}: {err.get('msg', 'invalid')} (got {got!r})"
+
+
+def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (),
+                 *, source: str = "<config>") -> HwConfig:
+    """Validate a config mapping, after applying dotted overrides.
+
+    Args:
+        data: the parsed YAML mapping.
+        overrides: ``["pe.rows=16", "dram.bandwidth_gbps=8"]`` (values parsed as YAML) or a
+            mapping ``{"pe.rows": 16}``.
+        source: name used at the start of error messages (usually the file path).
+
+    Raises:
+        ConfigError: one line, ``SOURCE: dotted.field: problem (got value)``.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, "
+                          f"got {type(data).__name__}")
+    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(data)))  # deep copy, plain types
+    for key, value in _parse_overrides(overrides):
+        _set_dotted(tree, key, value, source)
+    try:
+        return HwConfig.model_validate(tree)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> HwConfig:
+    """Read and validate a hardware YAML file.
+
+    Example:
+        >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])  # doctest: +SKIP
+        >>> hw.pe.rows  # doctest: +SKIP
+        16
+
+    Raises:
+        ConfigError: missing file, bad YAML or an invalid field (one line naming it).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: hardware config not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: file is empty")
+    return hw_from_dict(data, overrides, source=str(path))
+
+
+def apply_overrides(hw: HwConfig, overrides: Iterable[str] | Mapping[str, Any]) -> HwConfig:
+    """A new validated config with dotted overrides applied (for sweeps in code)."""
+    return hw_from_dict(hw.model_dump(mode="json", exclude_none=True), overrides,
+                        source=f"<{hw.name}>")
+

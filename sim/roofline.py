@@ -1,0 +1,57 @@
+"""Roofline plot of simulated ops: achieved MACs/cycle against operational intensity.
+
+Intensity is effective MACs per compulsory DRAM byte; the bandwidth roof is
+``bytes_per_cycle x intensity`` and the compute roof the array's peak MACs/cycle at base
+precision (narrower operands raise an op's own roof; the highest such roof in the plotted ops
+is drawn dashed). Each op sits on or below its roofs by construction of ``roofline_cycles``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.config import HwConfig
+
+__all__ = ["plot_roofline"]
+
+_PHASE_COLORS = {"fwd": "tab:blue", "bwd_input": "tab:orange", "bwd_weight": "tab:green"}
+
+
+def plot_roofline(ops: pd.DataFrame, hw: HwConfig, path: str | Path, *,
+                  title: str | None = None) -> Path:
+    """Save a roofline PNG of a per-op result table (``SimResult.ops``) and return its path."""
+    # A bare Figure (no pyplot) leaves the caller's backend and global state alone.
+    from matplotlib.figure import Figure
+
+    intensity = ops["macs_effective"] / ops["compulsory_bytes"]
+    achieved = ops["macs_effective"] / ops["cycles"]
+    peak = hw.peak_macs_per_cycle
+    op_peak = (ops["macs_effective"] / ops["compute_roof_cycles"]).max()
+    bw = hw.dram_bytes_per_cycle
+
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
+    x = np.logspace(np.log10(max(intensity.min() / 3, 1e-2)), np.log10(intensity.max() * 3), 200)
+    ax.plot(x, np.minimum(peak, bw * x), color="black", lw=1.5,
+            label=f"roof: {peak:.0f} MAC/cycle, {bw:.2f} B/cycle")
+    if op_peak > peak * 1.01:
+        ax.plot(x, np.minimum(op_peak, bw * x), color="gray", lw=1, ls="--",
+                label=f"roof at the narrowest bits in trace: {op_peak:.0f} MAC/cycle")
+    phases = ops["phase"] if "phase" in ops else pd.Series(["fwd"] * len(ops), index=ops.index)
+    for phase, color in _PHASE_COLORS.items():
+        sel = phases == phase
+        if sel.any():
+            ax.scatter(intensity[sel], achieved[sel], s=14, alpha=0.7, color=color, label=phase)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("operational intensity (effective MACs per compulsory DRAM byte)")
+    ax.set_ylabel("achieved MACs per cycle")
+    ax.set_title(title or f"Roofline on {hw.name}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,104 @@
+"""``python -m sim.run``: simulate a whole trace on one accelerator.
+
+Example::
+
+    python -m sim.run --hw hwconfigs/edge_llm.yaml --trace tests/data/tiny_step.csv --json
+    python -m sim.run --hw hwconfigs/edge_llm.yaml --trace t.csv --set dram.bandwidth_gbps=8 \\
+        --dataflow ws --ops-csv ops.csv
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sim.api import simulate_trace
+from sim.cli import SET_HELP, OneLineParser, cli_main, write_atomic
+from sim.config import load_hw
+from sim.dataflow import DATAFLOWS
+from sim.scheduler import OBJECTIVES
+from sim.trace import read_trace
+
+
+def build_parser() -> OneLineParser:
+    """The command-line interface (every flag with units and default)."""
+    p = OneLineParser(prog="python -m sim.run",
+                      description="Simulate every op of a trace (docs/trace.md) on an "
+                                  "accelerator and report cycles, stalls, DRAM bytes, energy, "
+                                  "roofline bounds and the step's memory footprint.")
+    p.add_argument("--hw", required=True, type=Path, metavar="YAML",
+                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml (required)")
+    p.add_argument("--trace", required=True, type=Path, metavar="CSV",
+                   help="ops table NAME.csv with its '# {json}' header line (required)")
+    p.add_argument("--tensors", type=Path, metavar="CSV", default=None,
+                   help="tensor table for the memory footprint (default: NAME.tensors.csv "
+                        "next to the trace, if it exists)")
+    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default="auto",
+                   help="auto: per-op choice among ws (weight-), os (output-), is (input-"
+                        "stationary); or force one for every op (default: auto)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="latency",
+                   help="what the per-op mapping search minimizes: latency (cycles), energy "
+                        "(joules) or edp (cycles x joules) (default: latency)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help=SET_HELP)
+    p.add_argument("--ops-csv", type=Path, metavar="CSV", default=None,
+                   help="also write the per-op table (cycles, stall_cycles, dram_bytes, "
+                        "energy_j, roofline_cycles, dataflow, tile_*, ...) to this CSV "
+                        "(default: not written)")
+    p.add_argument("--roofline-png", type=Path, metavar="PNG", default=None,
+                   help="also save a roofline plot of the ops (default: not written)")
+    p.add_argument("--json", action="store_true",
+                   help="print the totals as one JSON object (cycles, latency_s in seconds, "
+                        "dram_bytes, energy_j in joules, peak_memory_bytes, fits_in_dram, "
+                        "roofline_cycles, per_phase, per_layer) instead of a text summary")
+    return p
+
+
+def _text_summary(s: dict) -> str:
+    lines = [
+        f"hw {s['hw']}  dataflow {s['dataflow']}  objective {s['objective']}  "
+        f"ops {s['ops']} ({s['products']} products)",
+        f"total {s['total_cycles']:,} cycles = {s['latency_s'] * 1e3:.3f} ms  "
+        f"(compute {s['compute_cycles']:,}, stall {s['stall_cycles']:,}; roofline "
+        f"{s['roofline_cycles']:,}, ratio {s['roofline_ratio']:.2f})",
+        f"DRAM {s['dram_bytes'] / 2**20:.2f} MiB (compulsory "
+        f"{s['compulsory_bytes'] / 2**20:.2f} MiB)  energy {s['energy_j'] * 1e3:.3f} mJ  "
+        f"utilization {s['utilization']:.1%}",
+    ]
+    if s["peak_memory_bytes"] is not None:
+        lines.append(f"memory {s['peak_memory_bytes'] / 2**20:.1f} MiB of "
+                     f"{s['dram_capacity_bytes'] / 2**20:.0f} MiB DRAM: "
+                     f"{'fits' if s['fits_in_dram'] else 'DOES NOT FIT'}")
+    lines.append("phase        ops      cycles   stall%   DRAM MiB   energy mJ")
+    for phase, row in s["per_phase"].items():
+        stall = row["stall_cycles"] / row["cycles"] if row["cycles"] else 0.0
+        lines.append(f"{phase:<10} {row['ops']:>5} {row['cycles']:>11,} {stall:>8.1%} "
+                     f"{row['dram_bytes'] / 2**20:>10.2f} {row['energy_j'] * 1e3:>11.3f}")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    hw = load_hw(args.hw, args.overrides)
+    trace = read_trace(args.trace, args.tensors)
+    result = simulate_trace(trace, hw, dataflow=args.dataflow, objective=args.objective)
+    summary = result.summary()
+    summary["trace"] = str(args.trace)
+    # Outputs are written only after everything above succeeded (nothing half-written).
+    if args.ops_csv is not None:
+        write_atomic(args.ops_csv, lambda tmp: result.ops.to_csv(tmp, index=False))
+    if args.roofline_png is not None:
+        from sim.roofline import plot_roofline
+
+        write_atomic(args.roofline_png, lambda tmp: plot_roofline(result.ops, hw, tmp))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_text_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

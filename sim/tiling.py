@@ -1,0 +1,135 @@
+"""Tiling of one op into DRAM-level tiles: candidates, buffer fit, and per-op totals.
+
+An op ``M x N x K`` is cut into tiles ``Tm x Tn x Tk`` (dense element counts) that live in the
+SRAM buffers; the array then folds each tile (``sim.dataflow``). Candidates per dimension are
+the whole dimension and geometric splits of it rounded up to the array dimension it maps onto
+under the dataflow, so folds stay full. Edge tiles are exact: every total sums the full tiles
+and the remainder tiles of each dimension (2 x 2 x 2 size classes), in closed form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.dataflow import DF_CODE, fold_cycles, sram_accesses
+
+__all__ = ["TileSet", "candidate_tiles", "dim_candidates", "tile_buffer_bytes", "tile_totals"]
+
+_SPLITS = (2, 4, 8, 16, 32, 64)
+
+
+def dim_candidates(dim: int, unit: int) -> np.ndarray:
+    """Tile sizes for one dimension: ``dim`` itself and ceil(dim / 2^i) rounded up to ``unit``."""
+    unit = max(1, min(int(unit), dim))
+    sizes = {dim}
+    for j in _SPLITS:
+        size = -(-dim // j)
+        size = -(-size // unit) * unit
+        if size < dim:
+            sizes.add(size)
+        if size <= unit:
+            break
+    return np.array(sorted(sizes), dtype=float)
+
+
+@dataclass(frozen=True)
+class TileSet:
+    """Candidate (dataflow, tile) pairs, as aligned float arrays."""
+
+    df: np.ndarray  # dataflow code (sim.dataflow.DF_CODE)
+    tm: np.ndarray  # tile rows of A / out (elements)
+    tn: np.ndarray  # tile columns of B / out (elements)
+    tk: np.ndarray  # tile reduction length, dense elements
+
+    def __len__(self) -> int:
+        return int(self.df.size)
+
+    def take(self, mask: np.ndarray) -> TileSet:
+        """The subset where ``mask`` holds."""
+        return TileSet(self.df[mask], self.tm[mask], self.tn[mask], self.tk[mask])
+
+
+def candidate_tiles(dataflows: tuple[str, ...], m: int, n: int, k: int, rows: int,
+                    cols: int) -> TileSet:
+    """All candidate tiles for the given dataflows.
+
+    The candidate set depends only on the shape and the array, never on the op's bits or
+    sparsity, so narrower or sparser operands can only shrink every candidate's cost (the
+    search is then monotone: fewer bits or more zeros are never slower).
+
+    Args:
+        dataflows: subset of ("ws", "os", "is").
+        m, n, k: op shape (elements).
+        rows, cols: array size.
+    """
+    free = 8  # streamed dimension: any size works, keep it a multiple of a typical burst
+    # K maps onto the rows after packing p reduction entries per PE (p = 1, 2, 4, 8, 16 for
+    # 16-bit down to 1-bit operands), so align K tiles to rows * p for each p.
+    k_sizes = np.unique(np.concatenate([dim_candidates(k, rows * 2**i) for i in range(5)]))
+    per_df = {"ws": (dim_candidates(m, free), dim_candidates(n, cols), k_sizes),
+              "os": (dim_candidates(m, rows), dim_candidates(n, cols), dim_candidates(k, free)),
+              "is": (dim_candidates(m, cols), dim_candidates(n, free), k_sizes)}
+    parts = []
+    for name in dataflows:
+        gm, gn, gk = np.meshgrid(*per_df[name], indexing="ij")
+        code = np.full(gm.size, DF_CODE[name], dtype=float)
+        parts.append((code, gm.ravel(), gn.ravel(), gk.ravel()))
+    return TileSet(*(np.concatenate(arrs) for arrs in zip(*parts)))
+
+
+def tile_buffer_bytes(tiles: TileSet, a_bits: float, b_bits: float,
+                      accum_bits: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bytes one copy of each tile needs: (A tile, B tile, output/psum tile)."""
+    return (tiles.tm * tiles.tk * a_bits / 8.0, tiles.tk * tiles.tn * b_bits / 8.0,
+            tiles.tm * tiles.tn * accum_bits / 8.0)
+
+
+def _classes(dim: int, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes and counts of the full and the remainder tiles of one dimension, shape (2, T)."""
+    full = np.floor(dim / tile)
+    rem = dim - full * tile
+    sizes = np.stack([tile, rem])
+    counts = np.stack([full, (rem > 0).astype(float)])
+    return sizes, counts
+
+
+@dataclass(frozen=True)
+class TileTotals:
+    """Per-candidate totals over all tiles of the op."""
+
+    n_tiles: np.ndarray  # tile iterations
+    trips: tuple[np.ndarray, np.ndarray, np.ndarray]  # tiles along m, n, k
+    compute_cycles: np.ndarray  # sum over tiles of max(array cycles, SRAM-port cycles)
+    array_cycles: np.ndarray  # sum over tiles of the fold formula
+    sram_array_bytes: np.ndarray  # bytes the array moves to/from SRAM (A, B, psums)
+
+
+def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int, density: float,
+                macs_per_pe: float, a_bits: float, b_bits: float, accum_bits: float,
+                sram_bytes_per_cycle: float) -> TileTotals:
+    """Sum cycles and SRAM traffic over every tile of the op, for every candidate.
+
+    The effective reduction length of a tile with ``tk`` dense entries is
+    ``ceil(tk * density / macs_per_pe)``: skipped zeros cost nothing and a PE doing p MACs
+    per cycle consumes p reduction entries per cycle.
+    """
+    sm, cm = _classes(m, tiles.tm)
+    sn, cn = _classes(n, tiles.tn)
+    sk, ck = _classes(k, tiles.tk)
+    # Broadcast to (2, 2, 2, T): full/remainder class along m, n, k.
+    ms, ns, ks = sm[:, None, None], sn[None, :, None], sk[None, None, :]
+    count = cm[:, None, None] * cn[None, :, None] * ck[None, None, :]
+    keff = np.ceil(ks * density / macs_per_pe - 1e-9)
+    cyc = fold_cycles(tiles.df, ms, ns, keff, rows, cols)
+    a_r, b_r, p_w = sram_accesses(tiles.df, ms, ns, ks, keff, rows, cols)
+    tile_bytes = a_r * a_bits / 8.0 + b_r * b_bits / 8.0 + 2.0 * p_w * accum_bits / 8.0
+    busy = np.maximum(cyc, tile_bytes / sram_bytes_per_cycle)
+    psum_total = (count * p_w).sum(axis=(0, 1, 2))
+    sram_bytes = ((count * (a_r * a_bits + b_r * b_bits)).sum(axis=(0, 1, 2)) / 8.0
+                  + (2.0 * psum_total - m * n) * accum_bits / 8.0)
+    trips = (cm.sum(0), cn.sum(0), ck.sum(0))
+    return TileTotals(n_tiles=trips[0] * trips[1] * trips[2], trips=trips,
+                      compute_cycles=(count * busy).sum(axis=(0, 1, 2)),
+                      array_cycles=(count * cyc).sum(axis=(0, 1, 2)),
+                      sram_array_bytes=sram_bytes)
