@@ -12,10 +12,24 @@ from typing import NoReturn
 
 from sim.errors import SimError
 
-__all__ = ["OneLineParser", "cli_main", "positive_int", "write_atomic"]
+__all__ = ["CONFIG_EPILOG", "OneLineParser", "cli_main", "positive_int", "write_atomic"]
 
 SET_HELP = ("override a hardware field before validation, dotted path = YAML value, e.g. "
             "--set pe.rows=16 --set dram.bandwidth_gbps=8 (repeatable; default: none)")
+
+
+CONFIG_EPILOG = (
+    "hardware keys for --set (units): pe.rows, pe.cols (PEs), pe.macs_per_pe_per_cycle, "
+    "pe.accum_bits (bits), clock_mhz (MHz), precision.model (scalable|bit_serial|fixed), "
+    "precision.base_bits, precision.min_bits, precision.operands (weight|both), "
+    "sparsity.support (none|nm|unstructured), sparsity.nm_patterns, sparsity.efficiency "
+    "(0..1), sparsity.metadata_bits (bits per non-zero), sparsity.compressed_storage, "
+    "sram.input_kib, sram.weight_kib, sram.output_kib or sram.unified_kib (KiB), sram.banks, "
+    "sram.bank_width_bits, sram.double_buffering, dram.bandwidth_gbps (GB/s), "
+    "dram.capacity_gib or dram.capacity_mib, dram.energy_pj_per_bit, energy.mac_pj (pJ per "
+    "MAC at base_bits), energy.sram_pj_per_byte or energy.sram_pj_per_bit, energy.static_mw "
+    "(mW). Use KEY=null to drop a key (e.g. to switch capacity_gib to capacity_mib). "
+    "User errors print one line 'error: ...' and exit with code 2.")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -345,7 +345,8 @@ def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str
     try:
         return HwConfig.model_validate(tree)
     except ValidationError as exc:
-        errors = exc.errors()
+        # A typo shows up as an unknown key plus a missing one; the unknown key is the clue.
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
 

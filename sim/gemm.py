@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from sim.api import simulate_gemm
-from sim.cli import SET_HELP, OneLineParser, cli_main, positive_int
+from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, cli_main, positive_int
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
 from sim.scheduler import OBJECTIVES
@@ -39,7 +39,7 @@ def _bits(text: str) -> int:
 
 def build_parser() -> OneLineParser:
     """The command-line interface (every flag with units and default)."""
-    p = OneLineParser(prog="python -m sim.gemm",
+    p = OneLineParser(epilog=CONFIG_EPILOG, prog="python -m sim.gemm",
                       description="Simulate one product out[M,N] = A[M,K] @ B[K,N] (B is the "
                                   "weight operand: its bits and sparsity) on an accelerator.")
     p.add_argument("--hw", required=True, type=Path, metavar="YAML",

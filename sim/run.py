@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sim.api import simulate_trace
-from sim.cli import SET_HELP, OneLineParser, cli_main, write_atomic
+from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, cli_main, write_atomic
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
 from sim.scheduler import OBJECTIVES
@@ -22,7 +22,7 @@ from sim.trace import read_trace
 
 def build_parser() -> OneLineParser:
     """The command-line interface (every flag with units and default)."""
-    p = OneLineParser(prog="python -m sim.run",
+    p = OneLineParser(epilog=CONFIG_EPILOG, prog="python -m sim.run",
                       description="Simulate every op of a trace (docs/trace.md) on an "
                                   "accelerator and report cycles, stalls, DRAM bytes, energy, "
                                   "roofline bounds and the step's memory footprint.")
