@@ -17,9 +17,8 @@ field: ``hwconfigs/x.yaml: pe.rows: must be > 0 (got -4)``.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +49,7 @@ class PEArray(_Strict):
     accum_bits: int = Field(32, gt=0, le=64, description="partial-sum width, bits")
 
 
-class PrecisionModel(str, Enum):
+class PrecisionModel(StrEnum):
     """How operand bit width changes throughput.
 
     ``scalable``: a bit-fusion style PE; throughput x base_bits / bits, bits rounded up to a
@@ -80,7 +79,7 @@ class Precision(_Strict):
         return self
 
 
-class SparsitySupport(str, Enum):
+class SparsitySupport(StrEnum):
     """Zero skipping in operand B: none, structured N:M, or unstructured."""
 
     none = "none"

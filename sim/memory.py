@@ -39,6 +39,12 @@ class MemoryTiming:
     b_loads: np.ndarray  # B tile fetches
 
 
+def _moved(operand: str, changed: dict[str, np.ndarray], never: np.ndarray) -> np.ndarray:
+    """Whether ``operand``'s tile changes when the loops in ``changed`` advance."""
+    flags = [changed[d] for d in _REL[operand] if d in changed]
+    return np.logical_or.reduce(flags) if flags else never
+
+
 def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], a_bytes: float,
                   b_bytes: float, out_bytes: float, psum_bytes: float, compute: np.ndarray,
                   bytes_per_cycle: float, double_buffering: bool) -> MemoryTiming:
@@ -72,11 +78,8 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], a_bytes: flo
             {l1: np.ones_like(t1, dtype=bool), l2: t2 > 1, l3: t3 > 1},
         )
 
-        def moved(x: str, cls: dict[str, np.ndarray]) -> np.ndarray:
-            flags = [cls[d] for d in _REL[x] if d in cls]
-            return np.logical_or.reduce(flags) if flags else np.zeros_like(t1, dtype=bool)
-
-        loaded = {x: [moved(x, cls) for cls in changed] for x in _REL}
+        never = np.zeros_like(t1, dtype=bool)
+        loaded = {x: [_moved(x, cls, never) for cls in changed] for x in _REL}
         a_loads = 1 + sum(c * f for c, f in zip(counts, loaded["A"]))
         b_loads = 1 + sum(c * f for c, f in zip(counts, loaded["B"]))
         out_changes = sum(c * f for c, f in zip(counts, loaded["C"]))

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sim import gemm as sim_gemm
+from sim import run as sim_run
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT / "tests" / "data" / "tiny_step.csv"
 HW = ROOT / "hwconfigs" / "edge_llm.yaml"
@@ -16,6 +19,18 @@ HW = ROOT / "hwconfigs" / "edge_llm.yaml"
 def _run(cli_env: dict, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
                           env=cli_env, cwd=cwd, timeout=120)
+
+
+def _in_process(capsys: pytest.CaptureFixture[str], tool: str, *args: str
+                ) -> subprocess.CompletedProcess:
+    """Run a CLI's main() in this process (same code path, no interpreter start-up)."""
+    main = {"sim.run": sim_run.main, "sim.gemm": sim_gemm.main}[tool]
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([tool, *args], code, out, err)
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
@@ -50,17 +65,18 @@ def test_run_json_has_the_promised_keys(cli_env: dict, tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_run_set_and_fixed_dataflow(cli_env: dict) -> None:
-    base = json.loads(_run(cli_env, "sim.run", "--hw", str(HW), "--trace", str(TRACE),
-                           "--json").stdout)
-    slow = json.loads(_run(cli_env, "sim.run", "--hw", str(HW), "--trace", str(TRACE), "--json",
-                           "--set", "dram.bandwidth_gbps=1", "--dataflow", "ws").stdout)
+def test_run_set_and_fixed_dataflow(capsys: pytest.CaptureFixture[str]) -> None:
+    base = json.loads(_in_process(capsys, "sim.run", "--hw", str(HW), "--trace", str(TRACE),
+                                  "--json").stdout)
+    slow = json.loads(_in_process(capsys, "sim.run", "--hw", str(HW), "--trace", str(TRACE),
+                                  "--json", "--set", "dram.bandwidth_gbps=1", "--dataflow",
+                                  "ws").stdout)
     assert slow["dataflow"] == "ws" and set(slow["dataflow_mix"]) == {"ws"}
     assert slow["total_cycles"] > base["total_cycles"]
 
 
-def test_run_text_output(cli_env: dict) -> None:
-    proc = _run(cli_env, "sim.run", "--hw", str(HW), "--trace", str(TRACE))
+def test_run_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = _in_process(capsys, "sim.run", "--hw", str(HW), "--trace", str(TRACE))
     assert proc.returncode == 0
     assert "total" in proc.stdout and "fits" in proc.stdout and "bwd_weight" in proc.stdout
 
@@ -88,7 +104,8 @@ def test_help_explains_flags_with_defaults(cli_env: dict, tool: str) -> None:
     assert "--dataflow" in text and "(default: auto)" in text
 
 
-def test_user_errors_are_one_line_and_write_nothing(cli_env: dict, tmp_path: Path) -> None:
+def test_user_errors_are_one_line_and_write_nothing(cli_env: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out_csv = tmp_path / "ops.csv"
     bad_hw = tmp_path / "bad.yaml"
     bad_hw.write_text(HW.read_text().replace("rows: 32", "rows: -4"))
@@ -111,17 +128,20 @@ def test_user_errors_are_one_line_and_write_nothing(cli_env: dict, tmp_path: Pat
         (("--hw", str(HW), "--set", "pe.cols=zero"), "pe.cols: "),
         (("--hw", str(HW), "--set", "nonsense"), "expected key=value"),
     ]
-    for args, expected in cases:
-        proc = _run(cli_env, "sim.run", *args, "--trace", str(TRACE), "--ops-csv", str(out_csv))
+    # The first case of each kind goes through a real interpreter, the rest run in-process.
+    for i, (args, expected) in enumerate(cases):
+        argv = ("sim.run", *args, "--trace", str(TRACE), "--ops-csv", str(out_csv))
+        proc = _run(cli_env, *argv) if i == 0 else _in_process(capsys, *argv)
         _assert_one_line_error(proc, expected)
-    for trace, expected in [(no_cols, "missing column(s) count"),
-                            (negative, "row 1: column M must be an integer > 0 (got -32)"),
-                            (tmp_path / "none.csv", "trace file not found")]:
-        proc = _run(cli_env, "sim.run", "--hw", str(HW), "--trace", str(trace), "--ops-csv",
-                    str(out_csv))
+    for i, (trace, expected) in enumerate([
+            (negative, "row 1: column M must be an integer > 0 (got -32)"),
+            (no_cols, "missing column(s) count"),
+            (tmp_path / "none.csv", "trace file not found")]):
+        argv = ("sim.run", "--hw", str(HW), "--trace", str(trace), "--ops-csv", str(out_csv))
+        proc = _run(cli_env, *argv) if i == 0 else _in_process(capsys, *argv)
         _assert_one_line_error(proc, expected)
-    proc = _run(cli_env, "sim.run", "--hw", str(HW), "--trace", str(TRACE), "--ops-csv",
-                str(tmp_path / "no_such_dir" / "ops.csv"))
+    proc = _in_process(capsys, "sim.run", "--hw", str(HW), "--trace", str(TRACE), "--ops-csv",
+                       str(tmp_path / "no_such_dir" / "ops.csv"))
     _assert_one_line_error(proc, "does not exist")
     assert not out_csv.exists()
     assert list(tmp_path.glob(".*")) == []  # no temporary leftovers
@@ -135,5 +155,9 @@ def test_user_errors_are_one_line_and_write_nothing(cli_env: dict, tmp_path: Pat
     (("--M", "8", "--N", "8", "--K", "8", "--pattern", "3:2"), "sparsity_pattern must be"),
     (("--M", "8", "--N", "8", "--K", "8", "--w-bits", "40"), "expected bits in 1..32"),
 ])
-def test_gemm_argument_errors(cli_env: dict, args: tuple[str, ...], expected: str) -> None:
-    _assert_one_line_error(_run(cli_env, "sim.gemm", "--hw", str(HW), *args), expected)
+def test_gemm_argument_errors(cli_env: dict, capsys: pytest.CaptureFixture[str],
+                             args: tuple[str, ...], expected: str) -> None:
+    argv = ("sim.gemm", "--hw", str(HW), *args)
+    first = args[1] == "-3"  # one case through a real interpreter, the rest in-process
+    _assert_one_line_error(_run(cli_env, *argv) if first else _in_process(capsys, *argv),
+                           expected)
