@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar, cast
 
 from sim.errors import SimError
 
@@ -32,6 +32,9 @@ CONFIG_EPILOG = (
     "User errors print one line 'error: ...' and exit with code 2.")
 
 
+MainFunc = TypeVar("MainFunc", bound=Callable[..., int])
+
+
 class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line ``error: ...`` and exit code 2."""
 
@@ -51,7 +54,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+def cli_main(func: MainFunc) -> MainFunc:
     """Turn a ``SimError`` (or an unwritable output path) into ``error: ...`` and exit 2."""
 
     @functools.wraps(func)
@@ -69,7 +72,7 @@ def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
 
-    return wrapper
+    return cast(MainFunc, wrapper)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:

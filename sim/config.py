@@ -218,8 +218,8 @@ class HwConfig(_Strict):
     name: str = Field(min_length=1)
     clock_mhz: float = Field(gt=0, description="core clock, MHz")
     pe: PEArray
-    precision: Precision = Field(default_factory=Precision)
-    sparsity: Sparsity = Field(default_factory=Sparsity)
+    precision: Precision = Precision()  # frozen, so one shared default is safe
+    sparsity: Sparsity = Sparsity()
     sram: Sram
     dram: Dram
     energy: Energy

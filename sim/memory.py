@@ -68,7 +68,7 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], a_bytes: flo
 
     out_rows = []
     for order in LOOP_ORDERS:
-        l1, l2, l3 = order
+        l1, l2, l3 = tuple(order)
         t1, t2, t3 = t[l1], t[l2], t[l3]
         counts = (t1 * t2 * (t3 - 1), t1 * (t2 - 1), t1 - 1)
         # Which loops change index in each class (a loop with one trip never changes).

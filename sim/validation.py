@@ -51,12 +51,13 @@ def compare_with_golden(golden: pd.DataFrame) -> pd.DataFrame:
     """
     configs: dict[tuple[int, int], HwConfig] = {}
     ours = []
-    for row in golden.itertuples(index=False):
-        key = (int(row.rows), int(row.cols))
+    columns = [golden[c].to_numpy() for c in ("M", "N", "K", "rows", "cols", "dataflow")]
+    for m, n, k, rows, cols, dataflow in zip(*columns, strict=True):
+        key = (int(rows), int(cols))
         if key not in configs:
             configs[key] = scalesim_like_hw(*key)
-        res = evaluate_op(configs[key], int(row.M), int(row.N), int(row.K), w_bits=16,
-                          a_bits=16, dataflow=str(row.dataflow))
+        res = evaluate_op(configs[key], int(m), int(n), int(k), w_bits=16, a_bits=16,
+                          dataflow=str(dataflow))
         ours.append(res["compute_cycles"])
     out = golden.copy()
     out["ours_compute_cycles"] = ours
