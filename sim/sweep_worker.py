@@ -1,0 +1,191 @@
+"""The work of one sweep task: one resolved config on one or more traces.
+
+A task groups the traces of one (config, grid point) so the scheduler's per-op dedupe spans
+all of them: their ops tables are concatenated and mapped in one ``schedule_ops`` call, so a
+shape that vanilla and adaptive traces share is searched once. Traces are read once per
+process and kept in a module-level cache (each worker process has its own copy).
+
+This module is imported by worker processes, so it holds nothing that prints.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from sim.config import HwConfig
+from sim.errors import SimError
+from sim.report import SimResult, footprint
+from sim.scheduler import schedule_ops
+from sim.trace import PHASES, Trace, read_trace
+
+__all__ = ["Outcome", "Task", "cached_trace", "init_worker", "metrics_of", "run_task",
+           "trace_cache_size"]
+
+_TRACES: dict[tuple[str, str], Trace] = {}
+
+
+def cached_trace(path: str, content_hash: str) -> Trace:
+    """The validated trace at ``path``, read at most once per process and content.
+
+    Keyed by path and content hash, so a file rewritten between two sweeps in one process is
+    read again. Forked workers inherit the parent's cache (filled while planning), so they
+    read nothing.
+    """
+    trace = _TRACES.get((path, content_hash))
+    if trace is None:
+        trace = _TRACES[(path, content_hash)] = read_trace(path)
+    return trace
+
+
+def trace_cache_size() -> int:
+    """How many traces this process has read (for tests of the read-once rule)."""
+    return len(_TRACES)
+
+
+def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
+    """End this worker when its parent is gone (e.g. SIGKILLed).
+
+    A forked worker holds its own copy of the task queue's pipe, so it never sees EOF when
+    the parent dies and would otherwise wait for work forever as an orphan.
+    """
+    while True:
+        time.sleep(interval_s)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def init_worker(traces: Sequence[tuple[str, str]]) -> None:
+    """Process-pool initializer: read every trace once; leave Ctrl-C to the parent.
+
+    The parent handles SIGINT (it owns the results file and shuts the pool down); a worker
+    that also raised KeyboardInterrupt would only print a traceback per process.
+    """
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="exit-with-parent").start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the CLI's SIGTERM-to-KeyboardInterrupt handler; undo it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for path, content_hash in traces:
+        cached_trace(path, content_hash)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One config (already validated, overrides applied) on the traces still to compute."""
+
+    task_id: int
+    hw: HwConfig
+    traces: tuple[tuple[str, str], ...]  # (path, content hash) of each trace to simulate
+    dataflow: str
+    objective: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of one point: status ``ok``, ``infeasible`` (does not fit DRAM) or ``error``."""
+
+    status: str
+    reason: str
+    metrics: dict[str, Any]
+    seconds: float  # wall time spent on this point in the worker, s
+
+
+def metrics_of(result: SimResult) -> dict[str, Any]:
+    """Flat JSON-ready metrics of one simulated trace (cycles in core cycles, bytes, joules)."""
+    s = result.summary()
+    clock_hz = result.hw.clock_mhz * 1e6
+    out: dict[str, Any] = {
+        "latency_s": float(s["latency_s"]),
+        "cycles": int(s["total_cycles"]),
+        "compute_cycles": int(s["compute_cycles"]),
+        "stall_cycles": int(s["stall_cycles"]),
+        "utilization": float(s["utilization"]),
+        "dram_bytes": int(s["dram_bytes"]),
+        "compulsory_bytes": int(s["compulsory_bytes"]),
+        "energy_j": float(s["energy_j"]),
+        "edp_js": float(s["energy_j"]) * float(s["latency_s"]),
+        "macs": int(s["macs"]),
+        "roofline_cycles": int(s["roofline_cycles"]),
+        "roofline_ratio": float(s["roofline_ratio"]),
+        "ops": int(s["ops"]),
+        "products": int(s["products"]),
+        "peak_memory_bytes": s["peak_memory_bytes"],
+        "dram_capacity_bytes": int(s["dram_capacity_bytes"]),
+        "fits_in_dram": s["fits_in_dram"],
+        "dataflow_mix": s["dataflow_mix"],
+    }
+    for phase in PHASES:
+        row = s["per_phase"].get(phase)
+        for col in ("cycles", "compute_cycles", "stall_cycles"):
+            out[f"{col}_{phase}"] = int(row[col]) if row else 0
+        out[f"latency_{phase}_s"] = (row["cycles"] / clock_hz) if row else 0.0
+    return out
+
+
+def _outcome(result: SimResult, seconds: float) -> Outcome:
+    metrics = metrics_of(result)
+    fp = result.footprint
+    if fp is not None and not fp.fits:
+        reason = (f"peak memory {fp.peak_memory_bytes / 2**20:.1f} MiB > DRAM capacity "
+                  f"{fp.capacity_bytes / 2**20:.1f} MiB of {result.hw.name}")
+        return Outcome("infeasible", reason, metrics, seconds)
+    return Outcome("ok", "", metrics, seconds)
+
+
+def _error(exc: BaseException, seconds: float) -> Outcome:
+    if isinstance(exc, SimError):
+        return Outcome("error", str(exc), {}, seconds)
+    # A bug, not a user error: keep the sweep going but say so plainly in the row.
+    return Outcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
+
+
+def _result(hw: HwConfig, trace: Trace, ops: pd.DataFrame, task: Task) -> SimResult:
+    fp = footprint(trace.tensors, hw) if trace.tensors is not None else None
+    return SimResult(ops=ops, hw=hw, dataflow=task.dataflow, objective=task.objective,
+                     header=dict(trace.header), footprint=fp)
+
+
+def run_task(task: Task) -> tuple[int, list[Outcome]]:
+    """Simulate ``task.hw`` on each of ``task.traces``; one outcome per trace, in order.
+
+    All traces are mapped in one ``schedule_ops`` call (shared per-op cache); if that fails
+    (e.g. one trace has an op no tiling fits), each trace is retried alone so the failure is
+    attributed to the traces that cause it.
+    """
+    start = time.perf_counter()
+    traces = [cached_trace(p, h) for p, h in task.traces]
+    n = len(traces)
+    try:
+        combined = pd.concat([t.ops for t in traces], ignore_index=True)
+        mapped = schedule_ops(task.hw, combined, dataflow=task.dataflow,
+                              objective=task.objective)
+        seconds = (time.perf_counter() - start) / n
+        outcomes = []
+        offset = 0
+        for trace in traces:
+            rows = len(trace.ops)
+            ops = mapped.iloc[offset:offset + rows].reset_index(drop=True)
+            offset += rows
+            outcomes.append(_outcome(_result(task.hw, trace, ops, task), seconds))
+        return task.task_id, outcomes
+    except Exception:  # noqa: BLE001 - retried per trace below, where it is attributed
+        pass
+    outcomes = []
+    for trace in traces:
+        t0 = time.perf_counter()
+        try:
+            ops = schedule_ops(task.hw, trace.ops, dataflow=task.dataflow,
+                               objective=task.objective)
+            outcomes.append(_outcome(_result(task.hw, trace, ops, task),
+                                     time.perf_counter() - t0))
+        except Exception as exc:  # noqa: BLE001 - a failing point is a row, not a crash
+            outcomes.append(_error(exc, time.perf_counter() - t0))
+    return task.task_id, outcomes
+
