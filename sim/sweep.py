@@ -22,7 +22,6 @@ objective; rerunning with the same ``--out`` computes only the points whose key 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -41,8 +40,18 @@ from sim.cli import OneLineParser, positive_int
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
 from sim.scheduler import OBJECTIVES
-from sim.sweep_plan import (GridAxis, Plan, Point, SweepError, build_plan, expand_hw,
-                            load_configs, load_traces, parse_grid, parse_overrides)
+from sim.sweep_plan import (
+    GridAxis,
+    Plan,
+    Point,
+    SweepError,
+    build_plan,
+    expand_hw,
+    load_configs,
+    load_traces,
+    parse_grid,
+    parse_overrides,
+)
 from sim.sweep_report import best_summary, summary_text
 from sim.sweep_store import PointStore, has_pyarrow, write_atomic, write_tables
 from sim.sweep_table import build_table
@@ -140,7 +149,7 @@ def _record(plan: Plan, point: Point, outcome: Outcome, run_id: str) -> dict[str
         "finished_at": time.time(),
         # Identity for a human reading the log; tables take identity from the current plan.
         "config": plan.configs[point.config].label, "trace": plan.traces[point.trace].label,
-        "grid": {a.key: v for a, v in zip(plan.axes, point.grid)},
+        "grid": {a.key: v for a, v in zip(plan.axes, point.grid, strict=True)},
     }
 
 
@@ -280,7 +289,7 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
 
         def finish_points(points: Sequence[Point], outcomes: Sequence[Outcome]) -> None:
             nonlocal done, computed, last_checkpoint
-            new = [_record(plan, p, o, run_id) for p, o in zip(points, outcomes)]
+            new = [_record(plan, p, o, run_id) for p, o in zip(points, outcomes, strict=True)]
             store.append(new)
             for rec in new:
                 records[rec["key"]] = rec

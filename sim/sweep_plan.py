@@ -242,14 +242,16 @@ def _unique_labels(names: Sequence[str], paths: Sequence[Path]) -> list[str]:
     counts: dict[str, int] = {}
     for name in names:
         counts[name] = counts.get(name, 0) + 1
-    return [name if counts[name] == 1 else f"{name} ({path})" for name, path in zip(names, paths)]
+    return [name if counts[name] == 1 else f"{name} ({path})"
+            for name, path in zip(names, paths, strict=True)]
 
 
 def load_configs(paths: Sequence[Path]) -> tuple[ConfigInfo, ...]:
     """Validate every base config (a broken file is a user error for the whole sweep)."""
     hws = [load_hw(p) for p in paths]
     labels = _unique_labels([hw.name for hw in hws], paths)
-    return tuple(ConfigInfo(path=p, hw=hw, label=lab) for p, hw, lab in zip(paths, hws, labels))
+    return tuple(ConfigInfo(path=p, hw=hw, label=lab)
+                 for p, hw, lab in zip(paths, hws, labels, strict=True))
 
 
 def file_hash(paths: Iterable[Path]) -> str:
@@ -291,7 +293,8 @@ def load_traces(paths: Iterable[str | Path]) -> tuple[TraceInfo, ...]:
                                has_tensors=trace.tensors is not None))
     labels = _unique_labels([t.label for t in infos], [t.path for t in infos])
     return tuple(TraceInfo(path=t.path, label=lab, header=t.header, content_hash=t.content_hash,
-                           has_tensors=t.has_tensors) for t, lab in zip(infos, labels))
+                           has_tensors=t.has_tensors)
+                 for t, lab in zip(infos, labels, strict=True))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -321,7 +324,7 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
     for ci, info in enumerate(configs):
         base = info.hw.model_dump(mode="json", exclude_none=True)
         for combo in grid_points(axes):
-            overrides = {**fixed, **{a.key: v for a, v in zip(axes, combo)}}
+            overrides = {**fixed, **{a.key: v for a, v in zip(axes, combo, strict=True)}}
             hw: HwConfig | None
             try:
                 hw = hw_from_dict(base, overrides, source=str(info.path)) if overrides \

@@ -67,7 +67,7 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> Path:
     configs = list(dict.fromkeys(table["config"]))
     colors = _colors(configs)
     fig, axes = _figure(1, len(traces), max(4.6, 7.0 / len(traces)), 3.8)
-    for ax, trace in zip(axes[0], traces):
+    for ax, trace in zip(axes[0], traces, strict=True):
         sub = table[(table["trace"] == trace) & table["latency_s"].notna()]
         for config in configs:
             rows = sub[sub["config"] == config]
@@ -92,7 +92,7 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"{trace}", fontsize=10)
         ax.grid(True, which="both", alpha=0.2)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
+    uniq = dict(zip(labels, handles, strict=True))
     fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncols=len(uniq),
                fontsize=8, frameon=False)
     fig.suptitle("latency vs energy (crosses: does not fit DRAM; circles: Pareto set)",
@@ -177,7 +177,7 @@ def plot_time(table: pd.DataFrame, path: Path) -> Path:
     traces = list(dict.fromkeys(table["trace"]))
     configs = list(dict.fromkeys(table["config"]))
     fig, axes = _figure(1, len(traces), max(3.0, 0.9 * len(configs) + 1.2), 3.8)
-    for ax, trace in zip(axes[0], traces):
+    for ax, trace in zip(axes[0], traces, strict=True):
         sub = best[best["trace"] == trace].set_index("config") if len(best) else best
         present = [c for c in configs if c in getattr(sub, "index", [])]
         x = np.arange(len(present))
@@ -189,7 +189,7 @@ def plot_time(table: pd.DataFrame, path: Path) -> Path:
                 ax.bar(x, vals, bottom=bottom, color=_PHASE_COLORS[phase], alpha=alpha,
                        hatch=hatch, edgecolor="white", lw=0.3, label=f"{phase} {part}")
                 bottom += vals
-        for xi, config in zip(x, present):
+        for xi, config in zip(x, present, strict=True):
             ax.text(xi, 1.02, f"{sub.loc[config, 'latency_s'] * 1e3:.3g} ms", ha="center",
                     fontsize=7)
         ax.set_xticks(x, present, rotation=30, ha="right", fontsize=8)
@@ -197,7 +197,7 @@ def plot_time(table: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("fraction of step cycles")
         ax.set_title(f"{trace} (best point per config)", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
+    uniq = dict(zip(labels, handles, strict=True))
     fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncols=3, fontsize=8,
                frameon=False)
     fig.savefig(path, dpi=110, format="png")

@@ -88,10 +88,10 @@ def pareto_mask(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
 def _identity(plan: Plan, point: Point) -> dict[str, Any]:
     config = plan.configs[point.config]
     trace = plan.traces[point.trace]
-    overrides = {**plan.fixed, **{a.key: v for a, v in zip(plan.axes, point.grid)}}
+    overrides = {**plan.fixed, **{a.key: v for a, v in zip(plan.axes, point.grid, strict=True)}}
     row: dict[str, Any] = {"point_key": point.key, "config": config.label,
                            "config_path": str(config.path)}
-    for axis, value in zip(plan.axes, point.grid):
+    for axis, value in zip(plan.axes, point.grid, strict=True):
         row[axis.key] = value
     row["overrides"] = json.dumps(overrides, sort_keys=True)
     row.update({"trace": trace.label, "trace_path": str(trace.path),

@@ -220,9 +220,9 @@ def test_point_store_skips_torn_line_and_appends_on_new_line(tmp_path: Path) -> 
 
 
 def test_second_sweep_on_same_folder_is_refused(tmp_path: Path) -> None:
-    with PointStore(tmp_path), pytest.raises(SweepError, match="another sweep"):
-        with PointStore(tmp_path):
-            pass
+    with PointStore(tmp_path), pytest.raises(SweepError, match="another sweep"), \
+            PointStore(tmp_path):
+        pass
 
 
 def test_edited_trace_is_recomputed_renamed_trace_is_not(traces: list[str],
@@ -326,7 +326,7 @@ def test_best_point_is_the_fastest_ok_row(traces: list[str], tmp_path: Path) -> 
         assert best[config][trace]["latency_s"] == pytest.approx(sub["latency_s"].min())
     front = table[table["pareto"]]
     assert len(front) >= 2  # at least one per trace
-    for trace, sub in table[table["status"] == "ok"].groupby("trace"):
+    for _, sub in table[table["status"] == "ok"].groupby("trace"):
         top = sub.loc[sub["latency_s"].idxmin()]
         assert top["pareto"]
 
