@@ -16,7 +16,9 @@ from sim.config import HwConfig
 
 __all__ = ["plot_roofline"]
 
-_PHASE_COLORS = {"fwd": "tab:blue", "bwd_input": "tab:orange", "bwd_weight": "tab:green"}
+# Forward and backward-input products often share a shape; distinct markers keep both visible.
+_PHASE_STYLE = {"fwd": ("tab:blue", "o", 36), "bwd_input": ("tab:orange", "x", 22),
+                "bwd_weight": ("tab:green", "^", 22)}
 
 
 def plot_roofline(ops: pd.DataFrame, hw: HwConfig, path: str | Path, *,
@@ -40,10 +42,16 @@ def plot_roofline(ops: pd.DataFrame, hw: HwConfig, path: str | Path, *,
         ax.plot(x, np.minimum(op_peak, bw * x), color="gray", lw=1, ls="--",
                 label=f"roof at the narrowest bits in trace: {op_peak:.0f} MAC/cycle")
     phases = ops["phase"] if "phase" in ops else pd.Series(["fwd"] * len(ops), index=ops.index)
-    for phase, color in _PHASE_COLORS.items():
+    for phase, (color, marker, size) in _PHASE_STYLE.items():
         sel = phases == phase
-        if sel.any():
-            ax.scatter(intensity[sel], achieved[sel], s=14, alpha=0.7, color=color, label=phase)
+        if not sel.any():
+            continue
+        if marker == "o":
+            ax.scatter(intensity[sel], achieved[sel], s=size, facecolors="none",
+                       edgecolors=color, label=phase)
+        else:
+            ax.scatter(intensity[sel], achieved[sel], s=size, color=color, marker=marker,
+                       label=phase)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("operational intensity (effective MACs per compulsory DRAM byte)")
