@@ -1,0 +1,175 @@
+"""Adaptive layer tuning and voting on the tiny model: the forward is the model's own, exits and
+cuts are real, gradients are exact, voting rules give proper distributions."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from workloads.errors import UserError
+from workloads.evaluate import evaluate
+from workloads.metrics import model_scorer
+from workloads.models import load_model
+from workloads.tuning import lora
+from workloads.tuning.forward import decoder, run_layers
+from workloads.tuning.head import exit_loss, exit_stats
+from workloads.tuning.schedule import Window, default_exits, make_windows, schedule
+from workloads.tuning.step import StepPlan, step_loss
+from workloads.tuning.train import TuneConfig, tune
+from workloads.tuning.voting import ExitVoter, combine
+
+IDS = torch.randint(0, 250, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def fresh():
+    """A tiny model of its own (tuning wraps the model in place)."""
+    return load_model("tiny", seed=0)
+
+
+def _perturbed_lora(model, layers):
+    peft_model = lora.attach_lora(model, layers, rank=4)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in lora.lora_parameters(peft_model).values():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)  # non-zero B, so adapters matter
+    return peft_model
+
+
+def test_layerwise_forward_is_the_models_forward(tiny):
+    with torch.no_grad():
+        ref = tiny.model.model(input_ids=IDS).last_hidden_state
+        mine = decoder(tiny.model).norm(run_layers(tiny.model, IDS)[3])
+    assert torch.equal(ref, mine)
+
+
+def test_cut_runs_no_layer_above_the_exit_and_no_autograd_below_the_window(tiny):
+    ran: list[int] = []
+    handles = [layer.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+               for i, layer in enumerate(decoder(tiny.model).layers)]
+    try:
+        out = run_layers(tiny.model, IDS, last_layer=2, grad_from=2, capture=[1])
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0, 1, 2]
+    assert out[1].grad_fn is None and out[2].grad_fn is not None
+
+
+def test_chunked_exit_loss_matches_hf_loss_and_gradients(fresh):
+    model = _perturbed_lora(fresh.model, range(4))
+    loss = exit_loss(model, run_layers(model, IDS, grad_from=0)[3], IDS, exit_layer=3, chunk=7)
+    loss.backward()
+    mine = {n: p.grad.clone() for n, p in lora.lora_parameters(model).items()}
+    model.zero_grad()
+    ref = model(input_ids=IDS, labels=IDS).loss
+    ref.backward()
+    assert math.isclose(loss.item(), ref.item(), rel_tol=1e-5)
+    for name, p in lora.lora_parameters(model).items():
+        assert torch.allclose(p.grad, mine[name], atol=1e-6), name
+
+
+def test_adaptive_step_trains_only_the_window(fresh):
+    model = _perturbed_lora(fresh.model, range(4))
+    lora.set_trainable_layers(model, [1, 2])
+    step_loss(model, IDS, StepPlan.adaptive(Window(1, 2))).backward()
+    for name, p in lora.lora_parameters(model).items():
+        in_window = lora.layer_of(name) in (1, 2)
+        assert (p.grad is not None) == in_window, name
+    assert all(p.grad is None for n, p in model.named_parameters() if ".lora_" not in n)
+
+
+def test_windows_and_schedules():
+    assert default_exits(30, 4) == [17, 21, 25, 29]
+    assert default_exits(4, 1, 2) == [2, 3]
+    wins = make_windows(30, 4, [17, 29])
+    assert wins == [Window(14, 17), Window(26, 29)]
+    seq = schedule(wins, 5, "sequential")
+    assert seq == [wins[0]] * 3 + [wins[1]] * 2  # shallow to deep, equal blocks
+    assert schedule(wins, 4, "round_robin") == wins * 2
+    rnd = schedule(wins, 50, "random", seed=3)
+    assert rnd == schedule(wins, 50, "random", seed=3) and set(rnd) == set(wins)
+    with pytest.raises(UserError, match="outside 0..29"):
+        make_windows(30, 4, [30])
+    with pytest.raises(UserError, match="larger than"):
+        make_windows(4, 5, [3])
+
+
+def test_voting_rules_are_proper_distributions(fresh):
+    """Brute force: score every vocabulary token as the target; each rule's probabilities sum to 1
+    per position, and max_conf picks the exit with the highest top probability."""
+    model = _perturbed_lora(fresh.model, range(4))
+    ids = IDS[:1, :6]
+    vocab = model.config.vocab_size
+    with torch.no_grad():
+        hidden = run_layers(model, ids, capture=[1, 3])
+    per_rule: dict[str, list[torch.Tensor]] = {"max_conf": [], "mean": [], "entropy": []}
+    for v in range(vocab):
+        forced = ids.clone()
+        forced[0, -1] = v  # the last position's target becomes token v
+        stats = [exit_stats(model, hidden[e], forced, exit_layer=e, start=4) for e in (1, 3)]
+        for rule in per_rule:
+            per_rule[rule].append(combine(stats, rule)[0, 0])
+    for rule, logps in per_rule.items():
+        total = torch.logsumexp(torch.stack(logps), 0).exp().item()
+        assert math.isclose(total, 1.0, rel_tol=1e-4), rule
+    stats = [exit_stats(model, hidden[e], ids, exit_layer=e) for e in (1, 3)]
+    best = torch.stack([s.max_logprob for s in stats]).argmax(0)
+    chosen = torch.where(best == 0, stats[0].target_logprob, stats[1].target_logprob)
+    assert torch.equal(combine(stats, "max_conf"), chosen)
+
+
+def test_voter_final_exit_is_the_model_scorer(tiny):
+    voter = ExitVoter(tiny.model, [1, 3])
+    with torch.no_grad():
+        ref = model_scorer(tiny.model)(IDS, 5)
+    assert torch.allclose(voter.scorer("exit:3")(IDS, 5), ref, atol=1e-5)
+    res = evaluate(tiny, seq_len=32, max_windows=3, mc_items=8, progress=False, scorer=voter.scorer("vote:mean"))
+    assert math.isfinite(res["perplexity"]) and 0 <= res["accuracy"] <= 1
+
+
+def test_tune_adaptive_lowers_the_loss_and_keeps_other_adapters_at_zero(fresh):
+    cfg = TuneConfig(method="adaptive", steps=12, seq_len=32, batch_size=2, window=1, exits=[3], lr=1e-2)
+    result = tune(fresh, cfg, progress=False)
+    assert result.windows == [Window(3, 3)] and result.exits == [3]
+    assert sum(result.losses[-3:]) < sum(result.losses[:3])
+    lora_layers = {lora.layer_of(n) for n in lora.lora_parameters(result.model)}
+    assert lora_layers == {3}
+    assert result.peak_rss_bytes >= result.baseline_rss_bytes > 0
+    assert result.saved_tensor_bytes > 0 and result.optimizer_bytes > 0
+
+
+def test_tune_cli_json_and_peft_adapters(tmp_path, cli_env):
+    out = tmp_path / "adapters"
+    proc = subprocess.run(
+        [sys.executable, "-m", "workloads.tune", "--model", "tiny", "--method", "adaptive", "--steps", "2",
+         "--seq-len", "32", "--batch-size", "2", "--window", "1", "--num-exits", "2", "--eval-max-windows", "2",
+         "--mc-items", "4", "--threads", "1", "--out", str(out), "--json"],
+        capture_output=True, text=True, env=cli_env, check=True,
+    )
+    res = json.loads(proc.stdout)
+    for key in ("method", "steps", "step_seconds", "peak_memory_bytes", "trainable_params", "eval"):
+        assert key in res
+    assert set(res["eval"]) >= {"perplexity", "accuracy", "per_exit", "vote"}
+    assert set(res["eval"]["per_exit"]) == {"2", "3"} and set(res["eval"]["vote"]) == {"max_conf", "mean", "entropy"}
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    meta = json.loads((out / "tuning.json").read_text())
+    assert meta["exits"] == [2, 3]
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_model("tiny").model, out)
+    assert {lora.layer_of(n) for n in lora.lora_parameters(model)} == {2, 3}
+
+
+def test_tune_cli_help_and_errors(cli_env):
+    helptext = subprocess.run([sys.executable, "-m", "workloads.tune", "--help"], capture_output=True, text=True,
+                              env=cli_env, check=True).stdout
+    for flag in ("--method", "--steps", "--window", "--exits", "--schedule", "--policy", "--out", "--lr", "--rank"):
+        assert flag in helptext
+    bad = subprocess.run([sys.executable, "-m", "workloads.tune", "--model", "tiny", "--window", "9", "--json"],
+                         capture_output=True, text=True, env=cli_env)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "\n" not in bad.stderr.strip()

@@ -1,0 +1,102 @@
+"""Record the layer-wise trace of one real tuning step (or inference pass).
+
+    python -m workloads.trace --model smollm2-135m --method adaptive --window 4 --seq-len 256 \
+        --batch 4 --policy policy.json --out trace.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from workloads.errors import UserError, cli_main
+from workloads.evaluate import positive_int
+from workloads.luc.policy import Policy
+from workloads.models import BUILTIN_MODELS, load_model
+from workloads.trace.record import METHODS, record_trace
+from workloads.trace.table import tensors_path
+from workloads.tuning.lora import DEFAULT_RANK
+
+
+def _exits(text: str) -> list[int]:
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices (got {text!r})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m workloads.trace",
+        description="Run one real torch step and write its trace (docs/trace.md): one row per matrix "
+        "product executed (forward, backward to inputs, backward to weights, attention, heads, LoRA), "
+        "recorded by hooks on the modules that ran, annotated with the policy's sparsity and bits, plus "
+        "the tensor table (NAME.tensors.csv) of what device memory holds during the step.",
+    )
+    p.add_argument("--model", default="smollm2-135m",
+                   help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="adaptive",
+                   help="vanilla = LoRA on all layers, full backprop; adaptive = LoRA in one window trained "
+                   "through its exit; inference = one scoring forward pass (default: %(default)s)")
+    p.add_argument("--window", type=positive_int, default=4,
+                   help="adaptive: layers in the window, ending at --exit-layer (default: %(default)s)")
+    p.add_argument("--exit-layer", type=int, default=None,
+                   help="adaptive: the window's exit layer, 0-based (default: the last layer)")
+    p.add_argument("--exits", type=_exits, default=None,
+                   help="inference: comma-separated layers with an exit head, for voting (default: the last layer)")
+    p.add_argument("--seq-len", type=positive_int, default=256, help="tokens per sequence (default: %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=4, help="sequences per step (default: %(default)s)")
+    p.add_argument("--lora-rank", type=positive_int, default=DEFAULT_RANK, help="LoRA rank (default: %(default)s)")
+    p.add_argument("--a-bits", type=int, default=16,
+                   help="device bits of activations, gradients flowing back and the output (default: %(default)s)")
+    p.add_argument("--policy", default=None,
+                   help="LUC policy JSON whose per-layer sparsity/bits annotate the weights (default: dense, "
+                   "16-bit)")
+    p.add_argument("--out", default="trace.csv",
+                   help="ops table path; the tensor table goes beside it as NAME.tensors.csv (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random token batch (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of a text one")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 1 <= args.a_bits <= 32:
+        raise UserError(f"--a-bits must be in 1..32 (got {args.a_bits})")
+    started = time.perf_counter()
+    loaded = load_model(args.model, seed=args.seed)
+    policy = Policy.load(args.policy).validate(loaded.num_layers, where=args.policy) if args.policy else None
+    trace = record_trace(
+        loaded, method=args.method, window=args.window, exit_layer=args.exit_layer, seq_len=args.seq_len,
+        batch=args.batch, policy=policy, policy_label=args.policy, lora_rank=args.lora_rank, exits=args.exits,
+        a_bits=args.a_bits, seed=args.seed,
+    )
+    path = trace.save(args.out)
+    summary = {
+        "ops": str(path),
+        "tensors": str(tensors_path(path)),
+        "rows": len(trace.ops),
+        "macs": {phase: trace.macs(phase) for phase in ("fwd", "bwd_input", "bwd_weight")},
+        "memory_bytes": trace.memory_bytes(),
+        "memory_by_kind_bytes": {k: int(v) for k, v in trace.tensors.groupby("kind")["bytes"].sum().items()},
+        "header": trace.header,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        macs = ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in summary["macs"].items())
+        print(f"wrote {path} ({summary['rows']} ops; MACs {macs}) and {summary['tensors']} "
+              f"({summary['memory_bytes'] / 2**20:.1f} MiB in device memory)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

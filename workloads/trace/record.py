@@ -1,0 +1,367 @@
+"""Recording a trace from a real torch step: hooks on the modules that actually run.
+
+- every ``nn.Linear`` that runs (the base weights inside peft's LoRA layers, the LoRA A/B
+  projections) gets a ``fwd`` row from a forward hook; when its output takes part in autograd,
+  a hook on that output fires during the backward pass and adds ``bwd_input`` (if the input
+  needed a gradient) and ``bwd_weight`` (if the weight is trained) rows;
+- attention runs as one fused SDPA call, so it is recorded from that call's own inputs: the
+  model is pointed (for the duration of the recording) at a registered attention function that
+  reads the ``q``/``k``/``v`` shapes, delegates to the original implementation, and hooks its
+  output for the backward products (including the recomputation of ``Q K^T`` that a
+  flash-attention backward does);
+- the exit heads report their products through ``head_product_hooks``.
+Nothing is typed by hand: a product that did not run has no row.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+from workloads.errors import UserError
+from workloads.luc.policy import DENSE_BITS, Policy
+from workloads.models import LoadedModel
+from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
+from workloads.tuning import lora
+from workloads.tuning.forward import num_layers, run_layers
+from workloads.tuning.head import HeadProduct, exit_loss, exit_stats, head_product_hooks
+from workloads.tuning.memory import SavedTensorLog
+from workloads.tuning.schedule import Window
+from workloads.tuning.step import StepPlan, step_loss
+
+METHODS = ("vanilla", "adaptive", "inference")
+LORA_BITS = 16  # adapters in full (device float16) precision
+OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
+_TRACED = "edgellm_traced_"
+_ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", default=None)
+
+
+@dataclass
+class _Recorder:
+    """Collects raw op rows (shapes, phase, trainable) in execution order."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    module_stack: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, layer: int, module: str, phase: str, m: int, n: int, k: int, trainable: bool, count: int = 1) -> None:
+        self.rows.append(
+            {"layer": layer, "module": module, "phase": phase, "M": m, "N": n, "K": k,
+             "trainable": trainable, "count": count}
+        )
+
+    def where(self) -> tuple[str, int]:
+        return self.module_stack[-1] if self.module_stack else ("head", -1)
+
+
+def _label(name: str) -> str:
+    """``q_proj`` for a (base) linear layer, ``lora_A`` / ``lora_B`` for adapters."""
+    parts = name.split(".")
+    for tag in ("lora_A", "lora_B"):
+        if tag in parts:
+            return tag
+    parts = [p for p in parts if p != "base_layer"]
+    return parts[-1]
+
+
+def _linear_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
+    handles = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        layer, label = lora.layer_of(name), _label(name)
+
+        def hook(module: nn.Linear, args: tuple[Any, ...], output: torch.Tensor,
+                 layer: int = layer, label: str = label) -> None:
+            x = args[0]
+            k, n = module.in_features, module.out_features
+            m = x.numel() // k
+            trains = module.weight.requires_grad
+            rec.add(layer, label, "fwd", m, n, k, trains)
+            if not output.requires_grad:
+                return  # no autograd node: this product has no backward
+            input_grad = x.requires_grad
+
+            def on_grad(_grad: torch.Tensor) -> None:
+                if input_grad:
+                    rec.add(layer, label, "bwd_input", m, k, n, trains)
+                if trains:
+                    rec.add(layer, label, "bwd_weight", n, k, m, trains)
+
+            output.register_hook(on_grad)
+
+        handles.append(mod.register_forward_hook(hook))
+    return handles
+
+
+def _module_stack_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
+    """Keep the name of the running module, so saved activations can be labelled."""
+    handles = []
+    for name, mod in model.named_modules():
+        clean = _clean_name(name)
+        layer = lora.layer_of(name)
+
+        def pre(_m: nn.Module, _a: Any, clean: str = clean, layer: int = layer) -> None:
+            rec.module_stack.append((clean, layer))
+
+        def post(_m: nn.Module, _a: Any, _o: Any) -> None:
+            rec.module_stack.pop()
+
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post))
+    return handles
+
+
+def _clean_name(name: str) -> str:
+    """Parameter/module names relative to the decoder, without peft's wrappers."""
+    for prefix in ("base_model.model.", "model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name.replace(".base_layer", "").replace(".default", "")
+
+
+def _uses_flash(grad_fn: Any, depth: int = 5) -> bool:
+    """Whether an autograd node near the attention output is a flash-attention backward
+    (which recomputes the score matrix instead of saving it)."""
+    frontier = [grad_fn]
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            if node is None:
+                continue
+            if "FlashAttention" in type(node).__name__:
+                return True
+            nxt.extend(fn for fn, _ in node.next_functions)
+        frontier = nxt
+    return False
+
+
+def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
+    def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, eager_attention_forward)
+        out, weights = impl(module, query, key, value, attention_mask, **kwargs)
+        rec = _ACTIVE.get()
+        if rec is None:
+            return out, weights
+        b, heads, tq, hd = query.shape
+        tk = key.shape[2]
+        layer = int(getattr(module, "layer_idx", -1))
+        count = b * heads  # one product per batch element and query head (GQA shares K/V)
+        rec.add(layer, "attn_qk", "fwd", tq, tk, hd, False, count)  # S = Q K^T
+        rec.add(layer, "attn_pv", "fwd", tq, hd, tk, False, count)  # O = P V
+        if out.requires_grad:
+            need_q, need_k, need_v = query.requires_grad, key.requires_grad, value.requires_grad
+            recompute = _uses_flash(out.grad_fn)
+
+            def on_grad(_grad: torch.Tensor) -> None:
+                if recompute:
+                    rec.add(layer, "attn_qk", "bwd_input", tq, tk, hd, False, count)  # S again
+                if need_q or need_k:
+                    rec.add(layer, "attn_pv", "bwd_input", tq, tk, hd, False, count)  # dP = dO V^T
+                if need_v:
+                    rec.add(layer, "attn_pv", "bwd_input", tk, hd, tq, False, count)  # dV = P^T dO
+                if need_q:
+                    rec.add(layer, "attn_qk", "bwd_input", tq, hd, tk, False, count)  # dQ = dS K
+                if need_k:
+                    rec.add(layer, "attn_qk", "bwd_input", tk, hd, tq, False, count)  # dK = dS^T Q
+
+            out.register_hook(on_grad)
+        return out, weights
+
+    return attention
+
+
+@contextmanager
+def _attention_recording(model: nn.Module) -> Iterator[None]:
+    """Point the model's config at a registered attention function that records and delegates
+    to the original one (same mask function), for the duration of the block."""
+    config = model.config
+    original = config._attn_implementation or "eager"
+    if original.startswith(_TRACED):
+        yield
+        return
+    name = _TRACED + original
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(name, _traced_attention(original))
+        mask_key = original if original in ALL_MASK_ATTENTION_FUNCTIONS else "eager"
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[mask_key])
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
+
+
+def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold runs of identical consecutive products (e.g. the head's equal chunks) into ``count``."""
+    merged: list[dict[str, Any]] = []
+    keys = ("layer", "module", "phase", "M", "N", "K", "trainable")
+    for row in rows:
+        if merged and all(merged[-1][k] == row[k] for k in keys):
+            merged[-1]["count"] += row["count"]
+        else:
+            merged.append(dict(row))
+    return merged
+
+
+def _weight_rows(model: nn.Module, trained: set[int]) -> list[dict[str, Any]]:
+    """Every parameter of the model (tied weights once), at float16 until annotated; LoRA
+    parameters with their gradient and AdamW state when trained in this step."""
+    rows = []
+    for name, p in model.named_parameters():  # named_parameters() lists a tied weight once
+        clean = _clean_name(name)
+        layer = lora.layer_of(name)
+        if ".lora_" in name:
+            rows.append(_tensor(clean, "lora_weight", layer, p.numel(), LORA_BITS))
+            if id(p) in trained:
+                rows.append(_tensor(clean + ".grad", "gradient", layer, p.numel(), LORA_BITS))
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    rows.append(_tensor(f"{clean}.{moment}", "optimizer", layer, p.numel(), OPTIMIZER_BITS))
+        else:
+            rows.append(_tensor(clean, "weight", layer, p.numel(), DENSE_BITS))
+    return rows
+
+
+def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "layer": layer, "numel": numel, "bits": bits,
+            "bytes": math.ceil(numel * bits / 8)}
+
+
+def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
+    rows, seen = [], {}
+    for entry in log.entries:
+        index = seen.get(entry.where, 0)
+        seen[entry.where] = index + 1
+        bits = a_bits if entry.is_float else entry.element_bits
+        rows.append(_tensor(f"{entry.where}.saved{index}", "activation", entry.layer, entry.numel, bits))
+    return rows
+
+
+def record_trace(
+    loaded: LoadedModel,
+    *,
+    method: str,
+    window: int | None = None,
+    exit_layer: int | None = None,
+    seq_len: int,
+    batch: int,
+    policy: Policy | None = None,
+    policy_label: str | None = None,
+    lora_rank: int = lora.DEFAULT_RANK,
+    exits: Sequence[int] | None = None,
+    a_bits: int = 16,
+    seed: int = 0,
+) -> Trace:
+    """Run one real step of ``method`` on ``batch`` random sequences of ``seq_len`` tokens and
+    record every matrix product it executed and every tensor it kept.
+
+    - ``vanilla``: LoRA (rank ``lora_rank``) on all layers, forward through all of them, loss at
+      the output, backward through all of them;
+    - ``adaptive``: LoRA on the window of ``window`` layers ending at ``exit_layer`` (default: the
+      last layer), forward cut at the exit, autograd only from the window on;
+    - ``inference``: no adapters, one scoring forward pass with a head at each of ``exits``
+      (default: the last layer) and no autograd.
+
+    The model is left as it was (adapters are removed again). ``policy`` only annotates the
+    rows (see ``Trace.with_policy``); compress the model beforehand for a compressed run.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown method '{method}': use one of {', '.join(METHODS)}")
+    if seq_len < 2 or batch < 1:
+        raise UserError(f"need --seq-len >= 2 and --batch >= 1 (got {seq_len}, {batch})")
+    model = loaded.model
+    if hasattr(model, "peft_config"):
+        raise UserError("record_trace needs a model without adapters (it attaches its own)")
+    n_layers = num_layers(model)
+    last = n_layers - 1 if exit_layer is None else exit_layer
+    if not 0 <= last < n_layers:
+        raise UserError(f"--exit-layer {last} is outside 0..{n_layers - 1}")
+    if method == "adaptive":
+        size = window or 1
+        if not 1 <= size <= last + 1:
+            raise UserError(f"--window {size} does not fit below exit layer {last}")
+        plan = StepPlan.adaptive(Window(last - size + 1, last))
+        lora_layers: list[int] = list(plan.window.layers)
+    elif method == "vanilla":
+        plan = StepPlan("vanilla", Window(0, n_layers - 1))
+        lora_layers = list(range(n_layers))
+    else:
+        plan = None
+        lora_layers = []
+    head_exits = sorted(set(exits)) if exits else [n_layers - 1]
+    if any(not 0 <= e < n_layers for e in head_exits):
+        raise UserError(f"exit layers {head_exits} outside 0..{n_layers - 1}")
+
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    rec = _Recorder()
+    work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
+    if not lora_layers:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
+    trained = {id(p) for p in lora.lora_parameters(work).values()}
+    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where)
+
+    def on_head(op: HeadProduct) -> None:
+        module = "lm_head" if op.exit_layer == n_layers - 1 else "exit_head"
+        rec.add(-1, module, op.phase, op.M, op.N, op.K, False)
+
+    token = _ACTIVE.set(rec)
+    try:
+        with _attention_recording(model), head_product_hooks(on_head):
+            if plan is not None:
+                with log:
+                    loss = step_loss(work, ids, plan)
+                loss.backward()
+                work.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    hidden = run_layers(work, ids, last_layer=max(head_exits), capture=head_exits)
+                    for e in head_exits:
+                        exit_stats(work, hidden[e], ids, exit_layer=e)
+    finally:
+        _ACTIVE.reset(token)
+        for h in handles:
+            h.remove()
+        tensor_rows = _weight_rows(work, trained if plan is not None else set())
+        if lora_layers:
+            lora.detach_lora(work)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, True))
+
+    tensor_rows += _activation_rows(log, a_bits)
+    ops = pd.DataFrame(_merge_repeats(rec.rows))
+    for col in ("weight_sparsity", "sparsity_pattern", "w_bits", "a_bits"):
+        ops[col] = 0
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "model": loaded.name,
+        "method": method,
+        "seq_len": seq_len,
+        "batch": batch,
+        "a_bits": a_bits,
+        "lora_bits": LORA_BITS,
+        "dense_bits": DENSE_BITS,
+        "optimizer_bits": OPTIMIZER_BITS,
+        "num_layers": n_layers,
+        "lora_rank": lora_rank if lora_layers else None,
+        "window": plan.window.to_list() if plan is not None and method == "adaptive" else None,
+        "exit_layer": plan.exit_layer if plan is not None else None,
+        "exits": head_exits if plan is None else [plan.exit_layer],
+        "head_positions": batch * (seq_len - 1),
+        "attention": model.config._attn_implementation,
+        "torch": torch.__version__,
+    }
+    raw = Trace(ops[list(OPS_COLUMNS)], pd.DataFrame(tensor_rows, columns=list(TENSOR_COLUMNS)), header)
+    return raw.with_policy(policy, label=policy_label)

@@ -1,0 +1,115 @@
+"""The ``Trace`` object: ops table, tensor table and provenance header (docs/trace.md)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workloads.errors import UserError
+from workloads.luc.policy import Policy
+from workloads.trace.annotate import annotate_ops, annotate_tensors
+
+FORMAT = "edgellm-trace/1"
+OPS_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
+               "w_bits", "a_bits", "trainable", "count")
+TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
+
+
+def tensors_path(ops_path: str | Path) -> Path:
+    """``NAME.tensors.csv`` beside ``NAME.csv``."""
+    path = Path(ops_path)
+    stem = path.name[:-4] if path.name.endswith(".csv") else path.name
+    return path.with_name(f"{stem}.tensors.csv")
+
+
+def policy_summary(policy: Policy) -> dict[str, Any]:
+    layers = list(policy.layers.values())
+    return {
+        "pattern": policy.pattern,
+        "group_size": policy.group_size,
+        "mean_sparsity": sum(lp.sparsity for lp in layers) / len(layers),
+        "mean_w_bits": sum(lp.w_bits for lp in layers) / len(layers),
+    }
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One tuning step (or inference pass) of a real torch run, as matrix products and tensors.
+
+    ``ops`` has the columns of docs/trace.md (one row per product, ``count`` repeats);
+    ``tensors`` lists what lives in device memory during the step; ``header`` is the
+    provenance (``format``, ``model``, ``method``, ``seq_len``, ``batch``, ...).
+    """
+
+    ops: pd.DataFrame
+    tensors: pd.DataFrame
+    header: dict[str, Any] = field(default_factory=dict)
+
+    def with_policy(self, policy: Policy | None, *, label: str | None = None) -> "Trace":
+        """The same trace annotated for another compression policy (sparsity, pattern and bits
+        of each op, weight bytes in the tensor table), without running torch again."""
+        a_bits = int(self.header.get("a_bits", 16))
+        lora_bits = int(self.header.get("lora_bits", 16))
+        dense_bits = int(self.header.get("dense_bits", 16))
+        ops = annotate_ops(self.ops, policy, a_bits=a_bits, dense_bits=dense_bits, lora_bits=lora_bits)
+        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits)
+        header = dict(self.header)
+        header["policy"] = label if label is not None else ("inline" if policy is not None else None)
+        header["policy_summary"] = policy_summary(policy) if policy is not None else None
+        return replace(self, ops=ops[list(OPS_COLUMNS)], tensors=tensors[list(TENSOR_COLUMNS)], header=header)
+
+    def macs(self, phase: str | None = None) -> int:
+        """Multiply-accumulates of the step (``M * N * K * count`` summed), optionally of one phase."""
+        ops = self.ops if phase is None else self.ops[self.ops["phase"] == phase]
+        return int((ops["M"] * ops["N"] * ops["K"] * ops["count"]).sum())
+
+    def memory_bytes(self) -> int:
+        """Sum of the tensor table (docs/trace.md: all listed tensors are live at the peak)."""
+        return int(self.tensors["bytes"].sum())
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``NAME.csv`` (header line + ops) and ``NAME.tensors.csv``, each through a temp
+        file and a rename, so a reader never sees half a file. Returns the ops path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ops = self.ops.copy()
+        ops["trainable"] = ops["trainable"].map({True: "true", False: "false"})
+        _write_atomically(tensors_path(path), self.tensors.to_csv(index=False))
+        _write_atomically(path, "# " + json.dumps(self.header) + "\n" + ops.to_csv(index=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trace":
+        """Read a trace written by :meth:`save` (or any file following docs/trace.md)."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"trace file '{path}' not found")
+        with path.open() as fh:
+            first = fh.readline().strip()
+        if not first.startswith("#"):
+            raise UserError(f"{path}: first line must be '# {{json header}}' (see docs/trace.md)")
+        try:
+            header = json.loads(first[1:])
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: header is not valid JSON ({exc.msg})") from None
+        ops = pd.read_csv(path, comment="#")
+        ops["trainable"] = ops["trainable"].astype(str).str.lower().isin(["true", "1"])
+        tpath = tensors_path(path)
+        tensors = pd.read_csv(tpath) if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS))
+        return cls(ops, tensors, header)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

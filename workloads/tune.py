@@ -1,0 +1,195 @@
+"""Tune a model with LoRA: vanilla (all layers, loss at the output) or adaptive layer tuning
+(a window of layers trained through an early exit), then evaluate every exit and their vote.
+
+    python -m workloads.tune --model smollm2-135m --method adaptive --steps 32 --window 4 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workloads.errors import UserError, cli_main
+from workloads.evaluate import add_model_args, positive_int
+from workloads.models import load_model
+from workloads.tuning import lora
+from workloads.tuning.compression import compress, load_policy
+from workloads.tuning.evaluation import evaluate_exits
+from workloads.tuning.schedule import DEFAULT_NUM_EXITS, SCHEDULES
+from workloads.tuning.step import METHODS
+from workloads.tuning.train import TuneConfig, TuneResult, tune
+from workloads.tuning.voting import DEFAULT_RULE, RULES
+
+
+def exit_list(text: str) -> list[int]:
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices (got {text!r})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TuneConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m workloads.tune",
+        description="LoRA tuning on the tuning split: vanilla (adapters on every linear layer of every "
+        "decoder layer, loss at the final output, full backprop) or adaptive layer tuning (adapters in "
+        "windows of consecutive layers, each trained through an early exit = final norm + tied LM head "
+        "at the window's end; layers above the exit do not run, layers below it run without autograd). "
+        "Then held-out perplexity and accuracy of every exit and of their vote.",
+    )
+    add_model_args(p)
+    p.add_argument("--method", choices=METHODS, default=d.method, help="tuning method (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="sequences per step (default: %(default)s)")
+    p.add_argument("--seq-len", type=positive_int, default=d.seq_len,
+                   help="tokens per sequence, for tuning and evaluation (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument("--rank", type=positive_int, default=d.rank, help="LoRA rank (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=d.alpha,
+                   help="LoRA alpha; the update is scaled by alpha/rank (default: %(default)s)")
+    p.add_argument("--lora-dropout", type=float, default=d.dropout,
+                   help="dropout probability on the LoRA input (default: %(default)s)")
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+                   help="clip the adapters' gradient L2 norm to this; 0 disables (default: %(default)s)")
+    p.add_argument("--window", type=positive_int, default=d.window,
+                   help="adaptive: decoder layers per window (default: %(default)s)")
+    p.add_argument("--exits", type=exit_list, default=None,
+                   help="adaptive: comma-separated exit layers, 0-based, each the last layer of its window "
+                   f"(default: the top --num-exits windows, ending at the last layer)")
+    p.add_argument("--num-exits", type=positive_int, default=DEFAULT_NUM_EXITS,
+                   help="adaptive: number of exits when --exits is not given (default: %(default)s)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="adaptive: order of windows over the steps; sequential = shallow to deep in equal "
+                   "blocks of steps (the paper's), round_robin = one step each in turn, random = seeded "
+                   "uniform draw (default: %(default)s)")
+    p.add_argument("--vote", choices=RULES, default=DEFAULT_RULE,
+                   help="adaptive: voting rule of the headline perplexity/accuracy (all rules are reported; "
+                   "default: %(default)s)")
+    p.add_argument("--policy", default=None,
+                   help="LUC policy JSON: compress (prune + fake-quantize) the model before tuning; adapters "
+                   "stay full precision (default: no compression)")
+    p.add_argument("--out", default=None,
+                   help="folder to save the adapters in peft's format, plus tuning.json (default: not saved)")
+    p.add_argument("--eval-max-windows", type=positive_int, default=None,
+                   help="evaluate perplexity on at most this many windows (default: the whole eval split)")
+    p.add_argument("--mc-items", type=int, default=200,
+                   help="multiple-choice items for accuracy; 0 skips accuracy (default: %(default)s)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=8,
+                   help="windows per evaluation forward pass (default: %(default)s)")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    return p
+
+
+def save_adapters(result: TuneResult, out: Path, extra: dict[str, Any]) -> None:
+    """Write peft's adapter files and ``tuning.json`` into ``out`` (temp folder + rename, so a
+    killed run leaves nothing half-written)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        result.model.save_pretrained(tmp)
+        meta = {
+            "config": result.config.to_dict(),
+            "exits": result.exits,
+            "windows": [w.to_list() for w in result.windows],
+            **extra,
+        }
+        (tmp / "tuning.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    started = time.perf_counter()
+    loaded = load_model(args.model, seed=args.seed)
+    config = TuneConfig(
+        method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+        rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
+        max_grad_norm=args.max_grad_norm or None, window=args.window, exits=args.exits,
+        num_exits=args.num_exits, schedule=args.schedule, seed=args.seed,
+    )
+    policy_info = None
+    if args.policy:
+        policy = load_policy(args.policy, loaded)
+        compress(loaded, policy, progress=not args.json)
+        policy_info = args.policy
+    load_before = os.getloadavg()
+    result = tune(loaded, config, data=args.data, progress=True)
+    load_after = os.getloadavg()
+    out: dict[str, Any] = {
+        "model": loaded.name,
+        "method": config.method,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "seq_len": config.seq_len,
+        "policy": policy_info,
+        "step_seconds": result.median_step_seconds(),
+        "step_seconds_all": [round(s, 4) for s in result.step_seconds],
+        "peak_memory_bytes": result.peak_rss_bytes,
+        "baseline_rss_bytes": result.baseline_rss_bytes,
+        "peak_rss_excludes_loading": result.peak_rss_reset,
+        "torch_bytes": {
+            "saved_for_backward": result.saved_tensor_bytes,
+            "parameters": result.parameter_bytes,
+            "gradients": result.gradient_bytes,
+            "optimizer": result.optimizer_bytes,
+        },
+        "trainable_params": result.trainable_params,
+        "trainable_params_per_step": result.trainable_params_per_step,
+        "exits": result.exits,
+        "windows": [w.to_list() for w in result.windows],
+        "losses": [round(x, 5) for x in result.losses],
+        "load_avg_1min": [round(load_before[0], 2), round(load_after[0], 2)],
+        "threads": torch.get_num_threads(),
+        "config": config.to_dict(),
+    }
+    if args.out:
+        save_adapters(result, Path(args.out), {"model": loaded.name, "policy": policy_info})
+        out["adapters"] = args.out
+    if not args.no_eval:
+        out["eval"] = evaluate_exits(
+            loaded, result.model, result.exits, answer_rule=args.vote, data=args.data, seq_len=args.seq_len,
+            batch_size=args.eval_batch_size, max_windows=args.eval_max_windows, mc_items=args.mc_items,
+            seed=args.seed, progress=not args.json,
+        )
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{out['model']} {out['method']}: {out['steps']} steps, median {out['step_seconds']:.2f} s/step, "
+            f"peak RSS {out['peak_memory_bytes'] / 2**20:.0f} MiB (baseline {out['baseline_rss_bytes'] / 2**20:.0f} MiB), "
+            f"{out['trainable_params']} trainable parameters, final loss {out['losses'][-1]:.3f}"
+        )
+        if "eval" in out:
+            ev = out["eval"]
+            acc = "n/a" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
+            print(f"held-out ({ev['answer']}): perplexity {ev['perplexity']:.3f}, accuracy {acc}")
+            for layer, r in ev["per_exit"].items():
+                print(f"  exit {layer}: perplexity {r['perplexity']:.3f}, accuracy {r['accuracy']}")
+            for rule, r in ev["vote"].items():
+                print(f"  vote {rule}: perplexity {r['perplexity']:.3f}, accuracy {r['accuracy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""LoRA adapters through peft: on every linear layer of chosen decoder layers.
+
+Vanilla tuning puts them on all layers; adaptive tuning on the layers that its windows cover,
+and makes only the current window's adapters trainable at each step. Adapters are float32
+whatever the base weights hold (a compressed model's weights are pruned and fake-quantized in
+place; the adapters beside them stay full precision).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_RANK = 8
+DEFAULT_ALPHA = 16.0
+_LAYER = re.compile(r"\blayers\.(\d+)\.")
+
+
+def layer_of(name: str) -> int:
+    """Decoder layer index in a parameter or module name, ``-1`` if it has none."""
+    match = _LAYER.search(name)
+    return int(match.group(1)) if match else -1
+
+
+def attach_lora(
+    model: nn.Module,
+    layers: Sequence[int],
+    *,
+    rank: int = DEFAULT_RANK,
+    alpha: float = DEFAULT_ALPHA,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """Wrap a Hugging Face causal LM with LoRA adapters (peft) on the seven linear modules of
+    each decoder layer in ``layers``; everything else is frozen. Returns the ``PeftModel``
+    (the base model is modified in place, as peft does). The adapters start as a no-op
+    (``B = 0``), drawn from torch's global generator: seed it first for repeatable runs."""
+    from peft import LoraConfig, get_peft_model
+
+    if rank <= 0:
+        raise ValueError(f"LoRA rank must be positive (got {rank})")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(LINEAR_MODULES),
+        layers_to_transform=sorted(set(layers)),
+        layers_pattern="layers",
+        bias="none",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's deprecation chatter about checkpointing names
+        peft_model = get_peft_model(model, config)
+    for p in lora_parameters(peft_model).values():
+        p.data = p.data.float()
+    return peft_model
+
+
+def lora_parameters(model: nn.Module, layers: Iterable[int] | None = None) -> dict[str, nn.Parameter]:
+    """LoRA parameters by name, optionally only those of some decoder layers."""
+    wanted = None if layers is None else set(layers)
+    return {
+        name: p
+        for name, p in model.named_parameters()
+        if ".lora_" in name and (wanted is None or layer_of(name) in wanted)
+    }
+
+
+def set_trainable_layers(model: nn.Module, layers: Iterable[int] | None) -> int:
+    """Make the LoRA parameters of ``layers`` trainable and freeze all others (``None``: all
+    adapters trainable). Returns the number of trainable parameters."""
+    wanted = None if layers is None else set(layers)
+    count = 0
+    for name, p in lora_parameters(model).items():
+        p.requires_grad_(wanted is None or layer_of(name) in wanted)
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
+def detach_lora(peft_model: nn.Module) -> nn.Module:
+    """Remove the adapters again (without merging them) and return the plain base model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return peft_model.unload()
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)

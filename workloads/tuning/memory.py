@@ -1,0 +1,108 @@
+"""Host memory: the process's resident set (Linux ``/proc/self/status``) and torch's own
+account of the tensors a training step keeps for its backward pass."""
+from __future__ import annotations
+
+import re
+import resource
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        match = re.search(rf"^{key}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process, bytes (``VmRSS``)."""
+    kib = _status_kib("VmRSS")
+    return (kib if kib is not None else ru_maxrss_bytes() // 1024) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since start or the last :func:`reset_peak_rss`,
+    bytes (``VmHWM``; ``ru_maxrss`` where ``/proc`` is missing)."""
+    kib = _status_kib("VmHWM")
+    return kib * 1024 if kib is not None else ru_maxrss_bytes()
+
+
+def ru_maxrss_bytes() -> int:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak-RSS mark to the current RSS (Linux >= 4.0, ``clear_refs`` value 5), so a
+    later :func:`peak_rss_bytes` covers only what ran after this call, not model loading.
+    Returns False where the kernel does not allow it (the peak then covers the whole run)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """A tensor autograd kept for backward (one storage, counted once)."""
+
+    where: str  # module that was running when it was saved ("" if unknown)
+    layer: int  # its decoder layer, -1 if none
+    numel: int  # elements of the whole storage kept alive
+    element_bits: int  # bits per element on the host
+    is_float: bool
+    nbytes: int  # host bytes of the storage
+
+
+@dataclass
+class SavedTensorLog:
+    """Context manager recording every tensor autograd saves for backward, through
+    ``torch.autograd.graph.saved_tensors_hooks``. Storages are counted once (several ops often
+    save the same tensor) and parameters are left out (they are weights, not activations).
+
+    ``where`` is called at each save and returns ``(module name, layer)`` for labelling.
+    """
+
+    exclude: Iterable[torch.Tensor] = ()
+    where: Callable[[], tuple[str, int]] | None = None
+    entries: list[SavedTensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._skip = {t.untyped_storage().data_ptr() for t in self.exclude}
+        self._seen: set[int] = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._skip or key in self._seen or storage.nbytes() == 0:
+            return tensor
+        self._seen.add(key)
+        name, layer = self.where() if self.where else ("", -1)
+        size = tensor.element_size()
+        self.entries.append(
+            SavedTensor(name, layer, storage.nbytes() // size, 8 * size, tensor.is_floating_point(), storage.nbytes())
+        )
+        return tensor
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries)
+
+    def __enter__(self) -> "SavedTensorLog":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._hooks.__exit__(exc_type, exc, tb)
