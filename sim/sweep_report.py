@@ -109,13 +109,18 @@ def ratio_by_value(table: pd.DataFrame, numerator: str, denominator: str,
     """Ratio ``metric[numerator] / metric[denominator]`` per config, knob and knob value.
 
     Each value's ratio is the geometric mean over every setting of the other knobs (only grid
-    points where both traces have the metric). Columns: config, knob, value, ratio, points.
+    points where both traces have the metric). Columns: config, knob, value, ratio, points;
+    values in the order they first appear in ``table``.
     """
     frame = _ratio_frame(table, numerator, denominator, keys, metric, statuses)
     rows = []
     for config, sub in frame.groupby("config", sort=False):
         for key in keys:
-            for value, grp in sub.groupby(key, sort=False):
+            # Values in the table's order (a sweep table is in grid order), not sorted.
+            for value in dict.fromkeys(table[key]):
+                grp = sub[sub[key] == value]
+                if grp.empty:
+                    continue
                 rows.append({"config": config, "knob": key, "value": _plain(value),
                              "ratio": float(np.exp(np.log(grp["ratio"]).mean())),
                              "points": len(grp)})

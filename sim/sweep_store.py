@@ -135,9 +135,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing value types (a grid of ``8,x``) as strings: Parquet needs one type."""
+    out = table.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col] if v is not None and v == v}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                out[col] = [None if v is None or v != v else str(v) for v in out[col]]
+    return out
+
+
 def write_tables(table: pd.DataFrame, csv_path: Path, parquet_path: Path | None) -> None:
     """Write the sweep table as CSV and, if asked, Parquet; both atomically."""
     write_atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False))
     if parquet_path is not None:
-        write_atomic(parquet_path, lambda tmp: table.to_parquet(tmp, index=False))
+        ready = _parquet_ready(table)
+        write_atomic(parquet_path, lambda tmp: ready.to_parquet(tmp, index=False))
 

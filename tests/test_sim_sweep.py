@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import sim.sweep_worker as sweep_worker
 from sim.sweep import SweepInterrupted, run_sweep
 from sim.sweep_plan import SweepError, parse_grid
-from sim.sweep_report import ratio_effects
+from sim.sweep_report import ratio_by_value, ratio_effects
 from sim.sweep_store import PointStore
 from sim.sweep_table import METRIC_COLUMNS, PROVENANCE_KEYS, pareto_mask
 
@@ -331,6 +331,18 @@ def test_best_point_is_the_fastest_ok_row(traces: list[str], tmp_path: Path) -> 
         assert top["pareto"]
 
 
+def test_parquet_matches_csv(traces: list[str], tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    # 'x' is no integer: an error row whose swept value is a string among integers.
+    table = run_sweep(TWO_HW, traces[:1], ["pe.rows=8,x"], out=tmp_path / "o", plots=False)
+    assert set(table["status"]) == {"ok", "error"}
+    parquet = pd.read_parquet(tmp_path / "o" / "sweep.parquet")
+    csv = pd.read_csv(tmp_path / "o" / "sweep.csv")
+    assert list(parquet.columns) == list(csv.columns) and len(parquet) == len(csv) == 4
+    assert np.allclose(parquet["cycles"], csv["cycles"], equal_nan=True)
+    assert list(parquet["pe.rows"]) == ["8", "x", "8", "x"]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=25))
 def test_pareto_mask_matches_brute_force(points: list[tuple[int, int]]) -> None:
@@ -357,6 +369,9 @@ def test_ratio_effects_finds_the_knob_that_moves_the_ratio() -> None:
     assert c.loc["a", "swing"] == pytest.approx(4.0)
     assert c.loc["b", "swing"] == pytest.approx(1.0)
     assert effects.iloc[0]["knob"] == "a"
+    values = ratio_by_value(pd.DataFrame(rows), "slow", "fast", ["a", "b"])
+    a = values[values["knob"] == "a"]
+    assert list(a["value"]) == [1, 2, 4] and np.allclose(a["ratio"], [1, 2, 4])
 
 
 # ----------------------------------------------------------------------------- CLI
