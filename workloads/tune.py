@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "policy": policy_info,
         "step_seconds": result.median_step_seconds(),
         "step_seconds_all": [round(s, 4) for s in result.step_seconds],
+        "step_exits": [w.exit_layer for w in result.step_windows],
         "peak_memory_bytes": result.peak_rss_bytes,
         "baseline_rss_bytes": result.baseline_rss_bytes,
         "peak_rss_excludes_loading": result.peak_rss_reset,
