@@ -1,0 +1,73 @@
+"""Pruning masks from importance scores: magnitude and Wanda scores, unstructured and N:M
+selection. A mask is a bool tensor shaped like the weight, ``True`` where the weight is kept.
+
+SparseGPT's masks come from the OBS loop in ``obs.py``, which reuses ``keep_mask`` block by
+block on its own scores.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def parse_nm(pattern: str) -> tuple[int, int] | None:
+    """``(N, M)`` for an ``"N:M"`` pattern (N weights kept in every M consecutive inputs), else
+    None for ``"unstructured"``."""
+    match = re.fullmatch(r"(\d+):(\d+)", pattern)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def pattern_sparsity(pattern: str) -> float | None:
+    """The sparsity an N:M pattern fixes (``1 - N/M``), or None for unstructured."""
+    nm = parse_nm(pattern)
+    return None if nm is None else 1.0 - nm[0] / nm[1]
+
+
+def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
+    """``|W|``: the smallest weights go first."""
+    return weight.detach().abs().float()
+
+
+def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
+    """Wanda's ``|W_ij| * ||X_j||_2``: a weight matters as much as the input it multiplies.
+
+    ``sq_norm`` is the per-input-feature sum of squares over calibration tokens ``[in]``.
+    """
+    return weight.detach().abs().float() * sq_norm.float().clamp_min(0).sqrt()[None, :]
+
+
+def keep_mask(scores: torch.Tensor, sparsity: float, pattern: str = "unstructured", *, per_row: bool = True) -> torch.Tensor:
+    """Keep the highest-scoring weights.
+
+    - ``unstructured`` with ``per_row``: each output row loses ``round(sparsity * in)`` weights
+      (Wanda's per-output comparison, which keeps every output neuron alive);
+    - ``unstructured`` without ``per_row``: the ``round(sparsity * numel)`` lowest scores of the
+      whole matrix go (classic layer-wise magnitude pruning);
+    - ``N:M``: in each group of M consecutive inputs of a row the N highest scores stay
+      (``sparsity`` is implied by the pattern and ignored). ``in_features`` must divide by M.
+    """
+    rows, cols = scores.shape
+    nm = parse_nm(pattern)
+    if nm is not None:
+        n, m = nm
+        if cols % m:
+            raise ValueError(f"N:M pattern {pattern} needs in_features divisible by {m} (got {cols})")
+        grouped = scores.reshape(rows, cols // m, m)
+        top = grouped.topk(n, dim=-1).indices
+        mask = torch.zeros_like(grouped, dtype=torch.bool).scatter_(-1, top, True)
+        return mask.reshape(rows, cols)
+    if sparsity <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if per_row:
+        k = int(round(sparsity * cols))
+        drop = scores.topk(k, dim=1, largest=False).indices if k else None
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        return mask.scatter_(1, drop, False) if drop is not None else mask
+    k = int(round(sparsity * scores.numel()))
+    mask = torch.ones(scores.numel(), dtype=torch.bool)
+    if k:
+        mask[scores.reshape(-1).topk(k, largest=False).indices] = False
+    return mask.reshape(rows, cols)
