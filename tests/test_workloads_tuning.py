@@ -173,3 +173,20 @@ def test_tune_cli_help_and_errors(cli_env):
     bad = subprocess.run([sys.executable, "-m", "workloads.tune", "--model", "tiny", "--window", "9", "--json"],
                          capture_output=True, text=True, env=cli_env)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "\n" not in bad.stderr.strip()
+
+
+def test_tune_on_a_compressed_model_keeps_adapters_full_precision(tmp_path, fresh):
+    from workloads.luc.policy import Policy
+    from workloads.tuning.compression import compress
+
+    policy = Policy.uniform(4, 0.5, 4, prune="magnitude", quant="rtn", group_size=32)
+    compress(fresh, policy, progress=False)
+    q = fresh.model.model.layers[2].self_attn.q_proj.weight
+    zeros = float((q == 0).float().mean())
+    assert 0.45 < zeros < 0.6
+    result = tune(fresh, TuneConfig(method="adaptive", steps=3, seq_len=32, batch_size=2, window=1, exits=[2, 3]),
+                  progress=False)
+    assert all(p.dtype == torch.float32 for p in lora.lora_parameters(result.model).values())
+    base_q = result.model.get_base_model().model.layers[2].self_attn.q_proj.base_layer.weight
+    assert float((base_q == 0).float().mean()) == zeros  # tuning never touches the compressed weights
+    assert all(math.isfinite(x) for x in result.losses)

@@ -21,7 +21,7 @@ from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, positive_int
 from workloads.models import load_model
 from workloads.tuning import lora
-from workloads.tuning.compression import compress, load_policy
+from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy
 from workloads.tuning.evaluation import evaluate_exits
 from workloads.tuning.schedule import DEFAULT_NUM_EXITS, SCHEDULES
 from workloads.tuning.step import METHODS
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=None,
                    help="LUC policy JSON: compress (prune + fake-quantize) the model before tuning; adapters "
                    "stay full precision (default: no compression)")
+    p.add_argument("--calib-windows", type=positive_int, default=DEFAULT_CALIB_WINDOWS,
+                   help="with --policy: calibration-split windows (of --seq-len tokens) for data-driven "
+                   "pruning/quantization (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="folder to save the adapters in peft's format, plus tuning.json (default: not saved)")
     p.add_argument("--eval-max-windows", type=positive_int, default=None,
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     policy_info = None
     if args.policy:
         policy = load_policy(args.policy, loaded)
-        compress(loaded, policy, progress=not args.json)
+        compress(loaded, policy, data=args.data, seq_len=args.seq_len, calib_windows=args.calib_windows,
+                 seed=args.seed, progress=not args.json)
         policy_info = args.policy
     load_before = os.getloadavg()
     result = tune(loaded, config, data=args.data, progress=True)
