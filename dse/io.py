@@ -1,0 +1,40 @@
+"""Atomic file writes: a killed run leaves the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def write_csv(path: str | Path, df: pd.DataFrame) -> None:
+    _atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
+
+
+def save_figure(path: str | Path, fig: Any) -> None:
+    """Save a matplotlib figure atomically (format from the file suffix)."""
+    path = Path(path)
+    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip(".")))

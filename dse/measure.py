@@ -1,0 +1,153 @@
+"""Real measurements (the high fidelity of the search): compress a copy of the model, tune it
+briefly with the design's method, and evaluate every exit and voting rule on real text.
+
+The search's cheap accuracy model uses the same routine on the *dense* model once per tuning
+configuration (cached on disk), and the Pareto front's members are measured with their
+compression applied.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dse.io import write_json
+from dse.space import Tuning
+from workloads.evaluate import evaluate
+from workloads.luc.policy import Policy
+from workloads.models import LoadedModel, cache_dir
+from workloads.tuning import lora
+from workloads.tuning.train import TuneConfig, tune
+from workloads.tuning.voting import RULES, ExitVoter, variant_name
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The budget of one real measurement (units in the comments)."""
+
+    steps: int = 8  # optimizer steps of tuning
+    batch_size: int = 2  # sequences per step
+    seq_len: int = 128  # tokens per sequence (tuning and evaluation)
+    lr: float = 2e-3  # AdamW learning rate of the LoRA adapters
+    eval_windows: int = 16  # evaluation windows (perplexity over eval_windows * (seq_len - 1) tokens)
+    mc_items: int = 0  # multiple-choice items (0: perplexity only)
+    split: str = "calibration"  # where the search measures; reports use "eval"
+    calib_windows: int = 8  # calibration windows for data-aware compression
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def tune_config(tuning: Tuning, fid: Fidelity) -> TuneConfig:
+    return TuneConfig(
+        method=tuning.method,
+        steps=fid.steps,
+        batch_size=fid.batch_size,
+        seq_len=fid.seq_len,
+        lr=fid.lr,
+        window=tuning.window,
+        num_exits=tuning.exits,
+        schedule=tuning.schedule,
+        seed=fid.seed,
+    )
+
+
+def measure(
+    loaded: LoadedModel,
+    tuning: Tuning,
+    fid: Fidelity,
+    *,
+    policy: Policy | None = None,
+    data: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Tune (and first compress, with ``policy``) a deep copy of the model and evaluate it.
+
+    Returns ``{"nll", "perplexity", "accuracy", "per_exit", "vote", "exits", "seconds"}`` where
+    the headline numbers are those of the design's voting rule (or its single exit). The
+    caller's model is never modified.
+    """
+    start = time.perf_counter()
+    work = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name, loaded.source)
+    if policy is not None:
+        from workloads.luc.compress import compress_model
+        from workloads import data as data_mod
+
+        calib = data_mod.split_windows(
+            loaded.tokenizer, "calibration", fid.seq_len, source=data, max_windows=fid.calib_windows
+        )
+        compress_model(work.model, policy, calib, progress=progress)
+    result = tune(work, tune_config(tuning, fid), data=data, progress=progress, account_tensors=False)
+    voter = ExitVoter(result.model, result.exits, rules=RULES)
+    scores = {
+        variant: evaluate(
+            work,
+            data=data,
+            split=fid.split,
+            seq_len=fid.seq_len,
+            max_windows=fid.eval_windows,
+            mc_items=fid.mc_items,
+            seed=fid.seed,
+            scorer=voter.scorer(variant),
+            progress=False,
+        )
+        for variant in voter.variants
+    }
+    del voter, result, work
+    answer = variant_name(rule=tuning.vote) if len(scores) > 1 and tuning.exits > 1 else variant_name(
+        exit_layer=max(int(v.split(":")[1]) for v in scores if v.startswith("exit:"))
+    )
+    if answer not in scores:  # a single-exit design has no vote
+        answer = next(v for v in scores if v.startswith("exit:"))
+    brief = {v: {"nll": s["nll"], "perplexity": s["perplexity"], "accuracy": s["accuracy"]} for v, s in scores.items()}
+    return {
+        "answer": answer,
+        "nll": scores[answer]["nll"],
+        "perplexity": scores[answer]["perplexity"],
+        "accuracy": scores[answer]["accuracy"],
+        "tokens": scores[answer]["tokens"],
+        "variants": brief,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+class TuningTable:
+    """Measured loss of the dense model after brief tuning, per tuning configuration: computed
+    on first use and kept in a JSON file, so a study (and the next one) pays once per config."""
+
+    def __init__(self, loaded: LoadedModel, fid: Fidelity, *, data: str | None = None, path: Path | None = None):
+        self.loaded = loaded
+        self.fid = fid
+        self.data = data
+        tag = hashlib.sha1(f"{loaded.name}|{loaded.source}|{data}".encode()).hexdigest()[:10]
+        self.path = path or cache_dir() / "tuning_table" / f"{loaded.name}-{tag}-{fid.key()}.json"
+        self._table: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    @staticmethod
+    def key(tuning: Tuning) -> str:
+        # The vote is chosen at inference, so one measurement serves every rule.
+        return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}"
+
+    def lookup(self, tuning: Tuning) -> dict[str, Any]:
+        key = self.key(tuning)
+        if key not in self._table:
+            torch.manual_seed(self.fid.seed)
+            self._table[key] = measure(self.loaded, tuning, self.fid, data=self.data)
+            write_json(self.path, self._table)
+        return self._table[key]
+
+    def nll(self, tuning: Tuning) -> float:
+        """Held-out loss (nats/token) of the design's answer after brief dense tuning."""
+        entry = self.lookup(tuning)
+        variants = entry["variants"]
+        want = f"vote:{tuning.vote}"
+        if tuning.exits > 1 and want in variants:
+            return float(variants[want]["nll"])
+        return float(entry["nll"])

@@ -1,0 +1,85 @@
+"""Study storage from a URL: SQLite or PostgreSQL (RDB, with heartbeats so that a killed
+worker's trial is failed and retried), or a journal file for several processes on one machine.
+
+    sqlite:///runs/study.db        one file, the default
+    postgresql://user@host/db      many machines
+    journal:///abs/path/study.log  or  journal:runs/study.log   (a journal file, one machine)
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from workloads.errors import UserError
+
+HEARTBEAT_S = 10  # a worker proves it lives every 10 s ...
+GRACE_S = 30  # ... and its RUNNING trial is failed (and retried) after 30 s of silence
+MAX_RETRY = 3
+WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for journal storage)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; a bad URL or unreachable database is one ``UserError``."""
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):].removeprefix("//"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("postgresql", "mysql")):
+        raise UserError(
+            f"storage '{url}' is not supported: use sqlite:///FILE.db, postgresql://USER@HOST/DB or journal:FILE.log"
+        )
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    except ImportError as exc:
+        raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
+    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot open storage '{url}': {first}") from None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead_workers(study: optuna.Study) -> int:
+    """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone,
+    and enqueue their parameters again. Returns how many were failed."""
+    if isinstance(study._storage, RDBStorage):
+        optuna.storages.fail_stale_trials(study)  # heartbeat-based, also re-queues via callback
+        return 0
+    host = socket.gethostname()
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "worker died")
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            failed += 1
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
