@@ -275,8 +275,7 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
             if (rec is None or _retry(rec)) and point.key not in queued:
                 queued.add(point.key)
                 pending.append(point)
-        done_keys = {p.key for p in plan.points} - queued
-        skipped = sum(1 for p in plan.points if p.key in done_keys)
+        skipped = sum(1 for p in plan.points if p.key not in queued)
         total = len(plan.points)
         done = skipped
         computed = 0

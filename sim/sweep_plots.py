@@ -158,6 +158,9 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
         from matplotlib.ticker import FuncFormatter
 
         bar = fig.colorbar(image, ax=ax_grid, shrink=0.6, label="latency / best in panel")
+        ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+                 if t <= norm.vmax]
+        bar.set_ticks(ticks)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     others = [a.key for a in axes_ if a.key not in keys and len(a.values) > 1]

@@ -99,6 +99,18 @@ def test_no_grid_runs_each_config_as_is(traces: list[str], tmp_path: Path) -> No
     assert row["energy_j"] == pytest.approx(direct["energy_j"])
 
 
+def test_dataflow_and_objective_are_part_of_the_point(traces: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    auto = run_sweep(TWO_HW, traces[:1], out=out, plots=False)
+    ws = run_sweep(TWO_HW, traces[:1], out=out, plots=False, dataflow="ws")
+    assert ws.attrs["sweep"]["computed"] == 2  # same configs and trace, new dataflow: new keys
+    assert set(ws["dataflow_mix"].map(lambda m: tuple(json.loads(m)))) == {("ws",)}
+    assert (ws["cycles"] >= auto["cycles"]).all()  # auto picks the best dataflow per op
+    energy = run_sweep(TWO_HW, traces[:1], out=out, plots=False, objective="energy")
+    assert energy.attrs["sweep"]["computed"] == 2
+    assert (energy["energy_j"] <= auto["energy_j"] * (1 + 1e-12)).all()
+
+
 def test_area_proxy_from_config_constants(traces: list[str], tmp_path: Path) -> None:
     table = run_sweep([TWO_HW[0]], traces[:1], ["pe.rows=8,16"], out=tmp_path / "o",
                       plots=False)
