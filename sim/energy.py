@@ -8,8 +8,9 @@ from sim.config import HwConfig
 __all__ = ["energy_j"]
 
 
-def energy_j(hw: HwConfig, macs_effective: float | np.ndarray, cycles_per_mac: float,
-             sram_bytes: np.ndarray, dram_bytes: np.ndarray, cycles: np.ndarray) -> np.ndarray:
+def energy_j(hw: HwConfig, macs_effective: float | np.ndarray,
+             cycles_per_mac: float | np.ndarray, sram_bytes: np.ndarray,
+             dram_bytes: np.ndarray, cycles: np.ndarray) -> np.ndarray:
     """Total energy in joules (elementwise over candidates).
 
     Args:

@@ -31,7 +31,7 @@ _REL = {"A": "mk", "B": "kn", "C": "mn"}
 
 @dataclass(frozen=True)
 class MemoryTiming:
-    """Arrays of shape (orders, candidates)."""
+    """Arrays of shape (orders, ops, candidates)."""
 
     dram_bytes: np.ndarray  # bytes read + written
     cycles: np.ndarray  # total cycles including stalls
@@ -39,69 +39,73 @@ class MemoryTiming:
     b_loads: np.ndarray  # B tile fetches
 
 
-def _moved(operand: str, changed: dict[str, np.ndarray], never: np.ndarray) -> np.ndarray:
-    """Whether ``operand``'s tile changes when the loops in ``changed`` advance."""
-    flags = [changed[d] for d in _REL[operand] if d in changed]
-    return np.logical_or.reduce(flags) if flags else never
+# Loop orders as index arrays: _PERM[o] lists the dims (0 m, 1 n, 2 k) from outer to inner;
+# _RELEVANT[x][o, p] says whether operand x depends on the loop at position p of order o.
+_PERM = np.array([["mnk".index(d) for d in order] for order in LOOP_ORDERS])
+_RELEVANT = {x: np.array([[d in rel for d in order] for order in LOOP_ORDERS])
+             for x, rel in _REL.items()}
 
 
-def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], a_bytes: float,
-                  b_bytes: float, out_bytes: float, psum_bytes: float, compute: np.ndarray,
-                  bytes_per_cycle: float, double_buffering: bool) -> MemoryTiming:
+def _loaded(operand: str, more2: np.ndarray, more3: np.ndarray) -> np.ndarray:
+    """Whether ``operand``'s tile changes in each iteration class, (3, orders, 1, tiles).
+
+    Classes: the inner loop advanced; the middle one advanced (the inner one resets, which
+    changes its index only if it has more than one trip); the outer one advanced.
+    """
+    rel = _RELEVANT[operand]
+    r1, r2, r3 = (rel[:, p, None, None] for p in range(3))
+    inner = np.broadcast_to(r3, more3.shape)
+    middle = r2 | (r3 & more3)
+    outer = r1 | (r2 & more2) | (r3 & more3)
+    return np.stack([inner, middle, outer])
+
+
+def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  a_bytes: float | np.ndarray, b_bytes: float | np.ndarray,
+                  out_bytes: float | np.ndarray, psum_bytes: float | np.ndarray,
+                  compute: np.ndarray, bytes_per_cycle: float,
+                  double_buffering: bool) -> MemoryTiming:
     """Traffic and cycles for every loop order and candidate tiling.
 
     Args:
-        trips: number of tiles along m, n, k (arrays over candidates).
-        a_bytes, b_bytes: whole-operand sizes as stored (B may be compressed), bytes.
-        out_bytes: whole output at output precision, bytes.
-        psum_bytes: whole output at accumulator precision, bytes.
-        compute: total compute cycles of each candidate (stall-free).
+        trips: number of tiles along m, n, k (arrays over candidates, shape (T,)).
+        a_bytes, b_bytes: whole-operand sizes as stored (B may be compressed), bytes; a scalar
+            or one value per op variant, shape (ops, 1).
+        out_bytes: whole output at output precision, bytes (scalar or (ops, 1)).
+        psum_bytes: whole output at accumulator precision, bytes (scalar or (ops, 1)).
+        compute: total compute cycles (stall-free), shape (ops, T) or (T,).
         bytes_per_cycle: DRAM bandwidth in bytes per core cycle.
         double_buffering: whether transfers overlap compute.
     """
-    t = {"m": trips[0], "n": trips[1], "k": trips[2]}
-    n_iter = t["m"] * t["n"] * t["k"]
-    tiles_of = {x: t[rel[0]] * t[rel[1]] for x, rel in _REL.items()}
-    a_tile = a_bytes / tiles_of["A"]
-    b_tile = b_bytes / tiles_of["B"]
+    tm, tn, tk = (np.asarray(x, dtype=float) for x in trips)
+    n_iter = tm * tn * tk
+    a_tile = a_bytes / (tm * tk)
+    b_tile = b_bytes / (tk * tn)
+    out_tiles = tm * tn
     c_avg = compute / n_iter
 
-    out_rows = []
-    for order in LOOP_ORDERS:
-        l1, l2, l3 = tuple(order)
-        t1, t2, t3 = t[l1], t[l2], t[l3]
-        counts = (t1 * t2 * (t3 - 1), t1 * (t2 - 1), t1 - 1)
-        # Which loops change index in each class (a loop with one trip never changes).
-        changed = (
-            {l3: np.ones_like(t3, dtype=bool)},
-            {l2: np.ones_like(t2, dtype=bool), l3: t3 > 1},
-            {l1: np.ones_like(t1, dtype=bool), l2: t2 > 1, l3: t3 > 1},
-        )
+    t = np.stack([tm, tn, tk])[_PERM]  # (orders, 3, T): trips from outer to inner
+    t1, t2, t3 = (t[:, p, None, :] for p in range(3))  # (orders, 1, T): against (ops, T)
+    counts = np.stack([t1 * t2 * (t3 - 1), t1 * (t2 - 1), t1 - 1])  # (classes, orders, 1, T)
+    more2, more3 = t2 > 1, t3 > 1
+    load_a, load_b, load_c = (_loaded(x, more2, more3) for x in ("A", "B", "C"))
 
-        never = np.zeros_like(t1, dtype=bool)
-        loaded = {x: [_moved(x, cls, never) for cls in changed] for x in _REL}
-        a_loads = 1 + sum(c * f for c, f in zip(counts, loaded["A"]))
-        b_loads = 1 + sum(c * f for c, f in zip(counts, loaded["B"]))
-        out_changes = sum(c * f for c, f in zip(counts, loaded["C"]))
-        visits = out_changes + 1
-        finals = tiles_of["C"]
-        spills = visits - finals  # visits that end in a partial-sum write (and later reload)
-        store_total = out_bytes + spills * psum_bytes / finals
-        psum_load_total = spills * psum_bytes / finals
-        avg_store = store_total / visits
-        avg_reload = np.divide(psum_load_total, out_changes, out=np.zeros_like(psum_load_total),
-                               where=out_changes > 0)
-        per_class = [loaded["A"][i] * a_tile + loaded["B"][i] * b_tile
-                     + loaded["C"][i] * (avg_store + avg_reload) for i in range(3)]
-        first = a_tile + b_tile
-        dram = first + sum(c * x for c, x in zip(counts, per_class)) + avg_store
-        if double_buffering:
-            cycles = (first / bytes_per_cycle
-                      + sum(c * np.maximum(c_avg, x / bytes_per_cycle)
-                            for c, x in zip(counts, per_class))
-                      + c_avg + avg_store / bytes_per_cycle)
-        else:
-            cycles = dram / bytes_per_cycle + compute
-        out_rows.append((dram, cycles, a_loads, b_loads))
-    stacked = [np.stack(col) for col in zip(*out_rows)]
-    return MemoryTiming(*stacked)
+    a_loads = 1 + (counts * load_a).sum(axis=0)
+    b_loads = 1 + (counts * load_b).sum(axis=0)
+    out_changes = (counts * load_c).sum(axis=0)
+    visits = out_changes + 1
+    spills = visits - out_tiles  # visits that end in a partial-sum write (and later reload)
+    psum_moved = spills * psum_bytes / out_tiles
+    avg_store = (out_bytes + psum_moved) / visits
+    avg_reload = np.divide(psum_moved, out_changes, out=np.zeros_like(psum_moved),
+                           where=out_changes > 0)
+    per_class = load_a * a_tile + load_b * b_tile + load_c * (avg_store + avg_reload)
+    first = a_tile + b_tile
+    dram = first + (counts * per_class).sum(axis=0) + avg_store
+    if double_buffering:
+        overlap = np.maximum(c_avg, per_class / bytes_per_cycle)
+        cycles = (first / bytes_per_cycle + (counts * overlap).sum(axis=0) + c_avg
+                  + avg_store / bytes_per_cycle)
+    else:
+        cycles = dram / bytes_per_cycle + np.broadcast_to(compute, dram.shape)
+    return MemoryTiming(dram_bytes=dram, cycles=cycles, a_loads=a_loads, b_loads=b_loads)

@@ -3,8 +3,9 @@
 For one op every candidate (dataflow x tile sizes x loop order, a few thousand) is evaluated at
 once with numpy; tiles that do not fit the buffers are dropped first. The objective picks the
 winner: ``latency`` (ties broken by energy), ``energy`` (ties by latency) or ``edp``. Ops with the
-same shape, bits and sparsity share one evaluation, so a trace of a thousand rows costs only
-as many searches as it has distinct shapes.
+same shape, bits and sparsity share one evaluation, and the variants (bits, sparsity) of one
+shape share one vectorized pass, so a trace of a thousand rows costs one search per distinct
+shape.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from sim.memory import LOOP_ORDERS, memory_timing
 from sim.opwork import op_work
 from sim.tiling import candidate_tiles, tile_buffer_bytes, tile_totals
 
-__all__ = ["OBJECTIVES", "OP_KEY", "evaluate_op", "schedule_ops"]
+__all__ = ["OBJECTIVES", "OP_KEY", "evaluate_op", "evaluate_shapes", "evaluate_variants",
+           "schedule_ops", "unique_ops"]
 
 OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
 OP_KEY: tuple[str, ...] = ("M", "N", "K", "w_bits", "a_bits", "weight_sparsity",
@@ -63,75 +65,95 @@ def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bit
     Raises:
         MappingError: no tiling of this op fits the SRAM buffers.
     """
+    return evaluate_variants(hw, m, n, k, [w_bits], [a_bits], [weight_sparsity],
+                             [sparsity_pattern], dataflow=dataflow, objective=objective)[0]
+
+
+def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int],
+                      a_bits: Sequence[int], weight_sparsity: Sequence[float],
+                      sparsity_patterns: Sequence[str], *, dataflow: str = "auto",
+                      objective: str = "latency") -> list[dict[str, Any]]:
+    """``evaluate_op`` for several bits/sparsity variants of one shape, in one numpy pass.
+
+    The candidate tilings depend only on the shape, so variants share them and every cost
+    array gets a leading variant axis: arrays are (loop orders, variants, candidates).
+    """
     dataflows = _check_choice(dataflow, objective)
-    work = op_work(hw, np.array([w_bits]), np.array([a_bits]), np.array([weight_sparsity]),
-                   [sparsity_pattern])
-    density = float(work.density[0])
-    p_eff = float(work.macs_per_pe_per_cycle[0])
-    b_bits = float(work.b_bits[0])
-    cpm = float(work.cycles_per_mac[0])
+    g = len(w_bits)
+    work = op_work(hw, np.asarray(w_bits), np.asarray(a_bits), np.asarray(weight_sparsity),
+                   list(sparsity_patterns))
+    col = lambda x: np.asarray(x, dtype=float).reshape(g, 1)  # noqa: E731 (variant axis)
+    density, p_eff = work.density, work.macs_per_pe_per_cycle
+    a_b, b_b = work.a_bits, work.b_bits
     rows, cols = hw.pe.rows, hw.pe.cols
     acc = float(hw.pe.accum_bits)
 
     tiles = candidate_tiles(dataflows, m, n, k, rows, cols)
-    fit = _fits(hw, *tile_buffer_bytes(tiles, a_bits, b_bits, acc))
-    if not fit.any():
+    fit = _fits(hw, *tile_buffer_bytes(tiles, col(a_b), col(b_b), acc))  # (variants, T)
+    no_fit = np.flatnonzero(~fit.any(axis=1))
+    if no_fit.size:
+        i = int(no_fit[0])
         raise MappingError(
-            f"op M={m} N={n} K={k} ({a_bits}/{w_bits}-bit) has no tiling that fits the SRAM of "
-            f"{hw.name!r}; enlarge sram sizes or disable double_buffering")
-    tiles = tiles.take(fit)
+            f"op M={m} N={n} K={k} ({int(a_b[i])}/{int(w_bits[i])}-bit) has no tiling that "
+            f"fits the SRAM of {hw.name!r}; enlarge sram sizes or disable double_buffering")
+    usable = fit.any(axis=0)  # candidates no variant can use are dropped before costing
+    tiles, fit = tiles.take(usable), fit[:, usable]
 
-    totals = tile_totals(tiles, m, n, k, rows, cols, density, p_eff, a_bits, b_bits, acc,
+    totals = tile_totals(tiles, m, n, k, rows, cols, density, p_eff, a_b, b_b, acc,
                          hw.sram.bytes_per_cycle)
-    a_bytes = m * k * a_bits / 8.0
-    b_bytes = k * n * b_bits / 8.0
-    out_bytes = m * n * a_bits / 8.0
-    mem = memory_timing(totals.trips, a_bytes, b_bytes, out_bytes, m * n * acc / 8.0,
-                        totals.compute_cycles, hw.dram_bytes_per_cycle,
+    a_bytes = m * k * a_b / 8.0
+    b_bytes = k * n * b_b / 8.0
+    out_bytes = m * n * a_b / 8.0
+    mem = memory_timing(totals.trips, col(a_bytes), col(b_bytes), col(out_bytes),
+                        m * n * acc / 8.0, totals.compute_cycles, hw.dram_bytes_per_cycle,
                         hw.sram.double_buffering)
     macs = float(m) * n * k
     macs_eff = macs * density
-    compute = np.broadcast_to(totals.compute_cycles, mem.cycles.shape)
     sram = totals.sram_array_bytes + mem.dram_bytes
-    energy = energy_j(hw, macs_eff, cpm, sram, mem.dram_bytes, mem.cycles)
-
-    cyc, en = mem.cycles.ravel(), energy.ravel()
-    if objective == "latency":
-        best = np.lexsort((en, cyc))[0]
-    elif objective == "energy":
-        best = np.lexsort((cyc, en))[0]
-    else:
-        best = int(np.argmin(cyc * en))
-    order_i, tile_i = np.unravel_index(best, mem.cycles.shape)
+    energy = energy_j(hw, col(macs_eff), col(work.cycles_per_mac), sram, mem.dram_bytes,
+                      mem.cycles)
+    cycles_all = np.where(fit, mem.cycles, np.inf)  # a variant may not fit every candidate
 
     compulsory = a_bytes + b_bytes + out_bytes
     compute_roof = macs_eff / (rows * cols * p_eff)
     memory_roof = compulsory / hw.dram_bytes_per_cycle
-    roof = max(compute_roof, memory_roof)
-    cycles = float(mem.cycles[order_i, tile_i])
-    compute_cycles = float(compute[order_i, tile_i])
-    return {
-        "cycles": cycles,
-        "compute_cycles": compute_cycles,
-        "stall_cycles": cycles - compute_cycles,
-        "utilization": compute_roof / cycles,
-        "dram_bytes": float(mem.dram_bytes[order_i, tile_i]),
-        "compulsory_bytes": compulsory,
-        "sram_bytes": float(sram[order_i, tile_i]),
-        "energy_j": float(energy[order_i, tile_i]),
-        "macs": macs,
-        "macs_effective": macs_eff,
-        "roofline_cycles": roof,
-        "compute_roof_cycles": compute_roof,
-        "memory_roof_cycles": memory_roof,
-        "roofline_ratio": cycles / roof,
-        "bound": "compute" if compute_roof >= memory_roof else "memory",
-        "dataflow": DATAFLOWS[int(tiles.df[tile_i])],
-        "loop_order": LOOP_ORDERS[order_i],
-        "tile_m": int(tiles.tm[tile_i]),
-        "tile_n": int(tiles.tn[tile_i]),
-        "tile_k": int(tiles.tk[tile_i]),
-    }
+    results = []
+    for v in range(g):
+        cyc, en = cycles_all[:, v, :], energy[:, v, :]
+        ok = np.isfinite(cyc)
+        if objective == "latency":
+            best = np.lexsort((en.ravel(), cyc.ravel()))[0]
+        elif objective == "energy":
+            best = np.lexsort((cyc.ravel(), np.where(ok, en, np.inf).ravel()))[0]
+        else:
+            best = int(np.argmin(np.where(ok, cyc * en, np.inf).ravel()))
+        order_i, tile_i = np.unravel_index(best, cyc.shape)
+        cycles = float(cyc[order_i, tile_i])
+        compute_cycles = float(totals.compute_cycles[v, tile_i])
+        roof = max(compute_roof[v], memory_roof[v])
+        results.append({
+            "cycles": cycles,
+            "compute_cycles": compute_cycles,
+            "stall_cycles": cycles - compute_cycles,
+            "utilization": float(compute_roof[v] / cycles),
+            "dram_bytes": float(mem.dram_bytes[order_i, v, tile_i]),
+            "compulsory_bytes": float(compulsory[v]),
+            "sram_bytes": float(sram[order_i, v, tile_i]),
+            "energy_j": float(en[order_i, tile_i]),
+            "macs": macs,
+            "macs_effective": float(macs_eff[v]),
+            "roofline_cycles": float(roof),
+            "compute_roof_cycles": float(compute_roof[v]),
+            "memory_roof_cycles": float(memory_roof[v]),
+            "roofline_ratio": float(cycles / roof),
+            "bound": "compute" if compute_roof[v] >= memory_roof[v] else "memory",
+            "dataflow": DATAFLOWS[int(tiles.df[tile_i])],
+            "loop_order": LOOP_ORDERS[order_i],
+            "tile_m": int(tiles.tm[tile_i]),
+            "tile_n": int(tiles.tn[tile_i]),
+            "tile_k": int(tiles.tk[tile_i]),
+        })
+    return results
 
 
 # Columns of one product that scale with ``count`` when a trace row repeats a product.
@@ -148,17 +170,19 @@ def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
     the row's ``count`` products (the products run one after another).
     """
     _check_choice(dataflow, objective)
-    keys = list(OP_KEY)
+    keys = [tuple(row) for row in ops[list(OP_KEY)].itertuples(index=False, name=None)]
+    # Distinct products, grouped by shape: one vectorized search per shape.
+    by_shape: dict[tuple[int, int, int], list[tuple[Any, ...]]] = {}
+    for key in dict.fromkeys(keys):
+        by_shape.setdefault((int(key[0]), int(key[1]), int(key[2])), []).append(key)
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
-    records: list[dict[str, Any]] = []
-    for row in ops[keys].itertuples(index=False, name=None):
-        if row not in cache:
-            m, n, k, w_bits, a_bits, sparsity, pattern = row
-            cache[row] = evaluate_op(hw, int(m), int(n), int(k), w_bits=int(w_bits),
-                                     a_bits=int(a_bits), weight_sparsity=float(sparsity),
-                                     sparsity_pattern=str(pattern), dataflow=dataflow,
-                                     objective=objective)
-        records.append(cache[row])
+    for (m, n, k), variants in by_shape.items():
+        found = evaluate_variants(
+            hw, m, n, k, [int(v[3]) for v in variants], [int(v[4]) for v in variants],
+            [float(v[5]) for v in variants], [str(v[6]) for v in variants],
+            dataflow=dataflow, objective=objective)
+        cache.update(zip(variants, found, strict=True))
+    records = [cache[key] for key in keys]
     result = pd.DataFrame.from_records(records, index=ops.index)
     count = ops["count"].to_numpy(dtype=float)
     for col in _ADDITIVE:

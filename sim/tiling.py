@@ -45,7 +45,7 @@ class TileSet:
     def __len__(self) -> int:
         return int(self.df.size)
 
-    def take(self, mask: np.ndarray) -> TileSet:
+    def take(self, mask: np.ndarray | np.bool_) -> TileSet:
         """The subset where ``mask`` holds."""
         return TileSet(self.df[mask], self.tm[mask], self.tn[mask], self.tk[mask])
 
@@ -78,9 +78,12 @@ def candidate_tiles(dataflows: tuple[str, ...], m: int, n: int, k: int, rows: in
     return TileSet(*(np.concatenate(arrs) for arrs in zip(*parts)))
 
 
-def tile_buffer_bytes(tiles: TileSet, a_bits: float, b_bits: float,
+def tile_buffer_bytes(tiles: TileSet, a_bits: float | np.ndarray, b_bits: float | np.ndarray,
                       accum_bits: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bytes one copy of each tile needs: (A tile, B tile, output/psum tile)."""
+    """Bytes one copy of each tile needs: (A tile, B tile, output/psum tile).
+
+    ``a_bits``/``b_bits`` may carry a variant axis, shape (variants, 1), giving (variants, T).
+    """
     return (tiles.tm * tiles.tk * a_bits / 8.0, tiles.tk * tiles.tn * b_bits / 8.0,
             tiles.tm * tiles.tn * accum_bits / 8.0)
 
@@ -96,40 +99,48 @@ def _classes(dim: int, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class TileTotals:
-    """Per-candidate totals over all tiles of the op."""
+    """Totals over all tiles of the op; arrays of shape (ops, candidates)."""
 
-    n_tiles: np.ndarray  # tile iterations
-    trips: tuple[np.ndarray, np.ndarray, np.ndarray]  # tiles along m, n, k
+    n_tiles: np.ndarray  # tile iterations, shape (candidates,)
+    trips: tuple[np.ndarray, np.ndarray, np.ndarray]  # tiles along m, n, k, (candidates,)
     compute_cycles: np.ndarray  # sum over tiles of max(array cycles, SRAM-port cycles)
     array_cycles: np.ndarray  # sum over tiles of the fold formula
     sram_array_bytes: np.ndarray  # bytes the array moves to/from SRAM (A, B, psums)
 
 
-def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int, density: float,
-                macs_per_pe: float, a_bits: float, b_bits: float, accum_bits: float,
+def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int,
+                density: np.ndarray | float, macs_per_pe: np.ndarray | float,
+                a_bits: np.ndarray | float, b_bits: np.ndarray | float, accum_bits: float,
                 sram_bytes_per_cycle: float) -> TileTotals:
-    """Sum cycles and SRAM traffic over every tile of the op, for every candidate.
+    """Sum cycles and SRAM traffic over every tile, for every op variant and candidate.
 
-    The effective reduction length of a tile with ``tk`` dense entries is
+    The op variants share the shape (m, n, k) and differ in ``density``, ``macs_per_pe``,
+    ``a_bits`` and ``b_bits`` (1-D arrays of equal length, or scalars for one variant). The
+    effective reduction length of a tile with ``tk`` dense entries is
     ``ceil(tk * density / macs_per_pe)``: skipped zeros cost nothing and a PE doing p MACs
     per cycle consumes p reduction entries per cycle.
     """
+    def per_op(x: np.ndarray | float) -> np.ndarray:  # (ops, 1, 1, 1, 1) against the tiles
+        return np.asarray(x, dtype=float).reshape(-1, 1, 1, 1, 1)
+
     sm, cm = _classes(m, tiles.tm)
     sn, cn = _classes(n, tiles.tn)
     sk, ck = _classes(k, tiles.tk)
-    # Broadcast to (2, 2, 2, T): full/remainder class along m, n, k.
-    ms, ns, ks = sm[:, None, None], sn[None, :, None], sk[None, None, :]
+    # Broadcast to (ops, 2, 2, 2, T): op variant, full/remainder class along m, n, k, tile.
+    ms, ns, ks = sm[None, :, None, None], sn[None, None, :, None], sk[None, None, None, :]
     count = cm[:, None, None] * cn[None, :, None] * ck[None, None, :]
-    keff = np.ceil(ks * density / macs_per_pe - 1e-9)
+    keff = np.ceil(ks * per_op(density) / per_op(macs_per_pe) - 1e-9)
     cyc = fold_cycles(tiles.df, ms, ns, keff, rows, cols)
     a_r, b_r, p_w = sram_accesses(tiles.df, ms, ns, ks, keff, rows, cols)
-    tile_bytes = a_r * a_bits / 8.0 + b_r * b_bits / 8.0 + 2.0 * p_w * accum_bits / 8.0
+    a_b, b_b = per_op(a_bits), per_op(b_bits)
+    tile_bytes = a_r * a_b / 8.0 + b_r * b_b / 8.0 + 2.0 * p_w * accum_bits / 8.0
     busy = np.maximum(cyc, tile_bytes / sram_bytes_per_cycle)
-    psum_total = (count * p_w).sum(axis=(0, 1, 2))
-    sram_bytes = ((count * (a_r * a_bits + b_r * b_bits)).sum(axis=(0, 1, 2)) / 8.0
+    axes = (1, 2, 3)
+    psum_total = (count * p_w).sum(axis=axes)
+    sram_bytes = ((count * (a_r * a_b + b_r * b_b)).sum(axis=axes) / 8.0
                   + (2.0 * psum_total - m * n) * accum_bits / 8.0)
     trips = (cm.sum(0), cn.sum(0), ck.sum(0))
     return TileTotals(n_tiles=trips[0] * trips[1] * trips[2], trips=trips,
-                      compute_cycles=(count * busy).sum(axis=(0, 1, 2)),
-                      array_cycles=(count * cyc).sum(axis=(0, 1, 2)),
+                      compute_cycles=(count * busy).sum(axis=axes),
+                      array_cycles=(count * cyc).sum(axis=axes),
                       sram_array_bytes=sram_bytes)

@@ -10,6 +10,7 @@ from sim import evaluate_op, load_hw
 from sim.dataflow import DF_CODE, fold_cycles
 from sim.memory import LOOP_ORDERS, memory_timing
 from sim.opwork import op_work
+from sim.scheduler import evaluate_variants
 from sim.tiling import TileSet, dim_candidates, tile_totals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_tiles_sum_exactly_over_edge_tiles() -> None:
     tiles = TileSet(np.array([0.0]), np.array([32.0]), np.array([16.0]), np.array([30.0]))
     tot = tile_totals(tiles, 50, 40, 30, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1e9)
     by_hand = sum(fold_cycles(0, m, n, 30, 8, 8) for m in (32, 18) for n in (16, 16, 8))
-    assert tot.array_cycles[0] == by_hand
+    assert tot.array_cycles[0, 0] == by_hand
     assert tot.n_tiles[0] == 6 and [t[0] for t in tot.trips] == [2, 3, 1]
 
 
@@ -102,26 +103,26 @@ def test_sram_port_bandwidth_can_bound_compute() -> None:
     tiles = TileSet(np.array([1.0]), np.array([64.0]), np.array([64.0]), np.array([64.0]))
     fast = tile_totals(tiles, 64, 64, 64, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1e9)
     slow = tile_totals(tiles, 64, 64, 64, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1.0)
-    assert fast.compute_cycles[0] == fast.array_cycles[0]
-    assert slow.compute_cycles[0] > 10 * fast.compute_cycles[0]
+    assert fast.compute_cycles[0, 0] == fast.array_cycles[0, 0]
+    assert slow.compute_cycles[0, 0] > 10 * fast.compute_cycles[0, 0]
 
 
 def test_dram_reuse_depends_on_loop_order() -> None:
     # 2 tiles along m, 2 along n, 1 along k; A = 100 B, B = 200 B, out = 40 B.
     trips = (np.array([2.0]), np.array([2.0]), np.array([1.0]))
     mem = memory_timing(trips, 100.0, 200.0, 40.0, 80.0, np.array([1000.0]), 1.0, True)
-    by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0]))
+    by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0, 0]))
     # m outer, n inner: A stays (fetched once), B is fetched again for each m tile.
     assert by_order["mnk"] == pytest.approx(100 + 2 * 200 + 40)
     # n outer, m inner: B stays, A is fetched again for each n tile.
     assert by_order["nmk"] == pytest.approx(2 * 100 + 200 + 40)
-    assert mem.a_loads[LOOP_ORDERS.index("mnk"), 0] == 2
+    assert mem.a_loads[LOOP_ORDERS.index("mnk"), 0, 0] == 2
 
 
 def test_partial_sums_spill_when_k_is_outside() -> None:
     trips = (np.array([2.0]), np.array([1.0]), np.array([3.0]))
     mem = memory_timing(trips, 120.0, 300.0, 40.0, 80.0, np.array([600.0]), 1e9, True)
-    by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0]))
+    by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0, 0]))
     assert by_order["mkn"] == pytest.approx(120 + 2 * 300 + 40)  # k inside m: no spill
     # k outside m: each of the 2 output tiles is visited 3 times, 2 spills + 2 reloads each.
     assert by_order["kmn"] == pytest.approx(120 + 300 + 40 + 2 * 2 * 40 * 2)
@@ -147,3 +148,18 @@ def test_fixed_dataflow_mode_and_objectives() -> None:
     assert edp["cycles"] * edp["energy_j"] <= auto["cycles"] * auto["energy_j"] * (1 + 1e-12)
     assert edp["cycles"] * edp["energy_j"] <= low_energy["cycles"] * low_energy["energy_j"] * (
         1 + 1e-12)
+
+
+def test_variants_of_one_shape_match_one_by_one_evaluation() -> None:
+    hw = load_hw(EDGE, ["sram.weight_kib=64"])  # small buffer: variants fit different tiles
+    bits, acts = [16, 8, 4, 3, 2], [16, 16, 8, 16, 4]
+    sparsity, patterns = [0.0, 0.3, 0.5, 0.7, 0.5], ["dense", "unstructured", "2:4",
+                                                    "unstructured", "unstructured"]
+    for objective in ("latency", "energy", "edp"):
+        together = evaluate_variants(hw, 256, 576, 1536, bits, acts, sparsity, patterns,
+                                     objective=objective)
+        for i, got in enumerate(together):
+            alone = evaluate_op(hw, 256, 576, 1536, w_bits=bits[i], a_bits=acts[i],
+                                weight_sparsity=sparsity[i], sparsity_pattern=patterns[i],
+                                objective=objective)
+            assert got == pytest.approx(alone)
