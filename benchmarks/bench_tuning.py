@@ -52,10 +52,15 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         # Round robin, so every window of the schedule is timed.
         "timing-adaptive": tune + ["--method", "adaptive", "--window", str(args.window), "--schedule", "round_robin",
                                    "--steps", str(2 * args.timing_steps + 1), "--no-eval"],
+        "timing-adaptive-top": tune + ["--method", "adaptive", "--window", str(args.top_window), "--exits",
+                                       str(args.top_exit), "--steps", str(args.timing_steps), "--no-eval"],
     }
-    for method in ("vanilla", "adaptive"):
-        cmds[f"quality-{method}"] = tune + ["--method", method, "--steps", str(args.steps), "--window",
-                                            str(args.window), "--out", str(args.work / f"adapters-{method}")] + ev
+    for name, extra in (("vanilla", ["--method", "vanilla"]),
+                        ("adaptive", ["--method", "adaptive", "--window", str(args.window)]),
+                        ("adaptive-top", ["--method", "adaptive", "--window", str(args.top_window), "--exits",
+                                          str(args.top_exit)])):
+        cmds[f"quality-{name}"] = tune + extra + ["--steps", str(args.steps), "--out",
+                                                  str(args.work / f"adapters-{name}")] + ev
     return cmds
 
 
@@ -212,7 +217,10 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_tuning"), help="folder for the runs' JSON")
     p.add_argument("--steps", type=int, default=16, help="tuning steps of the quality runs")
     p.add_argument("--timing-steps", type=int, default=4, help="vanilla steps timed (adaptive: 2x + 1)")
-    p.add_argument("--window", type=int, default=4)
+    p.add_argument("--window", type=int, default=4, help="adaptive (paper-style): layers per window")
+    p.add_argument("--top-window", type=int, default=8, help="adaptive-top: layers in its one window")
+    p.add_argument("--top-exit", type=int, default=29, help="adaptive-top: its exit layer")
+    p.add_argument("--notes", type=Path, default=None, help="markdown appended to the report")
     p.add_argument("--eval-windows", type=int, default=24)
     p.add_argument("--mc-items", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -225,7 +233,10 @@ def main() -> int:
     for name, cmd in cmds.items():
         path = args.work / f"{name}.json"
         results[name] = json.loads(path.read_text()) if args.report_only else run(cmd, path, reuse=args.reuse)
-    DOC.write_text(report(args, cmds, results))
+    text = report(args, cmds, results)
+    if args.notes:
+        text += "\n" + args.notes.read_text()
+    DOC.write_text(text)
     print(f"wrote {DOC}")
     return 0
 

@@ -40,6 +40,15 @@ def ru_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def touch(tensors: Iterable[torch.Tensor]) -> None:
+    """Read one element per 4 KiB page of each tensor, making file-mapped weights resident."""
+    with torch.no_grad():
+        for t in tensors:
+            flat = t.detach().reshape(-1)
+            step = max(1, 4096 // flat.element_size())
+            float(flat[::step].sum())
+
+
 def reset_peak_rss() -> bool:
     """Reset the peak-RSS mark to the current RSS (Linux >= 4.0, ``clear_refs`` value 5), so a
     later :func:`peak_rss_bytes` covers only what ran after this call, not model loading.

@@ -144,6 +144,9 @@ def tune(
     excluded = list(model.parameters())
 
     model.train()  # only LoRA dropout reacts to it; LLaMA has no other dropout
+    # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
+    # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
+    memory.touch(model.parameters())
     result.peak_rss_reset = memory.reset_peak_rss()
     result.baseline_rss_bytes = memory.rss_bytes()
     bar = tqdm(range(config.steps), desc=f"tune {config.method}", disable=not progress or None)
