@@ -6,7 +6,8 @@
 - ``schedule``: windows, exits, and the sequential / round-robin / random schedules;
 - ``step`` and ``train``: one tuning step, and the tuning loop;
 - ``voting`` and ``evaluation``: voted exits as a metrics ``Scorer``, and their evaluation;
-- ``memory`` and ``measure``: host RSS and torch tensor accounting of a step, in a fresh process.
+- ``memory``: host RSS (peak reset after set-up) and torch's accounting of saved tensors;
+- ``compression``: a LUC policy applied before tuning (adapters stay full precision).
 """
 from workloads.tuning.schedule import SCHEDULES, Window, default_exits, make_windows, schedule
 from workloads.tuning.step import METHODS, StepPlan, step_loss, train_step
