@@ -115,3 +115,19 @@ def test_mapping_error_when_nothing_fits() -> None:
     hw = load_hw(HW, ["sram.input_kib=0.001"])
     with pytest.raises(sim.MappingError, match="no tiling that fits the SRAM"):
         evaluate_op(hw, 512, 512, 512)
+
+
+def test_sim_imports_neither_torch_nor_the_other_packages(cli_env: dict) -> None:
+    import subprocess
+    import sys
+
+    code = ("import pkgutil, sys, sim\n"
+            "for mod in pkgutil.iter_modules(sim.__path__):\n"
+            "    __import__(f'sim.{mod.name}')\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'workloads', 'dse', 'transformers', 'optuna'))\n"
+            "print(','.join(bad))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
