@@ -156,6 +156,8 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
     return results
 
 
+_VARIANT_CHUNK = 32
+
 # Columns of one product that scale with ``count`` when a trace row repeats a product.
 _ADDITIVE = ("cycles", "compute_cycles", "stall_cycles", "dram_bytes", "compulsory_bytes",
              "sram_bytes", "energy_j", "macs", "macs_effective", "roofline_cycles",
@@ -177,11 +179,14 @@ def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
         by_shape.setdefault((int(key[0]), int(key[1]), int(key[2])), []).append(key)
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for (m, n, k), variants in by_shape.items():
-        found = evaluate_variants(
-            hw, m, n, k, [int(v[3]) for v in variants], [int(v[4]) for v in variants],
-            [float(v[5]) for v in variants], [str(v[6]) for v in variants],
-            dataflow=dataflow, objective=objective)
-        cache.update(zip(variants, found, strict=True))
+        # Chunks bound the (orders x variants x candidates) arrays to a few MB.
+        for start in range(0, len(variants), _VARIANT_CHUNK):
+            chunk = variants[start:start + _VARIANT_CHUNK]
+            found = evaluate_variants(
+                hw, m, n, k, [int(v[3]) for v in chunk], [int(v[4]) for v in chunk],
+                [float(v[5]) for v in chunk], [str(v[6]) for v in chunk],
+                dataflow=dataflow, objective=objective)
+            cache.update(zip(chunk, found, strict=True))
     records = [cache[key] for key in keys]
     result = pd.DataFrame.from_records(records, index=ops.index)
     count = ops["count"].to_numpy(dtype=float)
