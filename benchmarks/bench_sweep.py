@@ -464,12 +464,19 @@ def main() -> None:
     argv, wall, stats = run_sweep_cli(traces, sweep_out, args.workers)
     load_after = _load()
     _, rerun_wall, rerun = run_sweep_cli(traces, sweep_out, args.workers)
+    if rerun["computed"]:
+        # Only internal errors are recomputed on a rerun: the simulator failed (e.g. it was
+        # being edited while this ran). Numbers from such a run would be mixed; start over.
+        raise SystemExit(f"the rerun recomputed {rerun['computed']} points (internal errors "
+                         f"in the first run); see {_rel(sweep_out)}/sweep.csv and run again")
     table = pd.read_csv(sweep_out / "sweep.csv")
     result = analyse(table)
 
     args.docs.mkdir(parents=True, exist_ok=True)
     plots = {}
     for key in ("pareto_png", "heatmap_png", "time_png"):
+        if key not in stats["files"]:
+            raise SystemExit(f"the sweep wrote no {key}; its summary: {json.dumps(stats)[:2000]}")
         src = Path(stats["files"][key])
         src = src if src.is_absolute() else ROOT / src
         shutil.copyfile(src, args.docs / src.name)
