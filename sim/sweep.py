@@ -358,11 +358,16 @@ def build_parser() -> OneLineParser:
                     "latency_s in seconds, cycles, compute/stall cycles per phase, utilization, "
                     "dram_bytes, energy_j in joules, peak_memory_bytes, fits_in_dram, "
                     "roofline_ratio, pe_count, sram_bytes, area_mm2), points.jsonl (the resume "
-                    "log), summary.txt, summary.json and PNG plots. Rerunning with the same "
-                    "--out computes only missing points.",
+                    "log), summary.txt, summary.json and PNG plots. A point that fails is a "
+                    "row with status infeasible (its tensors exceed DRAM capacity) or error "
+                    "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
+                    "with the same --out computes only missing points (keyed by a hash of the "
+                    "resolved config, the trace files' content, dataflow and objective).",
         epilog="example: python -m sim.sweep --hw 'hwconfigs/*.yaml' --trace a.csv b.csv "
                "--grid pe.rows=16,32 --grid dram.bandwidth_gbps=8,25.6 --out runs/sweep1 "
-               "--workers 2")
+               "--workers 2. Exit codes: 0 done (failed points included), 2 user error "
+               "(nothing written), 130 interrupted by Ctrl-C or SIGTERM (finished points "
+               "kept; rerun to resume).")
     p.add_argument("--hw", required=True, nargs="+", metavar="YAML",
                    help="hardware config files or quoted globs, e.g. 'hwconfigs/*.yaml' "
                         "(required; a glob that matches nothing is an error)")

@@ -330,6 +330,13 @@ def test_plots_and_summary_written(traces: list[str], tmp_path: Path) -> None:
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
 
 
+def test_one_grid_key_gives_no_heatmap(traces: list[str], tmp_path: Path) -> None:
+    table = run_sweep(TWO_HW[:1], traces, ["pe.rows=8,16"], out=tmp_path / "o")
+    files = table.attrs["sweep"]["files"]
+    assert "pareto_png" in files and "time_png" in files and "heatmap_png" not in files
+    assert not (tmp_path / "o" / "sweep_heatmap.png").exists()
+
+
 def test_best_point_is_the_fastest_ok_row(traces: list[str], tmp_path: Path) -> None:
     table = run_sweep(TWO_HW, traces, ["pe.rows=0,8,16", "dram.bandwidth_gbps=4,8"],
                       out=tmp_path / "o", plots=False)
