@@ -55,14 +55,30 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         "timing-adaptive-top": tune + ["--method", "adaptive", "--window", str(args.top_window), "--exits",
                                        str(args.top_exit), "--steps", str(args.timing_steps), "--no-eval"],
     }
+    for method, extra in (("vanilla", []), ("adaptive", ["--window", str(args.window)])):
+        cmds[f"trace-{method}"] = py + ["workloads.trace", "--model", args.model, "--threads", str(args.threads),
+                                        "--method", method, *extra, "--seq-len", "256", "--batch", "4", "--out",
+                                        str(args.work / f"trace-{method}.csv"), "--json"]
     cmds["exit-profile"] = [sys.executable, str(Path(__file__).resolve()), "--exit-profile", "--model", args.model]
+    top = ["--method", "adaptive", "--window", str(args.top_window), "--exits", str(args.top_exit)]
+    top15 = ["--method", "adaptive", "--window", "15", "--exits", str(args.top_exit)]
+    cmds["timing-adaptive-top15"] = tune + top15 + ["--steps", str(args.timing_steps), "--no-eval"]
     for name, extra in (("vanilla", ["--method", "vanilla"]),
                         ("adaptive", ["--method", "adaptive", "--window", str(args.window)]),
-                        ("adaptive-top", ["--method", "adaptive", "--window", str(args.top_window), "--exits",
-                                          str(args.top_exit)])):
+                        ("adaptive-top", top),
+                        *TRIED(top, top15)):
         cmds[f"quality-{name}"] = tune + extra + ["--steps", str(args.steps), "--out",
                                                   str(args.work / f"adapters-{name}")] + ev
     return cmds
+
+
+def TRIED(top: list[str], top15: list[str]) -> list[tuple[str, list[str]]]:  # noqa: N802
+    """Further configurations tried (same steps and evaluation), reported in their own table."""
+    return [
+        ("vanilla-lr3", ["--method", "vanilla", "--lr", "0.003"]),
+        ("adaptive-top-lr3", top + ["--lr", "0.003"]),
+        ("adaptive-top15", top15),
+    ]
 
 
 def exit_profile(model_name: str, layers: range, windows: int) -> dict[str, Any]:
@@ -246,6 +262,41 @@ def report(args: argparse.Namespace, cmds: dict[str, list[str]], results: dict[s
         f"accuracy {(v_ev['accuracy'] - untuned['accuracy']) * 100:+.1f} points.",
         "",
     ]
+    tv, ta = results["trace-vanilla"], results["trace-adaptive"]
+    kinds = sorted(set(tv["memory_by_kind_bytes"]) | set(ta["memory_by_kind_bytes"]))
+    lines += [
+        "## The same step as the device would hold it (trace tensor table)",
+        "",
+        "From `python -m workloads.trace` on the real model (4 x 256 tokens, dense 16-bit weights, 16-bit "
+        "activations; adaptive: the window ending at the last layer), summed by kind (MiB):",
+        "",
+        "| kind | vanilla | adaptive |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {tv['memory_by_kind_bytes'].get(k, 0) / MIB:.1f} | {ta['memory_by_kind_bytes'].get(k, 0) / MIB:.1f} |"
+              for k in kinds]
+    lines += [
+        f"| **total** | {tv['memory_bytes'] / MIB:.1f} | {ta['memory_bytes'] / MIB:.1f} |",
+        "",
+        f"Device memory vanilla / adaptive = {tv['memory_bytes'] / ta['memory_bytes']:.2f}x; matrix-product work "
+        f"(MACs, all phases) {sum(tv['macs'].values()) / sum(ta['macs'].values()):.2f}x.",
+        "",
+    ]
+    lines += [
+        "### Other configurations tried (same steps, same evaluation)",
+        "",
+        "| run | LoRA layers | lr | perplexity | accuracy | step s (timing run) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ["vanilla", "adaptive-top"] + [n for n, _ in TRIED([], [])]:
+        q = results[f"quality-{name}"]
+        t = results.get(f"timing-{name}")
+        win = "all" if q["method"] == "vanilla" else ", ".join(f"{a}-{b}" for a, b in q["windows"])
+        lines.append(
+            f"| {name} | {win} | {q['config']['lr']} | {fmt(q['eval']['perplexity'])} | {fmt(q['eval']['accuracy'])} | "
+            + (f"{t['step_seconds']:.2f} | {_mib(t['peak_memory_bytes'])}" if t else "(as above) | (as above)") + " |"
+        )
+    lines.append("")
     prof = results["exit-profile"]["layers"]
     lines += [
         "## Why voting by confidence fails on this model",
