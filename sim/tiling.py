@@ -16,7 +16,9 @@ from sim.dataflow import DF_CODE, fold_cycles, sram_accesses
 
 __all__ = ["TileSet", "candidate_tiles", "dim_candidates", "tile_buffer_bytes", "tile_totals"]
 
-_SPLITS = (2, 4, 8, 16, 32, 64)
+# Up to 4096 ways: a vocabulary-wide LM head (49152) must still split into tiles that fit a
+# small SRAM; the loop stops at the array unit, so small dimensions pay nothing for it.
+_SPLITS = tuple(2**i for i in range(1, 13))
 
 
 def dim_candidates(dim: int, unit: int) -> np.ndarray:
