@@ -281,7 +281,7 @@ def write_markdown(path: Path, *, argv: list[str], wall: float, stats: dict, rer
         failure_notes.append("")
         failure_notes.append(
             "A mapping error means the simulator's tiling search found no tile of that op that "
-            "fits the SRAM (its candidate tiles split a dimension at most 64 ways, "
+            "fits the SRAM (its candidate tiles split a dimension at most 4096 ways, "
             "sim/tiling.py); `infeasible` means the step's tensors exceed the DRAM capacity. "
             "Either way the point is a row with its reason, not a crash.")
     inert_precision = []
