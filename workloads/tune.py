@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: decoder layers per window (default: %(default)s)")
     p.add_argument("--exits", type=exit_list, default=None,
                    help="adaptive: comma-separated exit layers, 0-based, each the last layer of its window "
-                   f"(default: the top --num-exits windows, ending at the last layer)")
+                   "(default: the top --num-exits windows, ending at the last layer; on SmolLM2-135M only the "
+                   "last layer makes a usable exit, see docs/results/tuning.md)")
     p.add_argument("--num-exits", type=positive_int, default=DEFAULT_NUM_EXITS,
                    help="adaptive: number of exits when --exits is not given (default: %(default)s)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
