@@ -12,7 +12,8 @@ from typing import NoReturn, TypeVar, cast
 
 from sim.errors import SimError
 
-__all__ = ["CONFIG_EPILOG", "OneLineParser", "cli_main", "positive_int", "write_atomic"]
+__all__ = ["CONFIG_EPILOG", "OneLineParser", "check_output", "cli_main", "one_line",
+           "positive_int", "write_atomic"]
 
 SET_HELP = ("override a hardware field before validation, dotted path = YAML value, e.g. "
             "--set pe.rows=16 --set dram.bandwidth_gbps=8 (repeatable; default: none)")
@@ -54,6 +55,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def one_line(text: object) -> str:
+    """``text`` on one line: line breaks (e.g. inside a user's file name) are escaped."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def check_output(path: str | Path) -> Path:
+    """Refuse an output file path that cannot be written, before any work is done.
+
+    Raises:
+        SimError: the path is a folder, or its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SimError(f"{path}: is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise SimError(f"{path}: output folder {path.parent} does not exist")
+    return path
+
+
 def cli_main(func: MainFunc) -> MainFunc:
     """Turn a ``SimError`` (or an unwritable output path) into ``error: ...`` and exit 2."""
 
@@ -62,11 +82,11 @@ def cli_main(func: MainFunc) -> MainFunc:
         try:
             return func(argv)
         except SimError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+            print(f"error: {one_line(where)}{one_line(exc.strerror or exc)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -77,9 +97,7 @@ def cli_main(func: MainFunc) -> MainFunc:
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Write a file through a temporary sibling and rename it, so a failure leaves nothing."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise SimError(f"{path}: output folder {path.parent} does not exist")
+    path = check_output(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     os.close(fd)
     try:

@@ -17,13 +17,22 @@ field: ``hwconfigs/x.yaml: pe.rows: must be > 0 (got -4)``.
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sim.errors import ConfigError
 
@@ -34,9 +43,20 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    """Base: unknown keys are errors (a typo must not silently fall back to a default)."""
+    """Base: unknown keys are errors (a typo must not silently fall back to a default), numbers
+    must be finite (``.inf`` would overflow the cycle counts) and booleans are not numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no/on/true as booleans, which pydantic would take as 1 and 0.
+        if isinstance(value, bool) and info.field_name is not None:
+            ann = cls.model_fields[info.field_name].annotation
+            if {int, float} & {ann, *get_args(ann)}:
+                raise ValueError(f"expected a number (got {value!r})")
+        return value
 
 
 class PEArray(_Strict):
@@ -110,6 +130,16 @@ class Sparsity(_Strict):
         0.0, ge=0, description="index bits stored per non-zero (support: unstructured)")
     compressed_storage: bool = Field(
         False, description="keep sparse B compressed in DRAM even without compute skipping")
+
+    @field_validator("nm_patterns", mode="before")
+    @classmethod
+    def _quoted_patterns(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 2:4 as the base-60 integer 124: say so instead of
+        # "should be a valid string (got 124)".
+        if isinstance(value, list) and any(type(p) is int for p in value):
+            raise ValueError("quote each N:M pattern, e.g. ['2:4'] (YAML reads an unquoted "
+                             "2:4 as the number 124)")
+        return value
 
     @field_validator("nm_patterns")
     @classmethod
@@ -276,7 +306,7 @@ def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. pe.rows=16")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # a flag value that is no YAML is text
             value = raw
         out.append((key.strip(), value))
     return out
@@ -298,12 +328,28 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _short_repr() -> reprlib.Repr:
+    """Bounded repr of a bad value: one short line even for a huge (or YAML alias-bomb) value."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 60, 60
+    return r
+
+
+_short = _short_repr().repr
+
+
+def _key(part: Any) -> str:
+    """One part of a dotted field path; user-typed keys with control characters are quoted."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def _describe(err: Mapping[str, Any]) -> str:
     loc = tuple(err.get("loc", ()))
-    path = ".".join(str(p) for p in loc) or "(top level)"
+    path = ".".join(_key(p) for p in loc) or "(top level)"
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
-    got = err.get("input")
+    got = _short(err.get("input"))
     if kind == "missing":
         return f"{path}: missing required field"
     if kind == "extra_forbidden":
@@ -314,12 +360,12 @@ def _describe(err: Mapping[str, Any]) -> str:
               "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"{path}: must be {bounds[kind]} {limit} (got {got!r})"
+        return f"{path}: must be {bounds[kind]} {limit} (got {got})"
     if kind == "enum":
-        return f"{path}: must be one of {ctx.get('expected')} (got {got!r})"
+        return f"{path}: must be one of {ctx.get('expected')} (got {got})"
     if kind == "value_error":
         return f"{path}: {ctx.get('error', err.get('msg'))}"
-    return f"{path}: {err.get('msg', 'invalid')} (got {got!r})"
+    return f"{path}: {err.get('msg', 'invalid')} (got {got})"
 
 
 def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (),
@@ -338,7 +384,11 @@ def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: top level must be a mapping of sections, "
                           f"got {type(data).__name__}")
-    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(data)))  # deep copy, plain types
+    try:
+        tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(data)))  # deep copy, plain
+    except (yaml.YAMLError, RecursionError):
+        raise ConfigError(f"{source}: not a plain mapping of YAML values (nested too deeply "
+                          f"or of a type YAML cannot hold)") from None
     for key, value in _parse_overrides(overrides):
         _set_dotted(tree, key, value, source)
     try:
@@ -363,18 +413,24 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: hardware config not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
+                          f"YAML hardware config") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
+        # ReaderError (control characters) has a reason instead of a problem.
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "syntax error"
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         raise ConfigError(f"{path}: file is empty")
     return hw_from_dict(data, overrides, source=str(path))

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from sim.api import simulate_trace
-from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, cli_main, write_atomic
+from sim.cli import (CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_main,
+                     write_atomic)
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
 from sim.scheduler import OBJECTIVES
@@ -81,6 +82,10 @@ def _text_summary(s: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # A bad output path fails now, not after the simulation (or after the first of two files).
+    for out in (args.ops_csv, args.roofline_png):
+        if out is not None:
+            check_output(out)
     hw = load_hw(args.hw, args.overrides)
     trace = read_trace(args.trace, args.tensors)
     result = simulate_trace(trace, hw, dataflow=args.dataflow, objective=args.objective)

@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.cli import OneLineParser, positive_int
+from sim.cli import OneLineParser, one_line, positive_int
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
 from sim.scheduler import OBJECTIVES
@@ -458,12 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SimError as exc:
         close()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         close()
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {one_line(where)}{one_line(exc.strerror or exc)}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -114,7 +114,7 @@ def _yaml_scalar(raw: str) -> Any:
     """A value as the simulator's ``--set`` parses it: YAML (``16`` -> int, ``true`` -> bool)."""
     try:
         return yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # a value that is no YAML is text
         return raw
 
 

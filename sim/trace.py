@@ -29,6 +29,9 @@ PHASES = ("fwd", "bwd_input", "bwd_weight")
 TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
 TENSOR_KINDS = ("weight", "lora_weight", "activation", "gradient", "optimizer", "kv_cache")
 _PATTERN = re.compile(r"^(dense|unstructured|(\d+):(\d+))$")
+# Largest integer a cell may hold: float64 (which the columns are parsed through) is exact up
+# to 2**53, and an int64 cast of anything beyond 2**63 silently wraps to a negative number.
+MAX_INT = 2**53
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def _show(value: Any) -> str:
     """A cell value as the user typed it (numpy scalars without their type wrapper)."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
         value = int(value)
     return repr(value)
 
@@ -68,9 +71,11 @@ def _int_column(df: pd.DataFrame, col: str, source: str, lo: int | None = None,
         bad |= values < lo
     if hi is not None:
         bad |= values > hi
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise TraceError(f"{_where(source, i)}: column {col} must be {what} "
+    huge = np.abs(values) > MAX_INT
+    if (bad | huge).any():
+        i = int(np.flatnonzero(bad | huge)[0])
+        limit = "" if bad[i] else " and at most 2**53"
+        raise TraceError(f"{_where(source, i)}: column {col} must be {what}{limit} "
                          f"(got {_show(df[col].iloc[i])})")
     return values.astype(np.int64)
 
@@ -162,8 +167,13 @@ def validate_tensors(df: pd.DataFrame, source: str = "<tensors>") -> pd.DataFram
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    with path.open() as fh:
-        first = fh.readline().strip()
+    try:
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the '#'.
+        with path.open(encoding="utf-8-sig") as fh:
+            first = fh.readline().strip()
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
+                         f"trace CSV (docs/trace.md)") from None
     if not first.startswith("#"):
         raise TraceError(f"{path}: first line must be '# {{json header}}' "
                          f"(format {FORMAT}, see docs/trace.md)")
@@ -183,13 +193,17 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, comment="#", skipinitialspace=True)
+        df = pd.read_csv(path, comment="#", skipinitialspace=True)
     except FileNotFoundError:
         raise TraceError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: file has no table") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas silently turns the extra leading fields into an index, shifting every column.
+        raise TraceError(f"{path}: the rows have more fields than the column header line")
+    return df
 
 
 def read_trace(path: str | Path, tensors: str | Path | None = None) -> Trace:
