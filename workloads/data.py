@@ -33,15 +33,20 @@ def load_documents(source: str | None = None) -> list[str]:
 
         return [topics[name] for name in sorted(topics)]
     path = Path(source)
-    if not path.exists():
+    # Path("") is the current folder: an empty --data must not silently read it.
+    if not str(source).strip() or not path.exists():
         raise UserError(f"data '{source}' not found: give a .txt file, a .jsonl file, a folder, or '{BUILTIN}'")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
-        if not files:
-            raise UserError(f"folder '{source}' holds no .txt or .jsonl files")
-        docs = [doc for f in files for doc in _read_file(f)]
-    else:
-        docs = _read_file(path)
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+            if not files:
+                raise UserError(f"folder '{source}' holds no .txt or .jsonl files")
+            docs = [doc for f in files for doc in _read_file(f)]
+        else:
+            docs = _read_file(path)
+    except OSError as exc:
+        where = exc.filename or source
+        raise UserError(f"cannot read data '{where}': {exc.strerror or exc}") from None
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise UserError(f"data '{source}' holds no text")
@@ -50,8 +55,14 @@ def load_documents(source: str | None = None) -> list[str]:
 
 def _read_file(path: Path) -> list[str]:
     if path.suffix == ".jsonl":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{path}: not UTF-8 text (byte {exc.start}); a .jsonl file holds one JSON object per line"
+            ) from None
         docs = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

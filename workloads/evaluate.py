@@ -60,6 +60,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer (got {text})")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed torch accepts: 0 <= seed < 2**64 (larger ones crash ``torch.manual_seed``)."""
+    value = int(text)
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**64-1 (got {text})")
+    return value
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every workloads CLI that loads a model and text."""
     parser.add_argument(
@@ -74,7 +89,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="text corpus: a .txt file, a .jsonl file with a 'text' field, or a folder of them "
         f"(default: the built-in '{data_mod.BUILTIN}' corpus, the Python documentation)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed, 0..2**64-1 (default: %(default)s)")
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)"
     )
@@ -102,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mc-items",
-        type=int,
+        type=non_negative_int,
         default=200,
         help="multiple-choice items (32-token context, 16-token continuations, 4 choices); 0 skips "
         "accuracy (default: %(default)s)",

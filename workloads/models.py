@@ -131,10 +131,23 @@ def _load_folder(path: Path) -> LoadedModel:
         )
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+    # A broken folder makes transformers raise OSError, ValueError, TypeError, KeyError or a
+    # safetensors error, with multi-line messages: all mean "not a loadable model", one line.
     with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise UserError(f"{path}: cannot load its tokenizer ({_first_line(exc)})") from None
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise UserError(f"{path}: cannot load its model ({_first_line(exc)})") from None
     return LoadedModel(model, tokenizer, path.name, str(path))
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
