@@ -12,8 +12,9 @@ A config file looks like this (every section and key is listed in ``docs/results
     dram: {bandwidth_gbps: 25.6, capacity_gib: 4, energy_pj_per_bit: 4.0}
     energy: {mac_pj: 0.4, sram_pj_per_byte: 1.2, static_mw: 50}
 
-Unknown keys are rejected, sizes must be positive, and every error is one line naming the
-field: ``hwconfigs/x.yaml: pe.rows: must be > 0 (got -4)``.
+Unknown keys are rejected, sizes must be positive, numbers finite and within 1e-9..1e12 of
+their unit (or 0), and every error is one line naming the field:
+``hwconfigs/x.yaml: pe.rows: must be > 0 (got -4)``.
 """
 from __future__ import annotations
 
@@ -42,20 +43,41 @@ __all__ = [
 ]
 
 
+# Magnitudes a number in a config may have (besides 0), in its field's unit: wide enough for
+# any device, narrow enough that cycles, bytes and joules stay finite in float64 (a clock of
+# 1e308 MHz or 1e-300 MACs per cycle would overflow them to inf or NaN).
+NUMBER_RANGE = (1e-9, 1e12)
+
+
 class _Strict(BaseModel):
-    """Base: unknown keys are errors (a typo must not silently fall back to a default), numbers
-    must be finite (``.inf`` would overflow the cycle counts) and booleans are not numbers."""
+    """Base: unknown keys are errors (a typo must not silently fall back to a default); numbers
+    are finite, not booleans, and 0 or of magnitude within ``NUMBER_RANGE``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def _is_number(cls, info: ValidationInfo) -> bool:
+        if info.field_name is None:
+            return False
+        ann = cls.model_fields[info.field_name].annotation
+        return bool({int, float} & {ann, *get_args(ann)})
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML reads yes/no/on/true as booleans, which pydantic would take as 1 and 0.
-        if isinstance(value, bool) and info.field_name is not None:
-            ann = cls.model_fields[info.field_name].annotation
-            if {int, float} & {ann, *get_args(ann)}:
-                raise ValueError(f"expected a number (got {value!r})")
+        if isinstance(value, bool) and cls._is_number(info):
+            raise ValueError(f"expected a number (got {value!r})")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        lo, hi = NUMBER_RANGE
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
+                and not lo <= abs(value) <= hi and cls._is_number(info)):
+            raise ValueError(f"out of range: 0 or a magnitude within {lo:g}..{hi:g} "
+                             f"(got {_short(value)})")
         return value
 
 

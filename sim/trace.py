@@ -136,7 +136,8 @@ def validate_ops(df: pd.DataFrame, source: str = "<ops>") -> pd.DataFrame:
         raise TraceError(f"{_where(source, i)}: column phase must be one of "
                          f"{', '.join(PHASES)} (got {_show(df['phase'].iloc[i])})")
 
-    patterns = df["sparsity_pattern"].astype(str).str.strip().str.lower()
+    # pandas' string dtype keeps a missing cell missing through astype(str): make it "".
+    patterns = df["sparsity_pattern"].fillna("").astype(str).str.strip().str.lower()
     for i, pattern in enumerate(patterns):
         match = _PATTERN.match(pattern)
         if match is None or (match.group(2) and not 0 < int(match.group(2)) < int(match.group(3))):
