@@ -190,3 +190,13 @@ def test_tune_on_a_compressed_model_keeps_adapters_full_precision(tmp_path, fres
     base_q = result.model.get_base_model().model.layers[2].self_attn.q_proj.base_layer.weight
     assert float((base_q == 0).float().mean()) == zeros  # tuning never touches the compressed weights
     assert all(math.isfinite(x) for x in result.losses)
+
+
+def test_voting_scorer_matches_the_voter(tiny):
+    from workloads.tuning.voting import voting_scorer
+
+    voter = ExitVoter(tiny.model, [1, 3])
+    for rule in ("max_conf", "mean", "entropy"):
+        assert torch.equal(voting_scorer(tiny.model, [1, 3], rule)(IDS, 2), voter.scorer(f"vote:{rule}")(IDS, 2))
+    # One exit: nothing to vote on, the scorer is that exit's.
+    assert torch.equal(voting_scorer(tiny.model, [3])(IDS, 0), voter.scorer("exit:3")(IDS, 0))
