@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_bytes": result.peak_rss_bytes,
         "baseline_rss_bytes": result.baseline_rss_bytes,
         "peak_rss_excludes_loading": result.peak_rss_reset,
+        "setup_peak_rss_bytes": result.setup_peak_rss_bytes,
         "torch_bytes": {
             "saved_for_backward": result.saved_tensor_bytes,
             "parameters": result.parameter_bytes,

@@ -82,6 +82,7 @@ class TuneResult:
     baseline_rss_bytes: int = 0  # resident memory after set-up, before the first step
     peak_rss_bytes: int = 0  # peak resident memory over the steps (see peak_rss_reset)
     peak_rss_reset: bool = False  # True: the peak excludes model loading (clear_refs worked)
+    setup_peak_rss_bytes: int = 0  # peak resident memory of loading and set-up, before the reset
     saved_tensor_bytes: int = 0  # largest per-step sum of tensors kept for backward (host)
     parameter_bytes: int = 0  # all model parameters, host (float32)
     gradient_bytes: int = 0  # gradients of one step's trainable parameters, host
@@ -147,6 +148,7 @@ def tune(
     # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
     # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
     memory.touch(model.parameters())
+    result.setup_peak_rss_bytes = memory.peak_rss_bytes()
     result.peak_rss_reset = memory.reset_peak_rss()
     result.baseline_rss_bytes = memory.rss_bytes()
     bar = tqdm(range(config.steps), desc=f"tune {config.method}", disable=not progress or None)
