@@ -244,6 +244,8 @@ def report(args: argparse.Namespace, cmds: dict[str, list[str]], results: dict[s
     lines += [
         "| peak RSS during the steps (MiB) | " + " | ".join(_mib(r["peak_memory_bytes"]) for r in runs) + " |",
         "| RSS after set-up (MiB) | " + " | ".join(_mib(r["baseline_rss_bytes"]) for r in runs) + " |",
+        "| peak RSS of loading and set-up, before the reset (MiB) | "
+        + " | ".join(_mib(r["setup_peak_rss_bytes"]) if r.get("setup_peak_rss_bytes") else "n/a" for r in runs) + " |",
         "| peak minus set-up (MiB) | "
         + " | ".join(_mib(r["peak_memory_bytes"] - r["baseline_rss_bytes"]) for r in runs) + " |",
     ]
