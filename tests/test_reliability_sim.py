@@ -11,9 +11,9 @@ column); whatever they accept, the simulator runs to finite numbers (or a one-li
 Most cases call a CLI's ``main(argv)`` in this process (same code path as the command, no
 interpreter start-up); a few run the real ``python -m`` entry points. Every bad input that was
 handled as promised is counted; with ``EDGELLM_RELIABILITY_REPORT=PATH`` the counts are written
-to that JSON file (see ``docs/results/reliability.md``)::
+to that JSON file (``tests/test_reliability_report.py``)::
 
-    EDGELLM_RELIABILITY_REPORT=runs/reliability.json \\
+    rm -f runs/reliability.json && EDGELLM_RELIABILITY_REPORT=runs/reliability.json \\
         /work/venv/bin/pytest tests/test_reliability_sim.py tests/test_reliability_inputs.py -q
 
 Hypothesis runs derandomized (same examples on every run, so the counts are reproducible);
@@ -28,7 +28,6 @@ import math
 import os
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from sim import gemm as sim_gemm
 from sim import run as sim_run
 from sim import sweep as sim_sweep
 from sim.trace import OPS_COLUMNS, PHASES, TENSOR_COLUMNS, TENSOR_KINDS
+from test_reliability_report import Tally
 
 ROOT = Path(__file__).resolve().parents[1]
 HW = ROOT / "hwconfigs" / "edge_llm.yaml"
@@ -60,60 +60,20 @@ TRACE_OPS = sim.read_trace(TRACE).ops
 
 # ----------------------------------------------------------------------------- counting
 
-REPORT_ENV = "EDGELLM_RELIABILITY_REPORT"
 SCALE = float(os.environ.get("EDGELLM_FUZZ_SCALE", "1"))
-TRIED: Counter[tuple[str, str, str]] = Counter()  # (kind, category, source) -> inputs
+TALLY = Tally(Path(__file__).stem)
+tried = TALLY.add
 
 
-def tried(category: str, source: str = "explicit", *, kind: str = "bad_input") -> None:
-    """Count one input that was handled as promised (call it after the assertions)."""
-    TRIED[(kind, category, source)] += 1
-
-
-def write_report(path: str | Path, module: str, counts: Counter[tuple[str, str, str]]) -> None:
-    """Merge this module's counts into the JSON report at ``path`` (other modules' kept)."""
-    path = Path(path)
-    report: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            report = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            report = {}
-    modules = report.get("modules", {})
-    section: dict[str, Any] = {}
-    for (kind, category, source), n in sorted(counts.items()):
-        cell = section.setdefault(kind, {}).setdefault(category, {})
-        cell[source] = cell.get(source, 0) + n
-    for cells in section.values():
-        for cell in cells.values():
-            cell["total"] = sum(v for k, v in cell.items() if k != "total")
-    modules[module] = section
-    totals: Counter[str] = Counter()
-    for sec in modules.values():
-        for kind, cells in sec.items():
-            for cell in cells.values():
-                totals[kind] += cell["total"]
-                for source, n in cell.items():
-                    if source != "total":
-                        totals[f"{kind}.{source}"] += n
-    report = {
-        "format": "edgellm-reliability/1",
-        "command": f"{REPORT_ENV}={path} /work/venv/bin/pytest "
-                   "tests/test_reliability_sim.py tests/test_reliability_inputs.py -q",
-        "fuzz_scale": SCALE, "modules": modules, "totals": dict(sorted(totals.items())),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+def fuzzed(category: str, *, accepted: bool) -> None:
+    """Count a generated input: refused ones are bad inputs, accepted ones valid edge cases."""
+    tried(category, "hypothesis", kind="valid_edge_input" if accepted else "bad_input")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _reliability_report() -> Iterator[None]:
-    TRIED.clear()
     yield
-    if os.environ.get(REPORT_ENV):
-        write_report(os.environ[REPORT_ENV], Path(__file__).stem, TRIED)
+    TALLY.flush()
 
 
 def fuzz(examples: int) -> settings:
@@ -297,6 +257,7 @@ def test_hw_from_dict_fuzzed_fields_fail_in_one_line_naming_the_field(changes: l
     tree = copy.deepcopy(BASE_TREE)
     for change in changes:
         apply_mutation(tree, change)
+    accepted = False
     try:
         hw = sim.hw_from_dict(tree, source="fuzz.yaml")
     except ConfigError as exc:
@@ -304,9 +265,10 @@ def test_hw_from_dict_fuzzed_fields_fail_in_one_line_naming_the_field(changes: l
         assert names_a_field(msg, [c[1] for c in changes]), (msg, changes)
         event("rejected")
     else:
+        accepted = True
         check_simulates(hw)
         event("accepted (and simulated)")
-    tried("hw config: fuzzed fields (hw_from_dict)", "hypothesis")
+    fuzzed("hw config: fuzzed fields (hw_from_dict)", accepted=accepted)
 
 
 def _annotation(path: tuple[str, ...]) -> Any:
@@ -334,16 +296,17 @@ def test_extreme_in_range_numbers_simulate_to_finite_numbers(numbers: dict) -> N
     tree = copy.deepcopy(BASE_TREE)
     for path, value in numbers.items():
         apply_mutation(tree, ("set", path, value))
+    accepted = False
     try:
         hw = sim.hw_from_dict(tree, source="range.yaml")
     except ConfigError as exc:  # e.g. accum_bits > 64 or min_bits > base_bits
         assert names_a_field(assert_one_line(exc, "range.yaml: "), list(numbers))
         event("rejected")
     else:
+        accepted = True
         check_simulates(hw)
         event("accepted (and simulated)")
-    tried("hw config: extreme in-range numbers (accepted configs simulate)", "hypothesis",
-          kind="valid_edge_input")
+    fuzzed("hw config: extreme in-range numbers (accepted configs simulate)", accepted=accepted)
 
 
 @fuzz(60)
@@ -371,7 +334,7 @@ def test_load_hw_of_fuzzed_yaml_matches_hw_from_dict(tmp_path: Path, changes: li
             outcomes.append(assert_one_line(exc, f"{path}: "))
     if isinstance(outcomes[0], str) or isinstance(outcomes[1], str):
         assert outcomes[0] == outcomes[1]
-    tried("hw config: fuzzed YAML files (load_hw)", "hypothesis")
+    fuzzed("hw config: fuzzed YAML files (load_hw)", accepted=not isinstance(outcomes[0], str))
 
 
 YAML_CHARS = list(":{}[]-#&*!|>'\"\t\n %@,?\\") + ["\x00", "\x85", "\ufeff", "é", "1", "a"]
@@ -392,13 +355,15 @@ def test_load_hw_of_corrupted_yaml_text(tmp_path: Path, edits: list) -> None:
             body = body[:pos] + char + body[pos + 1:]
     path = tmp_path / "corrupt.yaml"
     path.write_text(body, encoding="utf-8")
+    accepted = False
     try:
         hw = sim.load_hw(path)
     except ConfigError as exc:
         assert_one_line(exc, f"{path}: ")
     else:
+        accepted = True
         check_simulates(hw)
-    tried("hw config: corrupted YAML text (load_hw)", "hypothesis")
+    fuzzed("hw config: corrupted YAML text (load_hw)", accepted=accepted)
 
 
 @fuzz(60)
@@ -535,14 +500,16 @@ raw_values = st.one_of(text, st.sampled_from(["", "-1", "0", "abc", ".inf", ".na
 @given(key=keys, raw=raw_values, sep=st.sampled_from(["=", "=", ":", ""]))
 def test_set_overrides_fuzzed_fail_in_one_line(key: str, raw: str, sep: str) -> None:
     item = f"{key}{sep}{raw}"
+    accepted = False
     try:
         hw = sim.hw_from_dict(BASE_TREE, [item], source="hw.yaml")
     except ConfigError as exc:
         msg = assert_one_line(exc)
         assert msg.startswith("hw.yaml: ") or msg.startswith("--set "), msg
     else:
+        accepted = True
         check_simulates(hw)
-    tried("--set overrides: fuzzed key=value (hw_from_dict)", "hypothesis")
+    fuzzed("--set overrides: fuzzed key=value (hw_from_dict)", accepted=accepted)
 
 
 BAD_SET = [
@@ -641,6 +608,7 @@ def test_validate_ops_fuzzed_cells_fail_in_one_line_naming_row_and_column(edits:
     df = _small_ops()
     for row, col, value in edits:
         df.at[row, col] = value
+    accepted = False
     try:
         ops = sim.validate_ops(df, "ops")
     except TraceError as exc:
@@ -648,8 +616,9 @@ def test_validate_ops_fuzzed_cells_fail_in_one_line_naming_row_and_column(edits:
         assert any(f"row {r + 1}:" in msg and c in msg for r, c, _ in edits) or (
             "sparsity_pattern" in msg and "weight_sparsity" in msg), (msg, edits)
     else:
+        accepted = True
         check_valid_ops(ops)
-    tried("trace: fuzzed cells (validate_ops)", "hypothesis")
+    fuzzed("trace: fuzzed cells (validate_ops)", accepted=accepted)
 
 
 def _csv_text(df: pd.DataFrame, header: str = HEADER_LINE) -> str:
@@ -664,13 +633,15 @@ def test_read_trace_fuzzed_cells_in_a_file(tmp_path: Path, edits: list) -> None:
         df.at[row, col] = value
     path = tmp_path / "fuzz.csv"
     path.write_text(_csv_text(df), encoding="utf-8")
+    accepted = False
     try:
         trace = sim.read_trace(path)
     except TraceError as exc:
         assert_one_line(exc, f"{path}: ")
     else:
+        accepted = True
         check_valid_ops(trace.ops)
-    tried("trace: fuzzed cells in a CSV file (read_trace)", "hypothesis")
+    fuzzed("trace: fuzzed cells in a CSV file (read_trace)", accepted=accepted)
 
 
 CSV_CHARS = list(',"#\n\r-.:e ') + ["\x00", "\ufeff", "9", "0", "x", "nan"]
@@ -691,13 +662,15 @@ def test_read_trace_of_corrupted_text(tmp_path: Path, edits: list) -> None:
             body = body[:pos] + char + body[pos + 1:]
     path = tmp_path / "corrupt.csv"
     path.write_text(body, encoding="utf-8")
+    accepted = False
     try:
         trace = sim.read_trace(path)
     except TraceError as exc:
         assert_one_line(exc, f"{path}: ")
     else:
+        accepted = True
         check_valid_ops(trace.ops)
-    tried("trace: corrupted CSV text (read_trace)", "hypothesis")
+    fuzzed("trace: corrupted CSV text (read_trace)", accepted=accepted)
 
 
 @fuzz(60)
@@ -723,13 +696,15 @@ header_values = st.one_of(values, st.dictionaries(
 def test_read_trace_fuzzed_header_line(tmp_path: Path, header: str) -> None:
     path = tmp_path / "header.csv"
     path.write_text("\n".join([header, COLUMN_LINE, *ROW_LINES[:3]]) + "\n", encoding="utf-8")
+    accepted = False
     try:
         trace = sim.read_trace(path)
     except TraceError as exc:
         assert_one_line(exc, f"{path}: ")
     else:
+        accepted = True
         assert trace.header["format"] == "edgellm-trace/1"
-    tried("trace: fuzzed header line (read_trace)", "hypothesis")
+    fuzzed("trace: fuzzed header line (read_trace)", accepted=accepted)
 
 
 @fuzz(60)
@@ -766,18 +741,20 @@ def test_validate_tensors_fuzzed_cells(edits: list) -> None:
     df = pd.read_csv(TENSORS).head(3).astype(object)
     for row, col, value in edits:
         df.at[row, col] = value
+    accepted = False
     try:
         table = sim.validate_tensors(df, "tensors")
     except TraceError as exc:
         msg = assert_one_line(exc, "tensors: row ")
         assert any(f"row {r + 1}:" in msg and c in msg for r, c, _ in edits), (msg, edits)
     else:
+        accepted = True
         assert table["kind"].isin(TENSOR_KINDS).all()
         for col in ("numel", "bytes"):
             assert (table[col] >= 0).all() and (table[col] <= 2**53).all()
         fp = sim.simulate_trace(TRACE_OPS.head(2), BASE_HW, tensors=table).footprint
         assert fp is not None and fp.peak_memory_bytes >= 0
-    tried("trace: fuzzed tensor table cells (validate_tensors)", "hypothesis")
+    fuzzed("trace: fuzzed tensor table cells (validate_tensors)", accepted=accepted)
 
 
 def _trace_body(*, header: str = HEADER_LINE, columns: str = COLUMN_LINE,
@@ -1009,7 +986,7 @@ def test_gemm_fuzzed_flags(capsys: pytest.CaptureFixture[str], flags: dict[str, 
         assert err == ""
     else:
         assert_one_line_error(code, out, err)
-    tried("sim.gemm: fuzzed flags", "hypothesis")
+    fuzzed("sim.gemm: fuzzed flags", accepted=code == 0)
 
 
 BAD_GEMM = [

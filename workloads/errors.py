@@ -23,7 +23,9 @@ def cli_main(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            # One line even when the message quotes a user's path that holds a line break.
+            message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+            print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -199,12 +199,21 @@ class _quiet_transformers:
     """Silence transformers' loading chatter (progress bars and deprecation notes)."""
 
     def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
         self._level = logging.getLogger("transformers").level
         logging.getLogger("transformers").setLevel(logging.ERROR)
+        # The "Loading weights" bar would otherwise precede a CLI's one-line error on stderr.
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         self._warn = warnings.catch_warnings()
         self._warn.__enter__()
         warnings.simplefilter("ignore")
 
     def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
         self._warn.__exit__(*exc)
+        if self._bars:
+            hf_logging.enable_progress_bar()
         logging.getLogger("transformers").setLevel(self._level)
