@@ -192,7 +192,6 @@ def _plot_front(study: optuna.Study, pareto: list[FrozenTrial], reference: dict[
                 ax.scatter([rx], [reference["perplexity"]], marker="*", s=160, c="black", label="vanilla tuning")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("perplexity (predicted)")
-            ax.set_xscale("log")
         axes[0].legend(fontsize=8)
     fig.suptitle(f"study {study.study_name}: perplexity vs simulated cost")
     io.save_figure(path, fig)

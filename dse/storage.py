@@ -12,7 +12,10 @@ import socket
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+import warnings
+
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
@@ -37,13 +40,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"storage '{url}' is not supported: use sqlite:///FILE.db, postgresql://USER@HOST/DB or journal:FILE.log"
         )
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                engine_kwargs={"pool_pre_ping": True},
+            )
     except ImportError as exc:
         raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"

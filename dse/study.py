@@ -2,6 +2,7 @@
 number of trials is complete (across restarts and workers), and reading the feasible front."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,9 @@ def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict
     stored = study.user_attrs.get(META_KEY)
     if stored is None:
         study.set_user_attr(META_KEY, settings)
-        study.set_metric_names(list(OBJECTIVES))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
     elif stored != settings:
         diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
         raise UserError(

@@ -1,0 +1,117 @@
+"""Score one design: predicted perplexity (cheap fidelity), simulated latency and memory.
+
+Predicted loss = measured loss of the dense model after brief tuning with the design's tuning
+configuration (``TuningTable``, real runs cached per configuration) + the loss increase that the
+design's compression policy causes, predicted from the measured per-layer sensitivity table
+(``workloads.luc``). Perplexity = exp(loss). The Pareto front's members are later measured for
+real (``dse.measure.measure``) and both numbers are kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sim
+from dse.hardware import StepCost, TraceBank, simulate_design
+from dse.measure import Fidelity, TuningTable
+from dse.space import Design
+from workloads.luc import allocate as luc_allocate
+from workloads.luc.policy import Policy
+from workloads.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Outcome:
+    perplexity: float  # predicted, on the search's split
+    latency_s: float  # simulated seconds per tuning step (mean over the schedule's windows)
+    memory_bytes: int  # simulated peak memory of a tuning step
+    energy_j: float
+    fits: bool  # peak memory fits the device DRAM
+    tuning_nll: float  # measured loss after brief dense tuning (nats/token)
+    compression_nll: float  # predicted loss increase from compression (nats/token)
+    avg_sparsity: float  # achieved by the policy, parameter-weighted
+    avg_bits: float
+    utilization: float
+    area_mm2: float | None
+
+    def values(self) -> tuple[float, float, float]:
+        return (self.perplexity, self.latency_s, float(self.memory_bytes))
+
+    def attrs(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Evaluator:
+    """Everything measured once per study (sensitivities, traces, tuning table) and the
+    per-design scoring that combines them."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        hw: sim.HwConfig,
+        *,
+        sensitivity: Any,
+        fidelity: Fidelity,
+        bank: TraceBank,
+        data: str | None = None,
+        prune: str = "wanda",
+        quant: str = "rtn",
+        group_size: int = 128,
+    ) -> None:
+        self.loaded = loaded
+        self.hw = hw
+        self.sensitivity = sensitivity
+        self.fidelity = fidelity
+        self.bank = bank
+        self.tuning = TuningTable(loaded, fidelity, data=data)
+        self.prune = prune
+        self.quant = quant
+        self.group_size = group_size
+        self.num_layers = int(loaded.model.config.num_hidden_layers)
+
+    def policy(self, design: Design) -> Policy | None:
+        """The per-layer policy of a design's compression budget (None: dense, unquantized)."""
+        c = design.compression
+        if c.avg_sparsity <= 0 and c.avg_bits >= 16:
+            return None
+        return luc_allocate.allocate(
+            self.sensitivity,
+            sparsity=c.avg_sparsity,
+            bits=c.avg_bits,
+            rule=c.rule,
+            pattern=c.pattern,
+            sharpness=c.sharpness,
+            prune=self.prune,
+            quant=self.quant,
+            group_size=self.group_size,
+        )
+
+    def evaluate(self, design: Design) -> tuple[Outcome, Policy | None]:
+        policy = self.policy(design)
+        tuning_nll = self.tuning.nll(design.tuning)
+        comp = luc_allocate.predict_loss_increase(self.sensitivity, policy) if policy is not None else 0.0
+        cost: StepCost = simulate_design(design, policy, self.bank, self.hw)
+        hw = sim.apply_overrides(self.hw, design.hw) if design.hw else self.hw
+        area_mm2 = hw.area_proxy()["area_mm2"]
+        avg_s, avg_b = _averages(policy, self.sensitivity)
+        outcome = Outcome(
+            perplexity=math.exp(tuning_nll + comp),
+            latency_s=cost.latency_s,
+            memory_bytes=cost.peak_memory_bytes,
+            energy_j=cost.energy_j,
+            fits=cost.fits,
+            tuning_nll=tuning_nll,
+            compression_nll=comp,
+            avg_sparsity=avg_s,
+            avg_bits=avg_b,
+            utilization=cost.utilization,
+            area_mm2=area_mm2,
+        )
+        return outcome, policy
+
+
+def _averages(policy: Policy | None, table: Any) -> tuple[float, float]:
+    if policy is None:
+        return 0.0, 16.0
+    return luc_allocate.policy_averages(table, policy)

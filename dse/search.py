@@ -1,0 +1,134 @@
+"""Joint design-space exploration: compression x tuning depth x dataflow schedule (x hardware).
+
+    python -m dse.search                      # the default study (real model, default hardware)
+    python -m dse.search --hw hwconfigs/edge_llm.yaml --trials 200 --sampler nsga2 \\
+        --storage sqlite:///runs/study.db --study-name edge --out runs/edge --seed 0
+
+Rerunning the same command resumes the study and completes the requested number of trials.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sim
+from dse.pipeline import SearchSettings, run_search
+from dse.study import SAMPLERS
+from workloads.errors import UserError, cli_main
+from workloads.evaluate import positive_int
+from workloads.models import BUILTIN_MODELS
+
+DEFAULT_HW = "hwconfigs/edge_llm.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SearchSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m dse.search",
+        description="Multi-objective Optuna search over LUC compression (average sparsity and bits, "
+        "pattern, allocation rule), adaptive tuning depth (window, exits, voting) and dataflow (per-op "
+        "scheduler or fixed), optionally hardware knobs. Objectives, all minimized: predicted perplexity "
+        "after brief tuning, simulated latency of a tuning step (s), peak memory of a step (bytes); "
+        "constraint: the step fits the device's DRAM. The Pareto front's members are then compressed, "
+        "tuned and evaluated for real. Outputs: pareto.csv, pareto.json, trials.csv, pareto.png, "
+        "hypervolume.png, summary.txt in --out.",
+    )
+    p.add_argument("--hw", default=DEFAULT_HW, help="hardware config YAML (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hardware field, e.g. --set dram.bandwidth_gbps=8 (repeatable)")
+    p.add_argument("--model", default=d.model,
+                   help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
+    p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
+    p.add_argument("--trials", type=positive_int, default=d.trials,
+                   help="complete trials the study should hold when done, counting earlier runs (default: %(default)s)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="Optuna sampler (default: %(default)s)")
+    p.add_argument("--storage", default=d.storage,
+                   help="study storage: sqlite:///FILE.db, postgresql://USER@HOST/DB, or journal:FILE.log "
+                   "(default: %(default)s)")
+    p.add_argument("--study-name", default=d.study_name, help="study name in the storage (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/STUDY_NAME)")
+    p.add_argument("--seed", type=int, default=d.seed, help="sampler seed (default: %(default)s)")
+    p.add_argument("--search-hw", action="store_true",
+                   help="also search the array shape, DRAM bandwidth (0.5-2x) and weight-buffer share, under "
+                   "the config's area as a cap")
+    p.add_argument("--search-schedule", action="store_true",
+                   help="also search the tuning schedule (default: the paper's sequential schedule)")
+    p.add_argument("--max-sparsity", type=float, default=d.max_sparsity,
+                   help="largest average sparsity searched, [0, 0.9] (default: %(default)s)")
+    p.add_argument("--remeasure", type=int, default=d.remeasure,
+                   help="front members to compress, tune and evaluate for real after the search; 0 skips "
+                   "(default: %(default)s)")
+    p.add_argument("--tune-steps", type=positive_int, default=d.fidelity.steps,
+                   help="tuning steps of every real measurement (default: %(default)s)")
+    p.add_argument("--tune-batch", type=positive_int, default=d.fidelity.batch_size,
+                   help="sequences per tuning step of the measurements (default: %(default)s)")
+    p.add_argument("--tune-seq-len", type=positive_int, default=d.fidelity.seq_len,
+                   help="tokens per sequence of the measurements (default: %(default)s)")
+    p.add_argument("--eval-windows", type=positive_int, default=d.fidelity.eval_windows,
+                   help="held-out windows per measurement (default: %(default)s)")
+    p.add_argument("--trace-seq-len", type=positive_int, default=d.trace_seq_len,
+                   help="tokens per sequence of the simulated tuning step (default: %(default)s)")
+    p.add_argument("--trace-batch", type=positive_int, default=d.trace_batch,
+                   help="sequences of the simulated tuning step (default: %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes on this machine sharing the study (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    from dse.measure import Fidelity
+
+    if not 0.0 <= args.max_sparsity <= 0.9:
+        raise UserError(f"--max-sparsity must be in [0, 0.9] (got {args.max_sparsity})")
+    if args.remeasure < 0:
+        raise UserError(f"--remeasure must be >= 0 (got {args.remeasure})")
+    return SearchSettings(
+        hw=args.hw,
+        overrides=tuple(args.overrides),
+        model=args.model,
+        data=args.data,
+        trials=args.trials,
+        sampler=args.sampler,
+        storage=args.storage,
+        study_name=args.study_name,
+        out=args.out or f"runs/{args.study_name}",
+        seed=args.seed,
+        search_hw=args.search_hw,
+        search_schedule=args.search_schedule,
+        max_sparsity=args.max_sparsity,
+        remeasure=args.remeasure,
+        fidelity=Fidelity(
+            steps=args.tune_steps, batch_size=args.tune_batch, seq_len=args.tune_seq_len,
+            eval_windows=args.eval_windows,
+        ),
+        trace_seq_len=args.trace_seq_len,
+        trace_batch=args.trace_batch,
+        workers=args.workers,
+    )
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    start = time.perf_counter()
+    try:
+        summary = run_search(settings, progress=True)
+    except sim.SimError as exc:
+        raise UserError(str(exc)) from None
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(Path(summary["out"], "summary.txt").read_text(), end="")
+        print(f"outputs in {summary['out']} ({summary['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
