@@ -140,6 +140,9 @@ class TuningTable:
         if key not in self._table:
             torch.manual_seed(self.fid.seed)
             self._table[key] = measure(self.loaded, tuning, self.fid, data=self.data)
+            # Other workers may have added entries meanwhile: merge before the atomic write.
+            on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            self._table = {**on_disk, **self._table}
             write_json(self.path, self._table)
         return self._table[key]
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
@@ -150,13 +150,30 @@ def remeasure(search: Search, study: optuna.Study, count: int, *, progress: bool
         study.set_user_attr(key, result)
 
 
-def run_search(settings: SearchSettings, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the study to ``settings.trials`` complete trials and write its outputs."""
+def run_search(
+    settings: SearchSettings,
+    *,
+    progress: bool = True,
+    worker_only: bool = False,
+    after_trials: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the study to ``settings.trials`` complete trials, measure the front for
+    real and write the outputs. A ``worker_only`` process just runs trials. On Ctrl-C the
+    finished trials stay in the storage and the outputs are written for them before exiting."""
     search = set_up(settings, progress=progress)
     sampler = make_sampler(settings.sampler, seed=settings.seed)
     study = open_study(settings.storage, settings.study_name, sampler, search.settings.identity(search.hw))
     if report.REFERENCE_KEY not in study.user_attrs:
         study.set_user_attr(report.REFERENCE_KEY, reference(search))
-    run_trials(study, search.objective, settings.trials, progress=progress)
+    try:
+        run_trials(study, search.objective, settings.trials, progress=progress)
+    except KeyboardInterrupt:
+        if not worker_only:
+            report.write_outputs(study, Path(settings.out))
+        raise
+    if worker_only:
+        return {}
+    if after_trials is not None:  # e.g. wait for the other workers' last trials
+        after_trials()
     remeasure(search, study, settings.remeasure, progress=progress)
     return report.write_outputs(study, Path(settings.out))

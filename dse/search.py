@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes on this machine sharing the study (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set for --workers' children
     return p
 
 
@@ -112,15 +115,48 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     )
 
 
+def spawn_workers(argv: list[str], args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """Start ``--workers - 1`` more processes on the same study (each with its own sampler
+    seed); this process works too, then writes the outputs once when all are done."""
+    if args.storage.startswith("sqlite") and args.workers > 1:
+        print("note: SQLite serializes writers; for many workers prefer journal:FILE.log or PostgreSQL",
+              file=sys.stderr)
+    env = dict(os.environ, TQDM_DISABLE="1")
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "dse.search", *argv, "--workers", "1", "--worker-only",
+             "--seed", str(args.seed + 1000 * i)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for i in range(1, args.workers)
+    ]
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     start = time.perf_counter()
+    children = spawn_workers(list(sys.argv[1:] if argv is None else argv), args) if args.workers > 1 else []
+
+    def join_workers() -> None:
+        failed = [c for c in children if c.wait() != 0]
+        if failed:
+            print(f"warning: {len(failed)} of {len(children)} extra workers failed; rerun to complete the study",
+                  file=sys.stderr)
+
     try:
-        summary = run_search(settings, progress=True)
+        summary = run_search(settings, progress=not args.worker_only, worker_only=args.worker_only,
+                             after_trials=join_workers)
     except sim.SimError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+    if args.worker_only:
+        return 0
     summary["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         print(json.dumps(summary, default=str))
