@@ -37,9 +37,11 @@ from workloads.tuning.forward import num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_loss, exit_stats, head_product_hooks
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
+from workloads.tuning.train import TuneConfig
 from workloads.tuning.step import StepPlan, step_loss
 
 METHODS = ("vanilla", "adaptive", "inference")
+DEFAULT_WINDOW = TuneConfig.window  # the tuning CLI's default window, in layers
 LORA_BITS = 16  # adapters in full (device float16) precision
 OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
 _TRACED = "edgellm_traced_"
@@ -267,8 +269,8 @@ def record_trace(
 
     - ``vanilla``: LoRA (rank ``lora_rank``) on all layers, forward through all of them, loss at
       the output, backward through all of them;
-    - ``adaptive``: LoRA on the window of ``window`` layers ending at ``exit_layer`` (default: the
-      last layer), forward cut at the exit, autograd only from the window on;
+    - ``adaptive``: LoRA on the window of ``window`` layers (default 4) ending at ``exit_layer``
+      (default: the last layer), forward cut at the exit, autograd only from the window on;
     - ``inference``: no adapters, one scoring forward pass with a head at each of ``exits``
       (default: the last layer) and no autograd.
 
@@ -287,7 +289,7 @@ def record_trace(
     if not 0 <= last < n_layers:
         raise UserError(f"--exit-layer {last} is outside 0..{n_layers - 1}")
     if method == "adaptive":
-        size = window or 1
+        size = window if window is not None else min(DEFAULT_WINDOW, last + 1)
         if not 1 <= size <= last + 1:
             raise UserError(f"--window {size} does not fit below exit layer {last}")
         plan = StepPlan.adaptive(Window(last - size + 1, last))
