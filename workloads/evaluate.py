@@ -14,6 +14,8 @@ import torch
 
 from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
+from workloads.luc.compress import compress_model, needs_calibration
+from workloads.luc.policy import Policy
 from workloads.metrics import Scorer, choice_accuracy, model_scorer, perplexity
 from workloads.models import BUILTIN_MODELS, LoadedModel, load_model
 
@@ -116,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-windows", type=positive_int, default=None, help="evaluate at most this many windows (default: all)"
     )
     parser.add_argument(
+        "--policy",
+        default=None,
+        help="compress the model with this LUC policy (JSON from python -m workloads.luc --out) before "
+        "evaluating (default: evaluate the model as loaded)",
+    )
+    parser.add_argument(
+        "--calib-windows",
+        type=positive_int,
+        default=32,
+        help="with --policy: calibration windows of --seq-len tokens for data-aware methods (Wanda, "
+        "SparseGPT, GPTQ) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--mc-items",
         type=non_negative_int,
         default=200,
@@ -131,8 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    policy = Policy.load(args.policy) if args.policy else None  # a bad file fails before the model loads
     loaded = load_model(args.model, seed=args.seed)
-    result = {"model": loaded.name}
+    result: dict[str, Any] = {"model": loaded.name}
+    if policy is not None:
+        calib = None
+        if needs_calibration(policy):
+            calib = data_mod.split_windows(
+                loaded.tokenizer, "calibration", args.seq_len, source=args.data, max_windows=args.calib_windows
+            )
+        report = compress_model(loaded.model, policy, calib, progress=not args.json)
+        result["policy"] = {"path": args.policy, "avg_sparsity": report.avg_sparsity, "avg_bits": report.avg_bits}
     result.update(
         evaluate(
             loaded,

@@ -51,12 +51,14 @@ def input_groups(layer: nn.Module, hidden: torch.Tensor, layer_kwargs: dict) -> 
     on a slice of ``hidden``, so any LLaMA-like layer works without a hard-coded list.
     """
     modules = linear_modules(layer)
-    seen: list[tuple[int, str]] = []  # (storage key of the input, module name) in call order
+    # (input tensor, module name) in call order. Holding the tensors keeps their memory alive,
+    # so a freed input's address cannot be reused by a later, different input (which would
+    # merge o_proj with gate/up).
+    seen: list[tuple[torch.Tensor, str]] = []
 
     def make_hook(name: str):
         def hook(_mod: nn.Module, args: tuple) -> None:
-            x = args[0]
-            seen.append((x.untyped_storage().data_ptr() + x.storage_offset(), name))
+            seen.append((args[0], name))
 
         return hook
 
@@ -68,17 +70,26 @@ def input_groups(layer: nn.Module, hidden: torch.Tensor, layer_kwargs: dict) -> 
         for h in handles:
             h.remove()
     groups: list[list[str]] = []
-    keys: list[int] = []
-    for key, name in seen:
+    previous: torch.Tensor | None = None
+    for x, name in seen:
         if any(name in g for g in groups):
             continue
-        if keys and keys[-1] == key:
+        if previous is not None and _same_tensor(previous, x):
             groups[-1].append(name)
         else:
             groups.append([name])
-            keys.append(key)
+        previous = x
     missing = [n for n in modules if not any(n in g for g in groups)]
     return groups + ([missing] if missing else [])
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        and a.storage_offset() == b.storage_offset()
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+    )
 
 
 def _sliced_kwargs(layer_kwargs: dict, length: int) -> dict:
@@ -94,3 +105,10 @@ def _sliced_kwargs(layer_kwargs: dict, length: int) -> dict:
         else:
             out[key] = value
     return out
+
+
+def final_head(model: nn.Module) -> nn.Module:
+    """Final norm followed by the LM head: maps last hidden states to next-token logits."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return nn.Sequential(model.model.norm, model.lm_head)

@@ -9,7 +9,7 @@ errors of the weights pruned and rounded before it: joint pruning + quantization
 
 Columns go in blocks ("lazy batch" updates). For SparseGPT the mask of a block is chosen at
 its start (N:M: every M columns) from the OBS saliency ``w^2 / [H^-1]_jj^2`` of the current,
-already corrected weights; a quantization group never straddles a block, so its scale and zero point come from
+already corrected weights; a quantization group never straddles a block, so its scale and origin come from
 its corrected, kept weights just before it is rounded.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def obs_compress(
         m1 = mask_all[:, i1:i2]  # a view: N:M selection below writes through
         q1 = torch.zeros_like(w1)
         err1 = torch.zeros_like(w1)
-        scale = zero = None
+        scale = lo = None
         for j in range(i2 - i1):
             if select and nm is not None and (i1 + j) % span == 0:
                 cols_ = slice(j, min(j + span, i2 - i1))
@@ -113,12 +113,12 @@ def obs_compress(
             q = col * m1[:, j]
             if quant:
                 if (i1 + j) % g == 0:
-                    scale, zero = group_params(w1[:, j : j + g], bits, m1[:, j : j + g])
-                q = fake_quantize(q[:, None], scale, zero, bits)[:, 0] * m1[:, j]
+                    scale, lo = group_params(w1[:, j : j + g], bits, m1[:, j : j + g])
+                q = fake_quantize(q[:, None], scale, lo, bits)[:, 0] * m1[:, j]
             q1[:, j] = q
             e = (col - q) / d[j]
             # Spread this column's error over the block's remaining columns.
-            w1[:, j:].sub_(torch.outer(e, u1[j, j:]))
+            w1[:, j:].addr_(e, u1[j, j:], alpha=-1.0)
             err1[:, j] = e
         w_all[:, i1:i2] = q1
         # ... and, once per block, over every column after the block.
@@ -134,5 +134,6 @@ def _select_unstructured(w1: torch.Tensor, d: torch.Tensor, sparsity: float, row
     k = int(round(sparsity * rows * i2)) - int(round(sparsity * rows * i1))
     mask = torch.ones(saliency.numel(), dtype=torch.bool)
     if k > 0:
-        mask[saliency.reshape(-1).topk(k, largest=False).indices] = False
+        # argsort: much faster than topk when k is a large share of the elements.
+        mask[saliency.reshape(-1).argsort()[:k]] = False
     return mask.reshape(saliency.shape)

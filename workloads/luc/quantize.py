@@ -1,12 +1,15 @@
 """Group-wise asymmetric round-to-nearest (RTN) fake quantization of weights.
 
 Each output row is cut into groups of ``group_size`` consecutive input weights; each group gets
-its own scale and integer zero point on a ``2^bits``-level grid spanning ``[min(w, 0),
-max(w, 0)]``. Zero is always on the grid (the zero point is an integer level), so pruned
-weights quantize to exactly zero; the range is taken over *kept* weights only, so pruning
-narrows it instead of wasting levels on weights that are gone. Weights are quantized and
-de-quantized in float32 ("fake" quantization): the model runs as before, with values on the
-grid that a ``bits``-wide integer kernel would use.
+its own ``2^bits``-level grid ``lo + k * scale`` (``k = 0..2^bits-1``) spanning exactly the
+range ``[min, max]`` of its *kept* weights (the "scale + min" form of GGUF Q4_1 and HQQ). Pruned
+weights are not on the grid at all: a sparse format stores only the kept values and their
+positions, so they come back as exact zeros, and pruning narrows the range instead of wasting
+levels on weights that are gone. Weights are quantized and de-quantized in float32 ("fake"
+quantization): the model runs as before, with the values a ``bits``-wide kernel would use.
+
+Because the grid spans min..max of each group, re-quantizing weights that already sit on such
+a grid (the GGUF Q4_1 SmolLM2 at 4 bits, group 32) gives them back unchanged.
 """
 from __future__ import annotations
 
@@ -16,42 +19,44 @@ QUANT_METHODS = ("rtn", "gptq")
 
 
 def group_params(w: torch.Tensor, bits: int, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point per row of ``w [rows, g]`` (one group per row), shapes ``[rows, 1]``.
+    """Scale and grid origin ``lo`` per row of ``w [rows, g]`` (one group per row), ``[rows, 1]``.
 
     ``keep`` (bool, like ``w``) excludes pruned weights from the range.
     """
     if keep is not None:
-        w = torch.where(keep, w, torch.zeros((), dtype=w.dtype))
-    maxq = 2**bits - 1
-    lo = w.min(dim=1, keepdim=True).values.clamp(max=0)
-    hi = w.max(dim=1, keepdim=True).values.clamp(min=0)
-    scale = (hi - lo) / maxq
-    # An all-zero group: any positive scale maps it to zero.
+        big = torch.finfo(w.dtype).max
+        lo = torch.where(keep, w, big).min(dim=1, keepdim=True).values
+        hi = torch.where(keep, w, -big).max(dim=1, keepdim=True).values
+        # A group with every weight pruned: any grid will do, its values are masked anyway.
+        empty = ~keep.any(dim=1, keepdim=True)
+        lo = torch.where(empty, torch.zeros_like(lo), lo)
+        hi = torch.where(empty, torch.zeros_like(hi), hi)
+    else:
+        lo = w.min(dim=1, keepdim=True).values
+        hi = w.max(dim=1, keepdim=True).values
+    scale = (hi - lo) / (2**bits - 1)
+    # A constant group sits exactly on ``lo``; any positive scale keeps it there.
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero = torch.round(-lo / scale).clamp(0, maxq)
-    return scale, zero
+    return scale, lo
 
 
-def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Quantize to integers ``0..2^bits-1`` and back: ``(clamp(round(w/s) + z) - z) * s``."""
-    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
-    return (q - zero) * scale
+def fake_quantize(w: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor, bits: int) -> torch.Tensor:
+    """Round to the nearest of the ``2^bits`` levels ``lo + k * scale`` and return its value."""
+    k = torch.clamp(torch.round((w - lo) / scale), 0, 2**bits - 1)
+    return lo + k * scale
 
 
 def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Group-wise RTN of ``weight [out, in]`` along the input dimension (the last group may be
     shorter); weights outside ``keep`` come back as exact zeros."""
     w = weight.detach().float()
-    if keep is not None:
-        w = w * keep
     rows, cols = w.shape
     g = min(group_size, cols)
     pad = (-cols) % g
-    # Pad the last partial group with zeros, which never widen a range that already holds 0.
-    padded = torch.nn.functional.pad(w, (0, pad)).reshape(rows * ((cols + pad) // g), g)
-    pkeep = None
-    if keep is not None:
-        pkeep = torch.nn.functional.pad(keep, (0, pad)).reshape(padded.shape)
-    scale, zero = group_params(padded, bits, pkeep)
-    out = fake_quantize(padded, scale, zero, bits).reshape(rows, cols + pad)[:, :cols]
+    # Padding is marked as pruned, so it never widens the last, shorter group's range.
+    pkeep = torch.ones(rows, cols, dtype=torch.bool) if keep is None else keep
+    pkeep = torch.nn.functional.pad(pkeep, (0, pad), value=False).reshape(-1, g)
+    padded = torch.nn.functional.pad(w, (0, pad)).reshape(-1, g)
+    scale, lo = group_params(padded, bits, pkeep)
+    out = fake_quantize(padded, scale, lo, bits).reshape(rows, cols + pad)[:, :cols]
     return out * keep if keep is not None else out
