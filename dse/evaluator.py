@@ -18,6 +18,8 @@ from dse.measure import Fidelity, TuningTable
 from dse.space import Design
 from workloads.luc import allocate as luc_allocate
 from workloads.luc.policy import Policy
+from workloads.luc.predict import predict_loss_increase
+from workloads.luc.table import SensitivityTable
 from workloads.models import LoadedModel
 
 
@@ -51,23 +53,19 @@ class Evaluator:
         loaded: LoadedModel,
         hw: sim.HwConfig,
         *,
-        sensitivity: Any,
+        sensitivity: dict[str, SensitivityTable],
         fidelity: Fidelity,
         bank: TraceBank,
         data: str | None = None,
-        prune: str = "wanda",
-        quant: str = "rtn",
-        group_size: int = 128,
     ) -> None:
+        """``sensitivity`` maps each pruning pattern to its measured table (the pattern, pruning
+        and quantization methods are part of what a table measured)."""
         self.loaded = loaded
         self.hw = hw
         self.sensitivity = sensitivity
         self.fidelity = fidelity
         self.bank = bank
         self.tuning = TuningTable(loaded, fidelity, data=data)
-        self.prune = prune
-        self.quant = quant
-        self.group_size = group_size
         self.num_layers = int(loaded.model.config.num_hidden_layers)
 
     def policy(self, design: Design) -> Policy | None:
@@ -75,26 +73,22 @@ class Evaluator:
         c = design.compression
         if c.avg_sparsity <= 0 and c.avg_bits >= 16:
             return None
-        return luc_allocate.allocate(
-            self.sensitivity,
-            sparsity=c.avg_sparsity,
-            bits=c.avg_bits,
-            rule=c.rule,
-            pattern=c.pattern,
-            sharpness=c.sharpness,
-            prune=self.prune,
-            quant=self.quant,
-            group_size=self.group_size,
-        )
+        table = self.table(c.pattern if c.avg_sparsity > 0 else "unstructured")
+        return luc_allocate.allocate(table, c.avg_sparsity, c.avg_bits, rule=c.rule, sharpness=c.sharpness)
+
+    def table(self, pattern: str) -> SensitivityTable:
+        if pattern not in self.sensitivity:
+            raise KeyError(f"no sensitivity table for pattern {pattern!r}")
+        return self.sensitivity[pattern]
 
     def evaluate(self, design: Design) -> tuple[Outcome, Policy | None]:
         policy = self.policy(design)
         tuning_nll = self.tuning.nll(design.tuning)
-        comp = luc_allocate.predict_loss_increase(self.sensitivity, policy) if policy is not None else 0.0
+        comp = predict_loss_increase(self.table(policy.pattern), policy) if policy is not None else 0.0
         cost: StepCost = simulate_design(design, policy, self.bank, self.hw)
         hw = sim.apply_overrides(self.hw, design.hw) if design.hw else self.hw
         area_mm2 = hw.area_proxy()["area_mm2"]
-        avg_s, avg_b = _averages(policy, self.sensitivity)
+        avg_s, avg_b = luc_allocate.average(policy, self.table(policy.pattern)) if policy is not None else (0.0, 16.0)
         outcome = Outcome(
             perplexity=math.exp(tuning_nll + comp),
             latency_s=cost.latency_s,
@@ -110,8 +104,3 @@ class Evaluator:
         )
         return outcome, policy
 
-
-def _averages(policy: Policy | None, table: Any) -> tuple[float, float]:
-    if policy is None:
-        return 0.0, 16.0
-    return luc_allocate.policy_averages(table, policy)

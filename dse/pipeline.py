@@ -15,7 +15,7 @@ from dse import report
 from dse.evaluator import Evaluator, Outcome
 from dse.hardware import TraceBank
 from dse.measure import Fidelity, measure
-from dse.space import Compression, Design, Tuning, suggest, vanilla
+from dse.space import PATTERNS, Compression, Design, Tuning, suggest, vanilla
 from dse.storage import WORKER_ATTR, worker_id
 from dse.study import front, make_sampler, open_study, run_trials
 from workloads.errors import UserError
@@ -45,6 +45,10 @@ class SearchSettings:
     trace_seq_len: int = 256  # tokens per sequence of the simulated step
     trace_batch: int = 4  # sequences per simulated step
     workers: int = 1
+    sensitivity_seq_len: int = 128  # tokens per calibration window of the sensitivity profile
+    sensitivity_windows: int = 2  # calibration windows of the sensitivity profile
+    sensitivity_sparsities: tuple[float, ...] = (0.25, 0.5, 0.75)
+    sensitivity_bits: tuple[int, ...] = (2, 3, 4, 6)
 
     def identity(self, hw: sim.HwConfig) -> dict[str, Any]:
         """What makes two runs' trials comparable: a study refuses to resume under others."""
@@ -59,6 +63,8 @@ class SearchSettings:
             "max_sparsity": self.max_sparsity,
             "fidelity": self.fidelity.key(),
             "trace": [self.trace_seq_len, self.trace_batch],
+            "sensitivity": [self.sensitivity_seq_len, self.sensitivity_windows, list(self.sensitivity_sparsities),
+                            list(self.sensitivity_bits)],
         }
 
 
@@ -91,7 +97,9 @@ class Search:
         design = self.design(trial)
         try:
             outcome, policy = self.evaluator.evaluate(design)
-        except sim.SimError as exc:  # e.g. an op that no tiling of this hardware can map
+        except (UserError, sim.SimError) as exc:  # an impossible budget, an op no tiling can map
+            # Kept with the failed trial (trials.csv shows it); the study goes on.
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise UserError(str(exc)) from None
         record(trial, design, outcome, policy)
         trial.set_constraint("dram", outcome.memory_bytes - self.hw.dram.capacity_bytes)
@@ -113,14 +121,33 @@ def design_from_dict(d: dict[str, Any]) -> Design:
 
 def set_up(settings: SearchSettings, *, progress: bool) -> Search:
     """Load the hardware and model, profile sensitivities (cached), and build the evaluator."""
-    from workloads.luc import sensitivity as luc_sensitivity
-
     hw = sim.load_hw(settings.hw, settings.overrides)
     loaded = load_model(settings.model, seed=settings.seed)
-    table = luc_sensitivity.profile_for_search(loaded, data=settings.data, progress=progress)
+    tables = sensitivity_tables(loaded, settings, progress=progress)
     bank = TraceBank(loaded, seq_len=settings.trace_seq_len, batch=settings.trace_batch)
-    evaluator = Evaluator(loaded, hw, sensitivity=table, fidelity=settings.fidelity, bank=bank, data=settings.data)
+    evaluator = Evaluator(loaded, hw, sensitivity=tables, fidelity=settings.fidelity, bank=bank, data=settings.data)
     return Search(settings, loaded, hw, evaluator)
+
+
+def sensitivity_tables(loaded: LoadedModel, settings: SearchSettings, *, progress: bool) -> dict[str, Any]:
+    """One measured table per pruning pattern (cached by workloads.luc after the first run).
+    The search's ladder is coarser than ``python -m workloads.luc``'s default to keep the first
+    study short; the allocator interpolates between its points."""
+    from workloads.luc.sensitivity import profile_sensitivity
+
+    return {
+        pattern: profile_sensitivity(
+            loaded,
+            data=settings.data,
+            pattern=pattern,
+            seq_len=settings.sensitivity_seq_len,
+            windows=settings.sensitivity_windows,
+            sparsities=settings.sensitivity_sparsities,
+            bits=settings.sensitivity_bits,
+            progress=progress,
+        )
+        for pattern in PATTERNS
+    }
 
 
 def reference(search: Search) -> dict[str, float]:

@@ -67,7 +67,7 @@ def trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> pd.DataFrame:
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row.update({k: v for k, v in t.user_attrs.items() if not isinstance(v, (dict, list))})
         if t.state == TrialState.FAIL:
-            row["fail_reason"] = t.system_attrs.get("fail_reason")
+            row["fail_reason"] = t.user_attrs.get("fail_reason", t.system_attrs.get("fail_reason", "worker died or was interrupted"))
         measured = real.get(str(t.number))
         if measured:
             row["real_perplexity"] = measured.get("perplexity")

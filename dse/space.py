@@ -15,7 +15,8 @@ RULES = ("paper", "owl", "optimal")
 SCHEDULES = ("sequential", "round_robin", "random")
 VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
-WINDOWS = (1, 2, 4, 8)
+WINDOWS = (2, 4, 8, 15)
+NM_SPARSITY = 0.5  # 2:4 and 4:8
 MAX_EXITS = 3
 
 # Hardware knobs searched with --search-hw, as dotted overrides of the config (sim's --set keys).
@@ -73,8 +74,7 @@ def suggest(
     if pattern == "unstructured":
         sparsity = trial.suggest_float("avg_sparsity", 0.0, max_sparsity, step=0.05)
     else:
-        # N:M fixes a pruned layer's sparsity at 1 - N/M; the budget picks how many layers.
-        sparsity = trial.suggest_float("nm_share", 0.0, 1.0, step=0.1) * 0.5
+        sparsity = NM_SPARSITY  # N:M fixes every layer's sparsity at 1 - N/M
     bits = trial.suggest_float("avg_bits", 2.5, 8.0, step=0.5)
     rule = trial.suggest_categorical("rule", RULES)
     sharpness = trial.suggest_float("sharpness", 0.0, 2.0, step=0.25) if rule == "paper" else 1.0

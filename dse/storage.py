@@ -21,8 +21,10 @@ from optuna.trial import TrialState
 
 from workloads.errors import UserError
 
-HEARTBEAT_S = 10  # a worker proves it lives every 10 s ...
-GRACE_S = 30  # ... and its RUNNING trial is failed (and retried) after 30 s of silence
+# A worker proves it lives every HEARTBEAT_S seconds; its RUNNING trial is failed (and retried)
+# after GRACE_S seconds of silence. The environment may shorten both (the fault tests do).
+HEARTBEAT_S = int(os.environ.get("EDGELLM_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("EDGELLM_GRACE_S", "30"))
 MAX_RETRY = 3
 WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for journal storage)
 
@@ -73,8 +75,8 @@ def fail_dead_workers(study: optuna.Study) -> int:
         owner_host, _, pid = owner.rpartition(":")
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {owner} died")
         if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "worker died")
             study.enqueue_trial(trial.params, skip_if_exists=False)
             failed += 1
     return failed

@@ -36,7 +36,8 @@ def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict
     """Create the study, or resume it if it exists with the same ``settings`` (a study's
     trials are only comparable under one model, hardware and fidelity)."""
     storage = open_storage(storage_url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported in trials.csv and the summary, not as tracebacks on stderr.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         storage=storage, study_name=name, sampler=sampler, directions=["minimize"] * len(OBJECTIVES),
         load_if_exists=True,
