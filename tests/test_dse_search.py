@@ -196,3 +196,30 @@ def test_ctrl_c_keeps_finished_trials(cache, tmp_path):
     study = load(tmp_path, "c")
     rows = pd.read_csv(tmp_path / "c" / "trials.csv")
     assert rows["state"].eq("COMPLETE").sum() == completed(study) >= 3
+
+
+def test_two_workers_share_a_postgres_study(cache, tmp_path):
+    """Scale-out across machines goes through PostgreSQL: two worker processes, one study."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from postgres import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL (.ci/run installs Debian's package)")
+        pytest.skip("PostgreSQL server binaries not installed")
+    with postgres_server() as url:
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "dse.search", *args(tmp_path, "pg", 16, "--remeasure", "0",
+                              "--seed", str(seed), *(["--worker-only"] if seed else []), storage=url)],
+                             env=env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for seed in (0, 1)
+        ]
+        errors = [p.communicate(timeout=900)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        study = load(tmp_path, "pg", storage=url)
+        assert 16 <= completed(study) <= 17
+        numbers = [t.number for t in study.trials]
+        assert len(numbers) == len(set(numbers))  # no trial claimed twice
+        # Only the non-worker-only process wrote the front, once, with every trial in it.
+        assert len(pd.read_csv(tmp_path / "pg" / "trials.csv")) >= 16
+        assert (tmp_path / "pg" / "pareto.json").is_file()
