@@ -38,3 +38,16 @@ def save_figure(path: str | Path, fig: Any) -> None:
     """Save a matplotlib figure atomically (format from the file suffix)."""
     path = Path(path)
     _atomic(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip(".")))
+
+
+def markdown_table(df: pd.DataFrame, *, index: bool = False, digits: int = 4) -> str:
+    """A GitHub-markdown table of ``df`` (floats rounded to ``digits`` significant places)."""
+    frame = df.reset_index() if index else df
+
+    def cell(v: Any) -> str:
+        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
