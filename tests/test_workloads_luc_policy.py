@@ -205,3 +205,4 @@ def test_predictor_sums_layers_and_grows_with_compression():
     # Sparsity between measured levels is interpolated, bits beyond them extrapolated.
     assert table.degradation(0, 0.55, 16) == pytest.approx((table.prune[0, 4] + table.prune[0, 5]) / 2)
     assert table.degradation(0, 0.0, 6) == pytest.approx(table.quant[0, 3] / 4)
+    assert table.degradation(0, 0.36, 3) == pytest.approx(float(table.prune_curve(0, 0.36)) + table.quant[0, 1] * 0.8)

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         calib = None
         if needs_calibration(policy):
             calib = data_mod.split_windows(
-                loaded.tokenizer, "calibration", args.seq_len, source=args.data, max_windows=args.calib_windows
+                loaded.tokenizer, "calibration", args.seq_len, source=args.data, max_windows=args.calib_windows,
+                shuffle=True, seed=args.seed,
             )
         report = compress_model(loaded.model, policy, calib, progress=not args.json)
         result["policy"] = {"path": args.policy, "avg_sparsity": report.avg_sparsity, "avg_bits": report.avg_bits}

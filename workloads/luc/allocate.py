@@ -29,7 +29,7 @@ import numpy as np
 from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS, LayerPolicy, Policy
 from workloads.luc.prune import pattern_sparsity
-from workloads.luc.table import SensitivityTable
+from workloads.luc.table import JOINT_EXPONENT, SensitivityTable
 
 RULES = ("paper", "owl", "optimal")
 SPARSITY_RANGE = (0.0, 0.9)
@@ -328,7 +328,7 @@ def _cost_cube(table: SensitivityTable, grid: np.ndarray, choices: list[int]) ->
     n = table.num_layers
     prune = np.stack([table.prune_curve(i, grid) for i in range(n)])
     quant = np.stack([table.quant_curve(i, np.asarray(choices, dtype=float)) for i in range(n)])
-    cube = prune[:, :, None] + quant[:, None, :]
+    cube = prune[:, :, None] + quant[:, None, :] * ((1.0 - grid) ** JOINT_EXPONENT)[None, :, None]
     if table.joint is not None:
         for i in range(n):
             for k, s in enumerate(grid):

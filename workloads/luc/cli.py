@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         seq_len=args.seq_len,
         windows=args.profile_windows,
         batch_size=args.batch_size,
+        seed=args.seed,
         use_cache=not args.no_cache,
         progress=progress,
     )
@@ -215,7 +216,8 @@ def _evaluate(args: argparse.Namespace, policies: dict[str, Policy], progress: b
     loaded = load_model(args.model, seed=args.seed)
     windows = data_mod.split_windows(loaded.tokenizer, "eval", args.seq_len, source=args.data, max_windows=args.eval_max_windows)
     calib = data_mod.split_windows(
-        loaded.tokenizer, "calibration", args.seq_len, source=args.data, max_windows=args.calib_windows
+        loaded.tokenizer, "calibration", args.seq_len, source=args.data, max_windows=args.calib_windows,
+        shuffle=True, seed=args.seed,
     )
     ppl = {"dense": perplexity(model_scorer(loaded.model), windows, batch_size=args.batch_size, progress=progress, desc="dense")}
     for name, policy in policies.items():
