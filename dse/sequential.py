@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
 
 from dse.pipeline import Search
-from dse.space import NM_SPARSITY, PATTERNS, RULES, VOTES, WINDOWS, Compression, Design, Tuning
+from dse.space import MAX_EXITS, NM_SPARSITY, PATTERNS, RULES, VOTES, WINDOWS, Compression, Design, Tuning
 from workloads.errors import UserError
 from workloads.luc.predict import predict_loss_increase
 
@@ -59,7 +59,7 @@ def accuracy_first(search: Search) -> list[Compression]:
 def tunings(num_layers: int) -> list[Tuning]:
     out = []
     for window in (w for w in WINDOWS if w <= num_layers):
-        for exits in range(1, max(1, min(3, num_layers // window)) + 1):
+        for exits in range(1, max(1, min(MAX_EXITS, num_layers // window)) + 1):
             for vote in VOTES if exits > 1 else ("max_conf",):
                 out.append(Tuning("adaptive", window=window, exits=exits, vote=vote))
     return out

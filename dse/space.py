@@ -17,7 +17,7 @@ VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
 WINDOWS = (2, 4, 8, 15)
 NM_SPARSITY = 0.5  # 2:4 and 4:8
-MAX_EXITS = 3
+MAX_EXITS = 2  # each (window, exits) pair costs one real tuning run to score; 2 keeps the first study short
 
 # Hardware knobs searched with --search-hw, as dotted overrides of the config (sim's --set keys).
 HW_ARRAYS = ("8x8", "16x16", "32x32", "64x64", "16x64", "64x16")
