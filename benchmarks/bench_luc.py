@@ -124,7 +124,7 @@ def with_method(policy: Policy, prune: str, quant: str, group: int) -> Policy:
 # -- sections ------------------------------------------------------------------------------------
 def section_profile(runner: Runner, out: dict[str, str]) -> None:
     rows = []
-    for prune, quant, group in [("wanda", "rtn", 128), ("wanda", "rtn", 32)] + [tuple(m) for m in runner.args.profile_extra]:
+    for prune, quant, group in [("wanda", "rtn", runner.args.group)] + [tuple(m) for m in runner.args.profile_extra]:
         start = time.perf_counter()
         t = table_for(runner, prune, quant, int(group))
         took = time.perf_counter() - start
