@@ -21,10 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 from scipy.stats import spearmanr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +79,8 @@ def section_predictor(n: int = 24) -> dict:
         print(f"[{i + 1}/{n}] predicted {outcome.perplexity:.2f} real {real['perplexity']:.2f}", flush=True)
     pairs = [d for d in done if "real" in d]
     rho = spearmanr([d["predicted"] for d in pairs], [d["real"] for d in pairs]).statistic
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
     ax.scatter([d["predicted"] for d in pairs], [d["real"] for d in pairs])
     ax.set_xlabel("predicted perplexity (calibration split)")
     ax.set_ylabel("measured perplexity (eval split)")
@@ -90,7 +88,6 @@ def section_predictor(n: int = 24) -> dict:
     ax.set_yscale("log")
     ax.set_title(f"predictor vs real: Spearman {rho:.3f} (n={len(pairs)})")
     io.save_figure(DOC.parent / "dse_predictor.png", fig)
-    plt.close(fig)
     return {"spearman": float(rho), "n": len(pairs), "pairs": pairs}
 
 

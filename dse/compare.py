@@ -17,10 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -100,7 +97,8 @@ def verdict(table: pd.DataFrame, trials: int) -> dict[str, Any]:
 
 
 def plot(out: Path, samplers: list[str], seeds: list[int]) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for sampler in samplers:
         curves = [np.load(out / f"hv-{sampler}-s{seed}.npy") for seed in seeds]
         n = min(len(c) for c in curves)
@@ -114,7 +112,6 @@ def plot(out: Path, samplers: list[str], seeds: list[int]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     io.save_figure(out / "compare.png", fig)
-    plt.close(fig)
 
 
 def markdown(table: pd.DataFrame, result: dict[str, Any], command: str) -> str:

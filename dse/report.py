@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -174,7 +171,8 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 def _plot_front(study: optuna.Study, pareto: list[FrozenTrial], reference: dict[str, float], path: Path) -> None:
     trials = [t for t in _complete(study)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     if trials:
         vals = np.array([t.values for t in trials])
         ok = np.array([feasible(t) for t in trials])
@@ -195,15 +193,14 @@ def _plot_front(study: optuna.Study, pareto: list[FrozenTrial], reference: dict[
         axes[0].legend(fontsize=8)
     fig.suptitle(f"study {study.study_name}: perplexity vs simulated cost")
     io.save_figure(path, fig)
-    plt.close(fig)
 
 
 def _plot_hypervolume(history: np.ndarray, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
     ax.plot(np.arange(1, len(history) + 1), history)
     ax.set_xlabel("complete trials")
     ax.set_ylabel("hypervolume (normalized by vanilla)")
     ax.set_title("hypervolume history")
     ax.grid(alpha=0.3)
     io.save_figure(path, fig)
-    plt.close(fig)

@@ -30,10 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -100,7 +97,8 @@ def simulate_all(designs: dict[str, Design], policy: Policy, bank: TraceBank, hw
 
 def figure(table: pd.DataFrame, quality: pd.DataFrame, hw_name: str, path: Path) -> None:
     t = table[table["hw"] == hw_name].set_index("config").loc[list(CONFIGS)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     t["speedup"].plot.bar(ax=axes[0], color="tab:blue")
     axes[0].axhline(2.92, ls="--", c="k", lw=1, label="paper: 2.92x")
     axes[0].set_ylabel("speed-up vs vanilla (simulated)")
@@ -115,7 +113,6 @@ def figure(table: pd.DataFrame, quality: pd.DataFrame, hw_name: str, path: Path)
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"SmolLM2-135M tuning step on {hw_name}")
     io.save_figure(path, fig)
-    plt.close(fig)
 
 
 def markdown(command: str, plan: Plan, fid: Fidelity, quality: pd.DataFrame, table: pd.DataFrame, hw_name: str,

@@ -47,3 +47,31 @@ def test_trace_roofline_notebook(tiny_trace):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the roofline image should be displayed"
     assert (tiny_trace.with_suffix(".roofline.png")).is_file()
+
+
+def _images(nb: nbformat.NotebookNode) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_sensitivity_policy_notebook(tmp_path):
+    nb = _run(ROOT / "notebooks" / "sensitivity_policy.ipynb",
+              {"EDGELLM_MODEL": "tiny", "EDGELLM_CACHE": str(tmp_path / "cache")})
+    assert _images(nb) == 2
+
+
+def test_study_pareto_notebook(tmp_path):
+    from dse import search
+
+    env = {"EDGELLM_CACHE": str(tmp_path / "cache")}
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        search.main(["--model", "tiny", "--trials", "6", "--tune-steps", "1", "--tune-seq-len", "64",
+                     "--eval-windows", "1", "--trace-seq-len", "32", "--trace-batch", "1", "--remeasure", "0",
+                     "--storage", f"sqlite:///{tmp_path}/s.db", "--study-name", "nb", "--out", str(tmp_path / "out")])
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    nb = _run(ROOT / "notebooks" / "study_pareto.ipynb",
+              {**env, "EDGELLM_STORAGE": f"sqlite:///{tmp_path}/s.db", "EDGELLM_STUDY": "nb"})
+    assert _images(nb) == 2
