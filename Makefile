@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 .PHONY: run test install clean
 
 run: $(VENV)/.installed
-	$(BIN)/python -m workloads.evaluate --model smollm2-135m --seq-len 256
+	$(BIN)/python -m dse.search
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
