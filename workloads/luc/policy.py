@@ -60,6 +60,13 @@ class Policy:
                 raise UserError(f"{where}: layer {i}: w_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {lp.w_bits})")
         if self.pattern not in PATTERNS:
             raise UserError(f"{where}: pattern must be one of {', '.join(PATTERNS)} (got {self.pattern!r})")
+        from workloads.luc.prune import PRUNE_METHODS  # lazy: keeps this module free of torch
+        from workloads.luc.quantize import QUANT_METHODS
+
+        if self.prune not in PRUNE_METHODS:
+            raise UserError(f"{where}: prune must be one of {', '.join(PRUNE_METHODS)} (got {self.prune!r})")
+        if self.quant not in QUANT_METHODS:
+            raise UserError(f"{where}: quant must be one of {', '.join(QUANT_METHODS)} (got {self.quant!r})")
         if self.group_size <= 0:
             raise UserError(f"{where}: group_size must be > 0 (got {self.group_size})")
         return self
@@ -86,8 +93,8 @@ class Policy:
             raise UserError(f"{where}: not a policy (needs a 'layers' object keyed by layer index)")
         layers: dict[int, LayerPolicy] = {}
         for key, entry in obj["layers"].items():
-            if not str(key).lstrip("-").isdigit():
-                raise UserError(f"{where}: layer key {key!r} is not an integer")
+            if not re.fullmatch(r"0|[1-9][0-9]*", str(key)):  # canonical, so no layer is given twice
+                raise UserError(f"{where}: layer key {key!r} is not a layer index (0, 1, ...)")
             if not isinstance(entry, dict) or set(entry) != {"sparsity", "w_bits"}:
                 raise UserError(f"{where}: layer {key}: needs exactly 'sparsity' and 'w_bits'")
             sparsity, bits = entry["sparsity"], entry["w_bits"]
@@ -96,14 +103,17 @@ class Policy:
             if isinstance(bits, bool) or not isinstance(bits, int):
                 raise UserError(f"{where}: layer {key}: w_bits must be an integer (got {bits!r})")
             layers[int(key)] = LayerPolicy(float(sparsity), bits)
-        policy = cls(
-            layers,
-            pattern=str(obj.get("pattern", "unstructured")),
-            prune=str(obj.get("prune", "wanda")),
-            quant=str(obj.get("quant", "rtn")),
-            group_size=int(obj.get("group_size", 128)),
-            meta=dict(obj.get("meta", {})),
-        )
+        fields = {"pattern": "unstructured", "prune": "wanda", "quant": "rtn"}
+        for name, default in fields.items():
+            fields[name] = obj.get(name, default)
+            if not isinstance(fields[name], str):
+                raise UserError(f"{where}: {name} must be a string (got {fields[name]!r})")
+        group_size, meta = obj.get("group_size", 128), obj.get("meta", {})
+        if isinstance(group_size, bool) or not isinstance(group_size, int):
+            raise UserError(f"{where}: group_size must be an integer (got {group_size!r})")
+        if not isinstance(meta, dict):
+            raise UserError(f"{where}: meta must be an object (got {type(meta).__name__})")
+        policy = cls(layers, group_size=group_size, meta=dict(meta), **fields)
         return policy.validate(where=where)
 
     @classmethod
@@ -112,9 +122,13 @@ class Policy:
         if not path.is_file():
             raise UserError(f"policy file '{path}' not found")
         try:
-            obj = json.loads(path.read_text())
+            obj = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
+        except OSError as exc:
+            raise UserError(f"cannot read policy file '{path}': {exc.strerror}") from None
         return cls.from_dict(obj, where=str(path))
 
     def save(self, path: str | Path) -> None:
