@@ -1,0 +1,160 @@
+"""Run the reliability tests and write docs/results/reliability.md from what they did.
+
+    python benchmarks/bench_reliability.py
+
+Runs, in one pytest session, the bad-input modules (which count every input they tried after
+its assertions passed, see tests/test_reliability_report.py) and the fault-injection tests
+(SIGKILL, Ctrl-C, SIGTERM, failing trials, concurrent workers, torn writes). The page lists
+the counts per category and each fault test with its outcome, so every number on it comes
+from this command. Exits non-zero, and leaves the page alone, if any test failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dse import io  # noqa: E402
+
+DOC = ROOT / "docs" / "results" / "reliability.md"
+INPUT_MODULES = ["tests/test_reliability_sim.py", "tests/test_reliability_inputs.py", "tests/test_reliability_policy.py"]
+# Fault tests: (pytest node, what is injected, what must hold afterwards).
+FAULTS = [
+    ("tests/test_dse_search.py::test_sigkill_mid_trial_then_resume",
+     "SIGKILL of a search worker mid-trial",
+     "no output written by the dead run; heartbeat marks the stale trial failed; rerun retries it and completes the requested trials; trials.csv matches the study"),
+    ("tests/test_dse_search.py::test_ctrl_c_keeps_finished_trials",
+     "Ctrl-C (SIGINT) during a search",
+     "exit 130, no traceback; every finished trial is in the study and in trials.csv"),
+    ("tests/test_dse_search.py::test_failing_trial_is_recorded_and_search_goes_on",
+     "a trial that raises (impossible policy)",
+     "recorded FAILED with its reason in user_attrs; the study reaches its trial count"),
+    ("tests/test_dse_search.py::test_resume_completes_without_redoing",
+     "the same command run twice",
+     "the second run adds no trials that were already done"),
+    ("tests/test_dse_search.py::test_resume_refuses_other_settings",
+     "resuming a study with different settings",
+     "one-line error, the study untouched"),
+    ("tests/test_dse_search.py::test_two_workers_share_a_journal",
+     "two worker processes on one journal file",
+     "trial counts add up; the front is written once"),
+    ("tests/test_dse_search.py::test_two_workers_share_a_postgres_study",
+     "two workers on one PostgreSQL study (real server on loopback)",
+     "trial counts add up; the front is written once"),
+    ("tests/test_dse_search.py::test_same_seed_same_study",
+     "the same seed twice",
+     "identical trials (parameters and objectives)"),
+    ("tests/test_dse_io.py::test_sigkill_during_writes_never_leaves_half_a_file",
+     "SIGKILL while trials.csv / pareto.json are being rewritten (8 random moments)",
+     "each file parses and holds exactly one complete version"),
+    ("tests/test_dse_io.py::test_failed_write_keeps_the_old_file_and_no_temp",
+     "an exception half-way through writing an output",
+     "the old file is intact, no temp file left"),
+    ("tests/test_sim_sweep.py::test_sigkill_mid_sweep_loses_nothing_done",
+     "SIGKILL of a hardware sweep",
+     "every finished point kept; the rerun computes only the rest"),
+    ("tests/test_sim_sweep.py::test_ctrl_c_keeps_finished_points_and_resume_completes",
+     "Ctrl-C during a sweep",
+     "finished points kept, outputs written, resume completes"),
+    ("tests/test_sim_sweep.py::test_sigterm_saves_like_ctrl_c",
+     "SIGTERM during a sweep",
+     "same as Ctrl-C"),
+    ("tests/test_sim_sweep.py::test_point_store_skips_torn_line_and_appends_on_new_line",
+     "a torn last line in the sweep's point store (kill mid-append)",
+     "the torn line is skipped and recomputed, later lines start on a new line"),
+    ("tests/test_sim_sweep.py::test_internal_errors_are_recorded_and_retried",
+     "an internal error in one sweep point",
+     "recorded as a row with its reason, retried on the next run"),
+]
+
+
+def run_tests(report: Path, junit: Path) -> int:
+    env = {**os.environ, "EDGELLM_RELIABILITY_REPORT": str(report), "TQDM_DISABLE": "1"}
+    nodes = INPUT_MODULES + ["tests/test_dse_io.py"] + sorted({f[0] for f in FAULTS if "test_dse_io" not in f[0]})
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *nodes]
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+def outcomes(junit: Path) -> dict[str, tuple[str, float]]:
+    """pytest node id (without parameters) -> (worst outcome, total seconds)."""
+    out: dict[str, tuple[str, float]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        node = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "").split("[")[0]
+        state = "failed" if case.find("failure") is not None or case.find("error") is not None else (
+            "skipped" if case.find("skipped") is not None else "passed")
+        old_state, old_t = out.get(node, ("passed", 0.0))
+        worst = max(old_state, state, key=["passed", "skipped", "failed"].index)
+        out[node] = (worst, old_t + float(case.get("time", 0)))
+    return out
+
+
+def render(report: dict, results: dict[str, tuple[str, float]], command: str) -> str:
+    totals = report["totals"]
+    lines = [
+        "# Reliability: faults, bad input, determinism",
+        "",
+        f"Made by `{command}` (runs the tests below and writes this page).",
+        "",
+        "## Faults injected",
+        "",
+        "| fault | must hold afterwards | test | outcome |",
+        "|---|---|---|---|",
+    ]
+    for node, fault, holds in FAULTS:
+        state, secs = results.get(node, ("not run", 0.0))
+        lines.append(f"| {fault} | {holds} | `{node.split('::')[1]}` | {state} ({secs:.0f} s) |")
+    lost = "nothing" if all(results.get(n, ("",))[0] == "passed" for n, *_ in FAULTS) else "see failed rows"
+    lines += ["", f"What was lost: **{lost}** (a passed row means its check of lost or corrupt state held).", ""]
+    bad = report["categories"].get("bad_input", {})
+    lines += [
+        "## Bad inputs tried",
+        "",
+        f"**{totals.get('bad_input', 0)}** bad inputs, each refused with one `error: ...` line (or argparse's usage "
+        f"error), a non-zero exit and no partial output; {totals.get('bad_input.hypothesis', 0)} of them generated by "
+        f"hypothesis, {totals.get('bad_input.explicit', 0)} listed by hand. A further "
+        f"{totals.get('valid_edge_input', 0)} unusual but valid inputs were checked to work, and "
+        f"{totals.get('determinism', 0)} repeated runs were compared bit for bit.",
+        "",
+        "| category | generated | listed | total |",
+        "|---|---|---|---|",
+    ]
+    for category, cell in sorted(bad.items()):
+        lines.append(f"| {category} | {cell.get('hypothesis', 0)} | {cell.get('explicit', 0)} | {cell['total']} |")
+    det = report["categories"].get("determinism", {})
+    if det:
+        lines += ["", "## Determinism", "", "| check | runs compared |", "|---|---|"]
+        lines += [f"| {c} | {cell['total']} |" for c, cell in sorted(det.items())]
+    lines += ["", "Raw counts: `runs/reliability.json` (written by the same command).", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", default=str(ROOT / "runs" / "reliability.json"),
+                        help="where the raw counts go (default: runs/reliability.json)")
+    args = parser.parse_args()
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        code = run_tests(report, junit)
+        results = outcomes(junit)
+    if code != 0:
+        print(f"tests failed (pytest exit {code}); {DOC} left as it was", file=sys.stderr)
+        return 1
+    io.write_text(DOC, render(json.loads(report.read_text()), results, "python benchmarks/bench_reliability.py"))
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
