@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 from dse import io  # noqa: E402
 
 DOC = ROOT / "docs" / "results" / "reliability.md"
-INPUT_MODULES = ["tests/test_reliability_sim.py", "tests/test_reliability_inputs.py", "tests/test_reliability_policy.py"]
+INPUT_MODULES = ["tests/test_reliability_sim.py", "tests/test_reliability_inputs.py", "tests/test_reliability_policy.py",
+                 "tests/test_reliability_dse.py"]
 # Fault tests: (pytest node, what is injected, what must hold afterwards).
 FAULTS = [
     ("tests/test_dse_search.py::test_sigkill_mid_trial_then_resume",

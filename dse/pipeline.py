@@ -16,7 +16,7 @@ from dse.evaluator import Evaluator, Outcome
 from dse.hardware import TraceBank
 from dse.measure import Fidelity, measure
 from dse.space import PATTERNS, Compression, Design, Tuning, suggest, vanilla
-from dse.storage import WORKER_ATTR, worker_id
+from dse.storage import WORKER_ATTR, open_storage, worker_id
 from dse.study import front, make_sampler, open_study, run_trials
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
@@ -187,9 +187,10 @@ def run_search(
     """Run (or resume) the study to ``settings.trials`` complete trials, measure the front for
     real and write the outputs. A ``worker_only`` process just runs trials. On Ctrl-C the
     finished trials stay in the storage and the outputs are written for them before exiting."""
+    storage = open_storage(settings.storage)  # a bad URL fails before minutes of set-up
     search = set_up(settings, progress=progress)
     sampler = make_sampler(settings.sampler, seed=settings.seed)
-    study = open_study(settings.storage, settings.study_name, sampler, search.settings.identity(search.hw))
+    study = open_study(settings.storage, settings.study_name, sampler, search.settings.identity(search.hw), storage)
     if report.REFERENCE_KEY not in study.user_attrs:
         study.set_user_attr(report.REFERENCE_KEY, reference(search))
     try:

@@ -33,10 +33,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; a bad URL or unreachable database is one ``UserError``."""
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):].removeprefix("//"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        if not path.name or path.is_dir():
+            raise UserError(f"storage '{url}' names no journal file: use journal:FILE.log")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise UserError(f"cannot open storage '{url}': {exc.strerror or exc}") from None
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot open storage '{url}': {exc.strerror or exc}") from None
     elif not url.startswith(("postgresql", "mysql")):
         raise UserError(
             f"storage '{url}' is not supported: use sqlite:///FILE.db, postgresql://USER@HOST/DB or journal:FILE.log"

@@ -32,10 +32,12 @@ def make_sampler(name: str, *, seed: int, population: int = 20, startup: int = 2
     raise UserError(f"unknown sampler '{name}': use one of {', '.join(SAMPLERS)}")
 
 
-def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict[str, Any]) -> optuna.Study:
+def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict[str, Any],
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create the study, or resume it if it exists with the same ``settings`` (a study's
-    trials are only comparable under one model, hardware and fidelity)."""
-    storage = open_storage(storage_url)
+    trials are only comparable under one model, hardware and fidelity). ``storage``: the
+    already opened ``storage_url``, if the caller has it."""
+    storage = storage or open_storage(storage_url)
     # Failed trials are reported in trials.csv and the summary, not as tracebacks on stderr.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(

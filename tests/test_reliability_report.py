@@ -9,7 +9,7 @@ report under a file lock (one section per pytest-xdist worker), and the report's
 
     rm -f runs/reliability.json
     EDGELLM_RELIABILITY_REPORT=runs/reliability.json /work/venv/bin/pytest \\
-        tests/test_reliability_sim.py tests/test_reliability_inputs.py tests/test_reliability_policy.py -q
+        tests/test_reliability_sim.py tests/test_reliability_inputs.py tests/test_reliability_policy.py tests/test_reliability_dse.py -q
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any
 REPORT_ENV = "EDGELLM_RELIABILITY_REPORT"
 FORMAT = "edgellm-reliability/1"
 COMMAND = ("rm -f {path} && " + REPORT_ENV + "={path} /work/venv/bin/pytest "
-           "tests/test_reliability_sim.py tests/test_reliability_inputs.py tests/test_reliability_policy.py -q")
+           "tests/test_reliability_sim.py tests/test_reliability_inputs.py tests/test_reliability_policy.py tests/test_reliability_dse.py -q")
 
 
 class Tally:

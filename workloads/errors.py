@@ -12,6 +12,15 @@ class UserError(Exception):
     """A problem with the user's input (path, flag, budget): reported in one line, exit code 2."""
 
 
+# Every character str.splitlines() breaks at, so "one line" holds for any reader.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped (a user's path may hold any character)."""
+    return text.translate(_LINE_BREAKS)
+
+
 def cli_main(func: F) -> F:
     """Wrap a CLI ``main`` so that a ``UserError`` prints ``error: ...`` and exits with 2.
 
@@ -24,7 +33,7 @@ def cli_main(func: F) -> F:
             return func(*args, **kwargs)
         except UserError as exc:
             # One line even when the message quotes a user's path that holds a line break.
-            message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+            message = one_line(str(exc))
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:

@@ -1,0 +1,111 @@
+"""Bad input to ``python -m dse.search``: storage URLs, flags, hardware, model paths.
+
+Each case runs the real ``main`` in this process and must end in one ``error: ...`` line (or
+argparse's usage error), exit code 2, nothing on stdout, and no output folder or study file
+left behind. Counts go to ``$EDGELLM_RELIABILITY_REPORT`` (tests/test_reliability_report.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dse import search as search_cli
+from test_reliability_report import Tally
+
+TALLY = Tally(Path(__file__).stem)
+FAST = ["--model", "tiny", "--trials", "2", "--remeasure", "0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reliability_report() -> Iterator[None]:
+    yield
+    TALLY.flush()
+
+
+def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = search_cli.main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def check_refused(code: int, out: str, err: str, needle: str = "") -> None:
+    assert "Traceback" not in err, err
+    assert code == 2 and out == "", (code, out, err)
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith(("error: ", "python -m dse.search: error: ")), err
+    if not last.startswith("python -m dse.search"):  # the tool's own errors are exactly one line
+        assert err.count("\n") == 1, err
+    assert needle in err, (needle, err)
+
+
+STORAGES = {
+    "mongodb://host/db": "not supported",
+    "": "not supported",
+    "sqlite:/relative.db": "not supported",
+    "http://example.org/study": "not supported",
+    "postgresql://nobody@127.0.0.1:1/x": "cannot open",
+    "postgresql://": "cannot open",
+    "mysql://nobody@127.0.0.1:1/x": "storage",
+    "journal:/proc/no/such/dir/study.log": "storage",
+    "sqlite:////proc/no/such/dir/study.db": "storage",
+    "journal:": "storage",
+}
+
+
+@pytest.mark.parametrize("url", sorted(STORAGES))
+def test_bad_storage_urls(capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str) -> None:
+    code, out, err = run(capsys, [*FAST, "--storage", url, "--out", str(tmp_path / "out")])
+    check_refused(code, out, err, STORAGES[url])
+    assert not (tmp_path / "out").exists()
+    TALLY.add("dse.search --storage: bad URLs")
+
+
+FLAGS = {
+    "--trials 0": (["--trials", "0"], "--trials"),
+    "--trials -5": (["--trials", "-5"], "--trials"),
+    "--trials x": (["--trials", "x"], "--trials"),
+    "--sampler grid": (["--sampler", "grid"], "--sampler"),
+    "--max-sparsity 1.5": (["--max-sparsity", "1.5"], "sparsity"),
+    "--max-sparsity -0.1": (["--max-sparsity", "-0.1"], "sparsity"),
+    "--workers 0": (["--workers", "0"], "--workers"),
+    "--remeasure -1": (["--remeasure", "-1"], "--remeasure"),
+    "--tune-steps 0": (["--tune-steps", "0"], "--tune-steps"),
+    "--hw missing": (["--hw", "no/such.yaml"], "not found"),
+    "--set unknown key": (["--set", "pe.nonsense=3"], "pe.nonsense"),
+    "--set negative bandwidth": (["--set", "dram.bandwidth_gbps=-1"], "bandwidth"),
+    "--set without =": (["--set", "dram.bandwidth_gbps"], "key=value"),
+    "--model missing folder": (["--model", "/no/such/model"], "model"),
+    "--data missing file": (["--data", "/no/such/text.txt"], "data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAGS))
+def test_bad_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str) -> None:
+    extra, needle = FLAGS[case]
+    code, out, err = run(capsys, [*FAST, "--storage", f"sqlite:///{tmp_path}/s.db", "--out", str(tmp_path / "out"),
+                                  *extra])
+    check_refused(code, out, err, needle)
+    assert not (tmp_path / "out").exists()
+    TALLY.add("dse.search: bad flags, hardware, model and data paths")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(url=st.one_of(st.text(max_size=30), st.builds(lambda s, t: s + t, st.sampled_from(
+    ["sqlite://", "postgresql://", "journal", "mysql+x://", "file:", "postgresql+psycopg://"]), st.text(max_size=12))))
+def test_fuzzed_storage_urls_fail_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str) -> None:
+    if url.startswith(("sqlite:///", "journal:")):
+        return  # these name local files; a random one may be valid and would create it
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, [*FAST, "--storage", url, "--out", str(out_dir)])
+    check_refused(code, out, err, "storage")
+    assert not out_dir.exists()
+    TALLY.add("dse.search --storage: fuzzed URLs", "hypothesis")
