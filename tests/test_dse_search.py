@@ -187,7 +187,8 @@ def _safe_complete(tmp: Path, name: str) -> int:
 
 
 def test_ctrl_c_keeps_finished_trials(cache, tmp_path):
-    cmd = [sys.executable, "-m", "dse.search", *args(tmp_path, "c", 40, "--remeasure", "0")]
+    # 2000 trials: the run cannot finish before the signal, however fast the machine.
+    cmd = [sys.executable, "-m", "dse.search", *args(tmp_path, "c", 2000, "--remeasure", "0")]
     proc = subprocess.Popen(cmd, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (tmp_path / "study.db").exists() and _safe_complete(tmp_path, "c") >= 3, 600)
     proc.send_signal(signal.SIGINT)
