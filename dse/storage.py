@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
-import warnings
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -26,6 +27,7 @@ from workloads.errors import UserError
 HEARTBEAT_S = int(os.environ.get("EDGELLM_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("EDGELLM_GRACE_S", "30"))
 MAX_RETRY = 3
+CONNECT_TIMEOUT_S = 10  # seconds to reach a database server before giving up
 WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for journal storage)
 
 
@@ -57,13 +59,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                engine_kwargs={"pool_pre_ping": True},
+                engine_kwargs={"pool_pre_ping": True, **_connect_timeout(url)},
             )
     except ImportError as exc:
         raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot open storage '{url}': {first}") from None
+
+
+def _connect_timeout(url: str) -> dict[str, Any]:
+    """A mistyped PostgreSQL host should fail in seconds, not hang for the TCP timeout."""
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else {}
 
 
 def worker_id() -> str:
