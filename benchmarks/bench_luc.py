@@ -2,7 +2,7 @@
 SmolLM2-135M, the methods x budgets table, sensitivity profiling cost, and how well the
 cheap loss predictor ranks policies against measured perplexity.
 
-    python benchmarks/bench_luc.py --sections profile targets methods predictor
+    python benchmarks/bench_luc.py --sections profile targets native_group methods predictor
 
 Every measured run (policy -> compressed model -> held-out perplexity) is appended to a JSONL
 file in the user cache folder and reused on the next invocation, so the script resumes after
@@ -41,7 +41,7 @@ from workloads.models import cache_dir, load_model  # noqa: E402
 
 MODEL = "smollm2-135m"
 DOC = ROOT / "docs" / "results" / "luc.md"
-SECTIONS = ("profile", "targets", "methods", "predictor")
+SECTIONS = ("profile", "targets", "native_group", "methods", "predictor")
 
 
 class Runner:
@@ -175,6 +175,24 @@ def section_targets(runner: Runner, out: dict[str, str]) -> None:
         lines.append("")
     out["targets"] = "\n".join(lines)
     plot_policies(policies, table, DOC.parent / "luc_policies.png")
+
+
+def section_native_group(runner: Runner, out: dict[str, str]) -> None:
+    """50% + 4 bit again at group 32: the checkpoint's own 4-bit grid (Q4_1, group 32), so the
+    quantization error left is what pruning moves off that grid."""
+    a = runner.args
+    table = table_for(runner, a.profile_prune, a.profile_quant, a.group)
+    dense = runner.ppl(None, "dense")["perplexity"]
+    cand = {"uniform": uniform_policy(table, 0.5, 4)}
+    cand.update({f"LUC {rule}": allocate(table, 0.5, 4, rule=rule) for rule in ("paper", "owl", "optimal")})
+    lines = [f"Method: {a.prune}/{a.quant}, **group 32**; allocation from the same {table.key['prune']}/"
+             f"{table.key['quant']} table. Dense perplexity {dense:.3f}.", "",
+             "| policy | avg sparsity | avg bits | perplexity | x dense |", "|---|---|---|---|---|"]
+    for label, pol in cand.items():
+        rec = runner.ppl(with_method(pol, a.prune, a.quant, 32), f"50% + 4 bit g32 {label}")
+        ps, pb = average(pol, table)
+        lines.append(f"| {label} | {ps:.3f} | {pb:.3f} | {rec['perplexity']:.3f} | {rec['perplexity'] / dense:.2f} |")
+    out["native_group"] = "\n".join(lines)
 
 
 def section_methods(runner: Runner, out: dict[str, str]) -> None:
@@ -352,6 +370,7 @@ def main() -> None:
     steps: dict[str, Callable[[Runner, dict[str, str]], None]] = {
         "profile": section_profile,
         "targets": section_targets,
+        "native_group": section_native_group,
         "methods": section_methods,
         "predictor": section_predictor,
     }

@@ -19,6 +19,7 @@ from typing import Any
 
 import sim
 from dse.pipeline import SearchSettings, run_search
+from dse.storage import open_storage
 from dse.study import SAMPLERS
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_int
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     start = time.perf_counter()
+    open_storage(settings.storage)  # one clear error here, not one per worker
     children = spawn_workers(list(sys.argv[1:] if argv is None else argv), args) if args.workers > 1 else []
 
     def join_workers() -> None:

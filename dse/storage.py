@@ -42,7 +42,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise UserError(f"cannot open storage '{url}': {exc.strerror or exc}") from None
+        except ValueError:  # JSON or UTF-8 decoding: some other file
+            raise UserError(f"storage '{url}': {path} is not an Optuna journal file") from None
     if url.startswith("sqlite:///"):
+        if not url[len("sqlite:///"):]:
+            raise UserError(f"storage '{url}' names no database file: use sqlite:///FILE.db")
         try:
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

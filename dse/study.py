@@ -37,7 +37,7 @@ def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict
     """Create the study, or resume it if it exists with the same ``settings`` (a study's
     trials are only comparable under one model, hardware and fidelity). ``storage``: the
     already opened ``storage_url``, if the caller has it."""
-    storage = storage or open_storage(storage_url)
+    storage = storage if storage is not None else open_storage(storage_url)
     # Failed trials are reported in trials.csv and the summary, not as tracebacks on stderr.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(

@@ -2,7 +2,7 @@
 
 The kill test is real: a child process rewrites a large CSV and a JSON file in a loop and is
 SIGKILLed at random moments; every time, both files must parse and be internally consistent
-(one version only, all rows), and no temp file may be mistaken for an output.
+(one version only, all rows), and a temp file left by the kill is hidden (a dot name).
 """
 from __future__ import annotations
 
@@ -75,4 +75,6 @@ def test_sigkill_during_writes_never_leaves_half_a_file(tmp_path: Path, cli_env:
         assert len(df) == ROWS and df["version"].nunique() == 1 and df["row"].tolist() == list(range(ROWS))
         doc = json.loads((out / "pareto.json").read_text())
         assert doc["rows"] == list(range(ROWS // 10))
+        # A temp file may survive the kill, but never under an output's name (it starts with ".").
+        assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"trials.csv", "pareto.json"}
         TALLY.add("search outputs: SIGKILL while writing trials.csv / pareto.json", kind="fault")

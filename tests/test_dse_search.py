@@ -190,9 +190,14 @@ def test_ctrl_c_keeps_finished_trials(cache, tmp_path):
     # 2000 trials: the run cannot finish before the signal, however fast the machine.
     cmd = [sys.executable, "-m", "dse.search", *args(tmp_path, "c", 2000, "--remeasure", "0")]
     proc = subprocess.Popen(cmd, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (tmp_path / "study.db").exists() and _safe_complete(tmp_path, "c") >= 3, 600)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        _wait_for(lambda: (tmp_path / "study.db").exists() and _safe_complete(tmp_path, "c") >= 3, 600)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:  # never leave a 2000-trial search running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err
     study = load(tmp_path, "c")
     rows = pd.read_csv(tmp_path / "c" / "trials.csv")

@@ -143,6 +143,9 @@ BAD: dict[str, tuple[str, str]] = {
     "pattern 3:4": (json.dumps({**_layers(LAYERS), "pattern": "3:4"}), "pattern"),
     "prune method unknown": (json.dumps({**_layers(LAYERS), "prune": "owl"}), "prune"),
     "group size text": (json.dumps({**_layers(LAYERS), "group_size": "big"}), "group_size"),
+    "sparsity 1e400 as an integer": ('{"layers": {"0": {"sparsity": 1' + "0" * 400 + ', "w_bits": 4}}}', "sparsity"),
+    "5000-digit integer": ('{"layers": {"0": {"sparsity": 0.5, "w_bits": ' + "9" * 5000 + '}}}', "not a policy"),
+    "nested 100000 deep": ("[" * 100_000, "not a policy"),
     "a list": ("[1, 2]", "not a policy"),
     "not JSON": ('{"layers": ', "not valid JSON"),
     "empty file": ("", "not valid JSON"),
@@ -184,4 +187,4 @@ def test_bad_policy_files_in_every_cli(capsys: pytest.CaptureFixture[str], tmp_p
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert (BAD[case][1] if case != "missing file" else "not found") in err, err
     assert not out_dir.exists() or not any(out_dir.iterdir()), "partial output left behind"
-    TALLY.add(f"policy JSON: bad files through the CLIs (evaluate, tune, trace)")
+    TALLY.add("policy JSON: bad files through the CLIs (evaluate, tune, trace)")

@@ -60,7 +60,7 @@ class Policy:
                 raise UserError(f"{where}: layer {i}: w_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {lp.w_bits})")
         if self.pattern not in PATTERNS:
             raise UserError(f"{where}: pattern must be one of {', '.join(PATTERNS)} (got {self.pattern!r})")
-        from workloads.luc.prune import PRUNE_METHODS  # lazy: keeps this module free of torch
+        from workloads.luc.prune import PRUNE_METHODS  # lazy: prune/quantize import this module's package
         from workloads.luc.quantize import QUANT_METHODS
 
         if self.prune not in PRUNE_METHODS:
@@ -102,7 +102,11 @@ class Policy:
                 raise UserError(f"{where}: layer {key}: sparsity must be a number (got {sparsity!r})")
             if isinstance(bits, bool) or not isinstance(bits, int):
                 raise UserError(f"{where}: layer {key}: w_bits must be an integer (got {bits!r})")
-            layers[int(key)] = LayerPolicy(float(sparsity), bits)
+            try:
+                value = float(sparsity)
+            except OverflowError:  # an integer too large for a float
+                raise UserError(f"{where}: layer {key}: sparsity must be in [0, 1)") from None
+            layers[int(key)] = LayerPolicy(value, bits)
         fields = {"pattern": "unstructured", "prune": "wanda", "quant": "rtn"}
         for name, default in fields.items():
             fields[name] = obj.get(name, default)
@@ -127,8 +131,10 @@ class Policy:
             raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         except UnicodeDecodeError:
             raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
+        except (ValueError, RecursionError):  # e.g. a 5000-digit integer, or [[[[... nested too deep
+            raise UserError(f"{path}: not a policy (JSON too large or too deeply nested)") from None
         except OSError as exc:
-            raise UserError(f"cannot read policy file '{path}': {exc.strerror}") from None
+            raise UserError(f"cannot read policy file '{path}': {exc.strerror or exc}") from None
         return cls.from_dict(obj, where=str(path))
 
     def save(self, path: str | Path) -> None:
