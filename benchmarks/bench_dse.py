@@ -118,7 +118,7 @@ def section_default() -> dict:
             result = json.loads(out.read().strip().splitlines()[-1])
         summary = (Path(tmp) / "out" / "summary.txt").read_text()
     return {"seconds": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "summary": summary, "cpus": os.cpu_count(),
-            "load_after": os.getloadavg()[0], "trials": len(result.get("trials", [])),
+            "load_after": os.getloadavg()[0], "trials": result.get("trials", {}).get("complete"),
             "measured": len(result.get("real", [])), "front": result.get("front_size")}
 
 
