@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     start = time.perf_counter()
+    try:
+        sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
+    except sim.SimError as exc:
+        raise UserError(str(exc)) from None
     open_storage(settings.storage)  # one clear error here, not one per worker
     children = spawn_workers(list(sys.argv[1:] if argv is None else argv), args) if args.workers > 1 else []
 

@@ -98,6 +98,8 @@ def test_bad_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
                                   *extra])
     check_refused(code, out, err, needle)
     assert not (tmp_path / "out").exists()
+    if case.startswith(("--hw", "--set", "--trials", "--sampler", "--max", "--workers", "--remeasure", "--tune")):
+        assert not (tmp_path / "s.db").exists(), "a refused config left a study file"
     TALLY.add("dse.search: bad flags, hardware, model and data paths")
 
 
