@@ -10,15 +10,13 @@ Embedding and LM head are never compressed, so they are not in the policy.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workloads.errors import UserError
+from workloads.jsonfile import read_json, write_json_atomic
 
 FORMAT = "edgellm-policy/1"
 MIN_BITS, MAX_BITS = 2, 8
@@ -122,29 +120,11 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"policy file '{path}' not found")
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
-        except (ValueError, RecursionError):  # e.g. a 5000-digit integer, or [[[[... nested too deep
-            raise UserError(f"{path}: not a policy (JSON too large or too deeply nested)") from None
-        except OSError as exc:
-            raise UserError(f"cannot read policy file '{path}': {exc.strerror or exc}") from None
-        return cls.from_dict(obj, where=str(path))
+        return cls.from_dict(read_json(path, "policy file", "policy"), where=str(path))
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (temp file + rename): a kill never leaves half a policy."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-        os.replace(tmp, path)
+        """Write atomically: a kill never leaves half a policy."""
+        write_json_atomic(path, self.to_dict(), indent=1)
 
     def as_list(self) -> list[dict[str, Any]]:
         return [{"layer": i, "sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())]

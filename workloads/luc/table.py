@@ -15,9 +15,6 @@ single-axis effects, the quantization part scaled by ``(1 - s) ** JOINT_EXPONENT
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from workloads.errors import UserError
+from workloads.jsonfile import read_json, write_json_atomic
 from workloads.luc.policy import DENSE_BITS
 
 TABLE_FORMAT = "edgellm-sensitivity/1"
@@ -184,28 +182,11 @@ class SensitivityTable:
             raise UserError(f"{where}: malformed sensitivity table ({exc})") from None
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "SensitivityTable":
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"sensitivity table '{path}' not found")
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
-        return cls.from_dict(obj, where=str(path))
+        return cls.from_dict(read_json(path, "sensitivity table", "sensitivity table"), where=str(path))
 
 
 def _bracket(xs: np.ndarray, x: float) -> tuple[int, int, float]:

@@ -1,0 +1,43 @@
+"""JSON files a user may hand us (policies, sensitivity tables): read with one-line errors,
+written atomically so a kill leaves the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from workloads.errors import UserError
+
+
+def read_json(path: str | Path, what: str, noun: str) -> Any:
+    """The parsed document at ``path``; ``what`` names the file in errors ("policy file"),
+    ``noun`` the thing it should hold ("policy")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} '{path}' not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except (ValueError, RecursionError):  # e.g. a 5000-digit integer, or [[[[... nested too deep
+        raise UserError(f"{path}: not a {noun} (JSON too large or too deeply nested)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> None:
+    """Write ``obj`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
