@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ HEARTBEAT_S = int(os.environ.get("EDGELLM_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("EDGELLM_GRACE_S", "30"))
 MAX_RETRY = 3
 CONNECT_TIMEOUT_S = 10  # seconds to reach a database server before giving up
-WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for journal storage)
+WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for dead-worker checks)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -55,21 +56,32 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise UserError(
             f"storage '{url}' is not supported: use sqlite:///FILE.db, postgresql://USER@HOST/DB or journal:FILE.log"
         )
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                engine_kwargs={"pool_pre_ping": True, **_connect_timeout(url)},
-            )
-    except ImportError as exc:
-        raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
-    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot open storage '{url}': {first}") from None
+    return _open_rdb(url)
+
+
+def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
+    """An RDB storage with heartbeats. Workers started together on a fresh database race to
+    create its tables, and the loser gets a unique-key error: it retries and finds them made."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    engine_kwargs={"pool_pre_ping": True, **_connect_timeout(url)},
+                )
+        except ImportError as exc:
+            raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
+        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
+            if attempt + 1 < attempts and "duplicate key" in str(exc):
+                time.sleep(1.0)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot open storage '{url}': {first}") from None
+    raise AssertionError("unreachable")
 
 
 def _connect_timeout(url: str) -> dict[str, Any]:
@@ -82,11 +94,12 @@ def worker_id() -> str:
 
 
 def fail_dead_workers(study: optuna.Study) -> int:
-    """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone,
-    and enqueue their parameters again. Returns how many were failed."""
+    """Fail RUNNING trials whose process on this host is gone (journal storage has no heartbeat)
+    and enqueue their parameters again. Returns how many were failed by the pid check."""
     if isinstance(study._storage, RDBStorage):
-        optuna.storages.fail_stale_trials(study)  # heartbeat-based, also re-queues via callback
-        return 0
+        # Heartbeat-based, re-queues via the callback; but a worker killed before its first
+        # heartbeat leaves a trial no heartbeat will ever mark stale: the pid check below does.
+        optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
