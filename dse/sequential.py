@@ -95,17 +95,21 @@ def sequential_front(search: Search, *, progress: bool = True) -> pd.DataFrame:
     return table
 
 
-def latency_gain(joint: list[FrozenTrial], sequential: pd.DataFrame) -> dict[str, Any]:
+def latency_gain(joint: list[FrozenTrial], sequential: pd.DataFrame,
+                 max_perplexity: float = float("inf")) -> dict[str, Any]:
     """Where on the joint front is latency lowest relative to the sequential flow at equal or
-    better accuracy? For each joint member, the fastest sequential point whose perplexity is no
-    higher; the gain is ``1 - joint / sequential`` latency."""
-    best: dict[str, Any] = {"max_gain": None}
+    better accuracy? For each joint member with perplexity at most ``max_perplexity`` (a model
+    worse than that is of no use, however fast), the fastest sequential point whose perplexity
+    is no higher; the gain is ``1 - joint / sequential`` latency."""
+    best: dict[str, Any] = {"max_gain": None, "max_perplexity": max_perplexity}
     if sequential.empty:
         return best
     seq = sequential.sort_values("perplexity")
     gains = []
     for t in joint:
         ppl, lat = t.values[0], t.values[1]
+        if ppl > max_perplexity:
+            continue
         ok = seq[seq["perplexity"] <= ppl]
         if ok.empty:
             continue
@@ -114,5 +118,5 @@ def latency_gain(joint: list[FrozenTrial], sequential: pd.DataFrame) -> dict[str
                       "sequential_latency_s": seq_lat, "gain": 1.0 - lat / seq_lat})
     if gains:
         top = max(gains, key=lambda g: g["gain"])
-        best = {"max_gain": top["gain"], "at": top, "points": gains}
+        best = {"max_gain": top["gain"], "max_perplexity": max_perplexity, "at": top, "points": gains}
     return best

@@ -1,0 +1,50 @@
+"""The headline experiment end to end on the tiny model: every configuration tuned, evaluated
+and simulated, the equal-time row, and the written page."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dse import reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path / "cache"))
+
+
+def test_reproduce_tiny_writes_the_page(cache, tmp_path, capsys):
+    md = tmp_path / "headline.md"
+    argv = ["--model", "tiny", "--steps", "2", "--batch", "2", "--seq-len", "32", "--eval-windows", "2",
+            "--mc-items", "4", "--window", "1", "--sparsity", "0.3", "--bits", "4", "--adaptive-lr", "0.005",
+            "--all-hw", str(ROOT / "hwconfigs" / "*.yaml"), "--md", str(md), "--json"]
+    assert reproduce.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    quality = {r["config"]: r for r in result["quality"]}
+    assert set(quality) == set(reproduce.CONFIGS) | {reproduce.EQUAL_TIME}
+    assert quality["vanilla"]["lr"] == 0.002 and quality["adaptive"]["lr"] == quality["full"]["lr"] == 0.005
+    # The full method is faster, so it gets more steps in vanilla's simulated time.
+    hw = [r for r in result["hardware"] if r["hw"] == "edge_llm"]
+    lat = {r["config"]: r["latency_ms"] for r in hw}
+    assert lat["full"] < lat["vanilla"]
+    assert quality[reproduce.EQUAL_TIME]["steps"] == int(2 * lat["vanilla"] / lat["full"]) > 2
+    assert all(r["perplexity"] > 1 and 0 <= r["accuracy"] <= 1 for r in result["quality"])
+    # Every hardware config has every configuration; vanilla is the unit of speed-up.
+    n_hw = len(list((ROOT / "hwconfigs").glob("*.yaml")))
+    assert len(result["hardware"]) == n_hw * len(reproduce.CONFIGS)
+    assert all(r["speedup"] == pytest.approx(1.0) for r in result["hardware"] if r["config"] == "vanilla")
+    page = md.read_text()
+    assert "## At equal simulated tuning time on edge_llm" in page and "python -m dse.reproduce" in page
+    assert md.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(md.with_suffix(".json").read_text())["quality"] == result["quality"]
+
+
+def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(["--model", "tiny", "--configs", "vanilla,turbo", "--md", str(tmp_path / "h.md")])
+    assert info.value.code == 2 and not (tmp_path / "h.md").exists()
+    assert "turbo" in capsys.readouterr().err
