@@ -6,6 +6,8 @@
 Sections:
 - compare: NSGA-II, TPE and random search, 3 seeds each, 200 trials (python -m dse.compare),
   hypervolume at 50/100/200 trials, and the joint front against the sequential flow;
+- variants: other sampler settings (NSGA-II population and mutation, NSGA-III, TPE, GP) at
+  100 trials, 3 seeds each, against random search's 200-trial hypervolume;
 - predictor: the cheap accuracy predictor against real measurement (compress, tune briefly,
   evaluate on held-out text) for 24 designs drawn at random, Spearman rank correlation;
 - hardware: the joint search (NSGA-II, 200 trials) against the sequential flow on every config
@@ -28,6 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
@@ -71,7 +74,53 @@ def section_hardware() -> dict:
         jvs = result["joint_vs_sequential"]
         seq = pd.read_csv(RUNS / f"joint-{hw.stem}" / "sequential.csv")
         out[hw.stem] = {"max_gain": jvs.get("max_gain"), "at": jvs.get("at"), "max_perplexity": jvs.get("max_perplexity"),
-                        "sequential_designs": len(seq), "hv": result["samplers"].get("nsga2_hv_at_half")}
+                        "sequential_designs": len(seq),
+                        "hv": float(pd.read_csv(RUNS / f"joint-{hw.stem}" / "compare.csv")["hv@200"].iloc[0])}
+    return out
+
+
+def sampler_variants() -> dict[str, Callable[[int], object]]:
+    import optuna.samplers as S
+
+    return {
+        "NSGA-II, population 10": lambda seed: S.NSGAIISampler(population_size=10, seed=seed),
+        "NSGA-II, population 20 (the default)": lambda seed: S.NSGAIISampler(population_size=20, seed=seed),
+        "NSGA-II, population 30": lambda seed: S.NSGAIISampler(population_size=30, seed=seed),
+        "NSGA-II, population 20, mutation 0.3": lambda seed: S.NSGAIISampler(population_size=20, seed=seed,
+                                                                             mutation_prob=0.3),
+        "NSGA-III, population 20": lambda seed: S.NSGAIIISampler(population_size=20, seed=seed),
+        "TPE, independent, 20 random first": lambda seed: S.TPESampler(seed=seed, n_startup_trials=20),
+        "TPE, multivariate, 50 random first": lambda seed: S.TPESampler(seed=seed, n_startup_trials=50,
+                                                                        multivariate=True),
+        "GP (log EHVI), 20 random first": lambda seed: S.GPSampler(seed=seed, n_startup_trials=20),
+    }
+
+
+def section_variants(trials: int = 100, seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Hypervolume after ``trials`` trials of other sampler settings (in-memory studies on the
+    same evaluator and scale as the compare section)."""
+    import warnings
+
+    import optuna
+
+    from dse import report
+    from dse.pipeline import SearchSettings, reference, set_up
+    from dse.study import run_trials
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    search = set_up(SearchSettings(out=str(RUNS / "variants")), progress=False)
+    ref = reference(search)
+    out = {}
+    for name, make in sampler_variants().items():
+        hv = []
+        for seed in seeds:
+            study = optuna.create_study(directions=["minimize"] * 3, sampler=make(seed))
+            study.set_user_attr(report.REFERENCE_KEY, ref)
+            run_trials(study, search.objective, trials, progress=False)
+            hv.append(float(report.hv_history(study)[-1]))
+        out[name] = {"trials": trials, "seeds": list(seeds), "hv": hv}
+        print(f"{name}: hv@{trials} {[round(h, 3) for h in hv]}", flush=True)
     return out
 
 
@@ -230,6 +279,18 @@ def render(results: dict) -> str:
                       f"perplexity: **{gain['max_gain']:.1%}** (joint trial {at['trial']}: perplexity "
                       f"{at['perplexity']:.2f}, {at['joint_latency_s'] * 1e3:.1f} ms vs {at['sequential_latency_s'] * 1e3:.1f} ms).",
                       ""]
+    variants = results.get("variants")
+    if variants and cmp:
+        target = cmp["samplers"]["random_hv_at_full"]
+        lines += ["### Other sampler settings", "",
+                  f"`python benchmarks/bench_dse.py --sections variants`: the same evaluator and hypervolume scale, "
+                  f"in-memory studies; random search reaches {target:.3f} after {cmp['trials']} trials (mean of 3 seeds).",
+                  "", "| sampler | hv per seed | mean | >= random's |", "|---|---|---|---|"]
+        for name, v in variants.items():
+            mean = sum(v["hv"]) / len(v["hv"])
+            lines.append(f"| {name}, {v['trials']} trials | {', '.join(f'{h:.3f}' for h in v['hv'])} | {mean:.3f} | "
+                         f"{'yes' if mean >= target else 'no'} |")
+        lines.append("")
     hw = results.get("hardware")
     if hw:
         lines += ["### On every hardware config", "",
@@ -258,7 +319,7 @@ def render(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", choices=["compare", "hardware", "predictor", "default", "render"],
+    parser.add_argument("--sections", nargs="+", choices=["compare", "hardware", "variants", "predictor", "default", "render"],
                         default=["compare", "predictor"],
                         help="what to run; render only rewrites the page from stored results (default: compare predictor)")
     args = parser.parse_args()
@@ -273,6 +334,9 @@ def main() -> None:
             (DOC.parent / "dse_compare.png").write_bytes(png.read_bytes())
     if "hardware" in args.sections:
         results["hardware"] = section_hardware()
+        io.write_json(store, results)
+    if "variants" in args.sections:
+        results["variants"] = section_variants()
         io.write_json(store, results)
     if "predictor" in args.sections:
         results["predictor"] = section_predictor()

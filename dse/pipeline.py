@@ -15,7 +15,7 @@ from dse import report
 from dse.evaluator import Evaluator, Outcome
 from dse.hardware import TraceBank
 from dse.measure import Fidelity, measure
-from dse.space import PATTERNS, Compression, Design, Tuning, suggest, vanilla
+from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, vanilla
 from dse.storage import WORKER_ATTR, open_storage, worker_id
 from dse.study import front, make_sampler, open_study, run_trials
 from workloads.errors import UserError
@@ -54,6 +54,7 @@ class SearchSettings:
         """What makes two runs' trials comparable: a study refuses to resume under others."""
         hw_digest = hashlib.sha1(json.dumps(hw.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
         return {
+            "space": SPACE_VERSION,
             "model": self.model,
             "data": self.data,
             "hw": hw.name,

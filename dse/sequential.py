@@ -35,7 +35,8 @@ def storage_bits(c: Compression) -> float:
 def compressions(max_sparsity: float) -> list[Compression]:
     out = []
     for pattern, rule, bits in itertools.product(PATTERNS, RULES, BITS):
-        sparsities = [s for s in SPARSITIES if s <= max_sparsity] if pattern == "unstructured" else [NM_SPARSITY]
+        cap = max_sparsity if pattern == "unstructured" else min(max_sparsity, NM_SPARSITY)
+        sparsities = [s for s in SPARSITIES if s <= cap and (s > 0 or pattern == "unstructured")]
         out.extend(Compression(s, bits, pattern, rule) for s in sparsities)
     return out
 

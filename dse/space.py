@@ -16,7 +16,8 @@ SCHEDULES = ("sequential", "round_robin", "random")
 VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
 WINDOWS = (2, 4, 8, 15)
-NM_SPARSITY = 0.5  # 2:4 and 4:8
+NM_SPARSITY = 0.5  # 2:4 and 4:8: a layer is this sparse or dense, so the average is at most this
+SPACE_VERSION = 2  # studies remember it: trials of another space do not mix (2: N:M mixed with dense layers)
 MAX_EXITS = 2  # each (window, exits) pair costs one real tuning run to score; 2 keeps the first study short
 
 # Hardware knobs searched with --search-hw, as dotted overrides of the config (sim's --set keys).
@@ -71,10 +72,11 @@ def suggest(
 ) -> Design:
     """Sample one design. Categorical choices keep the space small enough for 100-200 trials."""
     pattern = trial.suggest_categorical("pattern", PATTERNS)
-    if pattern == "unstructured":
-        sparsity = trial.suggest_float("avg_sparsity", 0.0, max_sparsity, step=0.05)
-    else:
-        sparsity = NM_SPARSITY  # N:M fixes every layer's sparsity at 1 - N/M
+    # Suggested for every pattern (a genetic sampler only inherits parameters all trials have);
+    # N:M caps it: the least sensitive layers go N:M, the others stay dense.
+    sparsity = trial.suggest_float("avg_sparsity", 0.0, max_sparsity, step=0.05)
+    if pattern != "unstructured":
+        sparsity = min(sparsity, NM_SPARSITY)
     bits = trial.suggest_float("avg_bits", 2.5, 8.0, step=0.5)
     rule = trial.suggest_categorical("rule", RULES)
     sharpness = trial.suggest_float("sharpness", 0.0, 2.0, step=0.25) if rule == "paper" else 1.0

@@ -83,3 +83,27 @@ def test_compare_refuses_unknown_sampler(cache, tmp_path, capsys):
     assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
     err = capsys.readouterr().err.strip()
     assert "annealing" in err and len(err.splitlines()) == 1
+
+
+def test_nm_budget_below_its_sparsity_mixes_dense_and_nm_layers(cache):
+    from dse.measure import Fidelity, measure
+    from dse.pipeline import set_up
+    from dse.search import build_parser, settings_from_args
+    from dse.sequential import compressions
+    from dse.space import Compression, Design, Tuning
+
+    search = set_up(settings_from_args(build_parser().parse_args(FAST)), progress=False)
+    n = search.num_layers
+    design = Design(Compression(0.25, 4.0, "2:4"), Tuning(window=1, exits=1))
+    outcome, policy = search.evaluator.evaluate(design)
+    sparsities = [policy.layers[i].sparsity for i in range(n)]
+    assert set(sparsities) == {0.0, 0.5} and sum(sparsities) / n == pytest.approx(0.25, abs=0.5 / n)
+    full = search.evaluator.evaluate(Design(Compression(0.5, 4.0, "2:4"), Tuning(window=1, exits=1)))[0]
+    assert outcome.perplexity <= full.perplexity  # fewer pruned layers, less predicted damage
+    # The mixed policy compresses and tunes for real (dense layers skip pruning).
+    real = measure(search.loaded, design.tuning, Fidelity(steps=1, batch_size=1, seq_len=32, eval_windows=1),
+                   policy=policy)
+    assert real["perplexity"] > 1
+    # The sequential flow enumerates the mixed N:M budgets too, never above 1 - N/M.
+    nm = [c for c in compressions(0.7) if c.pattern == "2:4"]
+    assert {c.avg_sparsity for c in nm} == {0.1, 0.2, 0.3, 0.4, 0.5}

@@ -58,7 +58,7 @@ def test_cli_json_policy_and_perplexities(env, tmp_path):
     [
         (["--bits", "9"], "--bits must be 2..8 or 16"),
         (["--sparsity", "0.95"], "average sparsity 0.95 is impossible"),
-        (["--pattern", "2:4", "--sparsity", "0.3"], "fixes sparsity at 0.5"),
+        (["--pattern", "2:4", "--sparsity", "0.6"], "must lie in 0..0.5"),
         (["--bits", "3.1"], "cannot be met within 0.5%"),
         (["--min-sparsity", "0.6", "--max-sparsity", "0.4"], "above --max-sparsity"),
         (["--data", "/nonexistent/corpus.txt"], "not found"),

@@ -181,8 +181,29 @@ def test_nm_pattern_fixes_sparsity():
     table.key["pattern"] = "2:4"
     policy = allocate(table, 0.5, 3.5, rule="optimal")
     assert {lp.sparsity for lp in policy.layers.values()} == {0.5} and policy.pattern == "2:4"
-    with pytest.raises(UserError, match="fixes sparsity at 0.5"):
-        allocate(table, 0.4, 4)
+    with pytest.raises(UserError, match="must lie in 0..0.5"):
+        allocate(table, 0.6, 4)
+
+
+@pytest.mark.parametrize("rule", ["optimal", "paper", "owl"])
+def test_nm_pattern_mixed_with_dense_layers(rule):
+    """Below 1 - N/M on average, each layer is N:M or dense: the least harmful ones go N:M."""
+    table = synthetic(8)
+    table.key["pattern"] = "2:4"
+    policy = allocate(table, 0.25, 4, rule=rule)
+    s = np.array([policy.layers[i].sparsity for i in range(8)])
+    assert set(s.tolist()) == {0.0, 0.5} and (s == 0.5).sum() == 4
+    assert average(policy, table)[0] == pytest.approx(0.25)
+    pruned, dense = np.flatnonzero(s > 0), np.flatnonzero(s == 0)
+    if rule == "optimal":  # the loss-optimal split beats both heuristics' at the same budget
+        loss = predict_loss_increase(table, policy)
+        assert all(loss <= predict_loss_increase(table, allocate(table, 0.25, 4, rule=r)) + 1e-12
+                   for r in ("paper", "owl"))
+    else:  # equal layers: a ranking, by pruning sensitivity or by outlier ratio
+        score = (np.asarray(table.outlier_ratio) if rule == "owl"
+                 else np.array([float(table.prune_curve(i, 0.5)) for i in range(8)]))
+        assert score[pruned].max() <= score[dense].min()
+    assert allocate(table, 0.0, 4, rule=rule).layers[0].sparsity == 0.0
 
 
 def test_uniform_split_by_layer_index():
@@ -190,6 +211,15 @@ def test_uniform_split_by_layer_index():
     policy = uniform_policy(table, 0.5, 3.5)
     widths = [lp.w_bits for lp in policy.layers.values()]
     assert widths == [4] * 15 + [3] * 15 and average(policy, table) == pytest.approx((0.5, 3.5))
+
+
+def test_uniform_nm_below_its_sparsity_splits_by_index():
+    table = synthetic(10)
+    table.key["pattern"] = "2:4"
+    policy = uniform_policy(table, 0.2, 4)
+    assert [lp.sparsity for lp in policy.layers.values()] == [0.0] * 6 + [0.5] * 4
+    assert average(policy, table) == pytest.approx((0.2, 4.0))
+    assert [lp.sparsity for lp in uniform_policy(table, 0.5, 4).layers.values()] == [0.5] * 10
 
 
 # -- predictor ---------------------------------------------------------------------------------

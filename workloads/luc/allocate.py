@@ -150,9 +150,11 @@ def _weights(layer_params: list[int]) -> np.ndarray:
 def _check_sparsity(sparsity: float, rng: tuple[float, float], pattern: str) -> tuple[float, float]:
     implied = pattern_sparsity(pattern)
     if implied is not None:
-        if abs(sparsity - implied) > 1e-9:
-            raise UserError(f"pattern {pattern} fixes sparsity at {implied:g} in every layer: use --sparsity {implied:g}")
-        return implied, implied
+        # Each layer is either N:M sparse (1 - N/M zeros) or dense: the average lies in between.
+        if not -1e-12 <= sparsity <= implied + 1e-9:
+            raise UserError(f"average sparsity {sparsity:g} is impossible with pattern {pattern}: a layer is either "
+                            f"{implied:g} sparse or dense, so the average must lie in 0..{implied:g}")
+        return 0.0, implied
     lo, hi = rng
     if not 0.0 <= lo <= hi < 1.0:
         raise UserError(f"sparsity range must satisfy 0 <= min <= max < 1 (got {lo:g}..{hi:g})")
@@ -219,7 +221,11 @@ def _paper(
     pattern: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = table.num_layers
-    if pattern_sparsity(pattern) is not None or sparsity == 0:
+    nm = pattern_sparsity(pattern)
+    if nm is not None and 0 < sparsity < nm:  # the least sensitive layers go N:M
+        sigma = np.array([float(table.prune_curve(i, nm)) for i in range(n)])
+        s_alloc = _nm_fill(sigma, weights, sparsity, nm)
+    elif nm is not None or sparsity == 0:
         s_alloc = np.full(n, sparsity)
     else:
         sigma = np.array([float(table.prune_curve(i, sparsity)) for i in range(n)])
@@ -235,9 +241,12 @@ def _owl_sparsity(
     table: SensitivityTable, weights: np.ndarray, sparsity: float, lam: float, lo: float, hi: float, pattern: str
 ) -> np.ndarray:
     n = table.num_layers
-    if pattern_sparsity(pattern) is not None or sparsity == 0:
-        return np.full(n, sparsity)
     ratio = np.asarray(table.outlier_ratio, dtype=float)
+    nm = pattern_sparsity(pattern)
+    if nm is not None and 0 < sparsity < nm:  # the layers with the fewest outliers go N:M
+        return _nm_fill(ratio, weights, sparsity, nm)
+    if nm is not None or sparsity == 0:
+        return np.full(n, sparsity)
     spread = ratio.max() - ratio.min()
     scaled = (ratio - ratio.min()) / spread * (2 * lam) if spread > 0 else np.zeros(n)
     # Density follows the outlier ratio: more outliers, lower sparsity.
@@ -292,8 +301,13 @@ def _optimal(
     pattern: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = table.num_layers
-    fixed_s = pattern_sparsity(pattern) is not None or lo == hi
-    grid = np.array([sparsity]) if fixed_s else np.round(np.arange(lo, hi + 1e-9, SPARSITY_STEP), 6)
+    nm = pattern_sparsity(pattern)
+    if nm is not None:  # per layer: dense or N:M
+        fixed_s = not 0 < sparsity < nm
+        grid = np.array([sparsity]) if fixed_s else np.array([0.0, nm])
+    else:
+        fixed_s = lo == hi
+        grid = np.array([sparsity]) if fixed_s else np.round(np.arange(lo, hi + 1e-9, SPARSITY_STEP), 6)
     cost = _cost_cube(table, grid, choices)  # [layers, grid, choices]
     units, target = _bit_units(weights, choices, bits)
 
@@ -321,6 +335,8 @@ def _optimal(
     # Widths fixed: spread sparsity exactly over the convexified per-layer curves.
     pick = np.searchsorted(np.asarray(choices), b_alloc)
     curves = cost[np.arange(n), :, pick]  # [layers, grid]
+    if nm is not None:
+        return _nm_fill(curves[:, 1] - curves[:, 0], weights, sparsity, nm), b_alloc
     return _water_fill(curves, grid, weights, sparsity), b_alloc
 
 
@@ -394,6 +410,17 @@ def _water_fill(curves: np.ndarray, grid: np.ndarray, weights: np.ndarray, targe
         take = min(ds, need / weights[i])
         s[i] += take
         need -= take * weights[i]
+    return s
+
+
+def _nm_fill(cost: np.ndarray, weights: np.ndarray, target: float, nm: float) -> np.ndarray:
+    """Per layer 0 (dense) or ``nm`` (N:M): the layers cheapest per unit of budget
+    (``cost / weight``) go N:M while that brings the weighted mean closer to ``target``."""
+    s = np.zeros(len(cost))
+    for i in np.argsort(cost / weights, kind="stable"):
+        now = weights @ s
+        if abs(now + weights[i] * nm - target) < abs(now - target) - 1e-12:
+            s[i] = nm
     return s
 
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quant", choices=QUANT_METHODS, default="rtn", help="quantization: rtn (round to nearest) or gptq (error-compensating) (default: %(default)s)"
     )
     method.add_argument(
-        "--pattern", choices=PATTERNS, default="unstructured", help="sparsity pattern; N:M fixes every layer at 1-N/M (default: %(default)s)"
+        "--pattern", choices=PATTERNS, default="unstructured", help="sparsity pattern; with N:M each layer is N:M sparse (1-N/M) or dense, the least sensitive going N:M first (default: %(default)s)"
     )
     method.add_argument(
         "--group-size", type=positive_int, default=128, help="quantization group, consecutive input weights per scale (default: %(default)s)"
