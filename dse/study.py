@@ -2,8 +2,11 @@
 number of trials is complete (across restarts and workers), and reading the feasible front."""
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -81,25 +84,54 @@ def run_trials(
     bar = tqdm(total=n_trials, initial=min(done, n_trials), desc="trials", unit="trial",
                disable=not progress or None)
 
-    def tick(study: optuna.Study, trial: FrozenTrial) -> None:
-        bar.n = min(completed(study), n_trials)
-        bar.refresh()
+    with stop_on_ctrl_c() as interrupted:
 
-    try:
-        while done < n_trials and attempts_left > 0:
-            batch = min(n_trials - done, attempts_left)
-            study.optimize(
-                objective,
-                n_trials=batch,
-                catch=catch,
-                callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)), tick],
-                gc_after_trial=False,
-            )
-            attempts_left -= batch
-            done = completed(study)
-    finally:
-        bar.close()
+        def tick(study: optuna.Study, trial: FrozenTrial) -> None:
+            bar.n = min(completed(study), n_trials)
+            bar.refresh()
+            if interrupted.is_set():
+                study.stop()
+
+        try:
+            while done < n_trials and attempts_left > 0 and not interrupted.is_set():
+                batch = min(n_trials - done, attempts_left)
+                study.optimize(
+                    objective,
+                    n_trials=batch,
+                    catch=catch,
+                    callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)), tick],
+                    gc_after_trial=False,
+                )
+                attempts_left -= batch
+                done = completed(study)
+        finally:
+            bar.close()
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     return done
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C only sets the returned event: the running trial finishes and is stored,
+    then the caller stops. A KeyboardInterrupt raised at a random point can land inside
+    Optuna's bookkeeping (a half-told trial) or in a finalizer, where Python drops it and the
+    search runs on. A second Ctrl-C interrupts at once."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event  # signal handlers belong to the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def feasible(trial: FrozenTrial) -> bool:
