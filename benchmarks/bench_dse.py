@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dse import io  # noqa: E402
+from dse.hypervolume import REFERENCE_POINT  # noqa: E402
 from dse.measure import Fidelity, measure  # noqa: E402
 from dse.pipeline import SearchSettings, set_up  # noqa: E402
 from dse.space import MAX_EXITS, PATTERNS, RULES, WINDOWS, Compression, Design, Tuning  # noqa: E402
@@ -227,7 +228,7 @@ def targets(results: dict) -> list[str]:
     return ["## Targets", "", "| target | measured | |", "|---|---|---|", *rows, ""]
 
 
-def reading(cmp: dict) -> list[str]:
+def reading(cmp: dict, results: dict) -> list[str]:
     """What the compare numbers say, worded from them (equal budgets, the baseline's size)."""
     table = pd.read_csv(RUNS / "compare" / "compare.csv")
     means = table.groupby("sampler")[[f"hv@{c}" for c in cmp["checkpoints"]]].mean()
@@ -243,11 +244,29 @@ def reading(cmp: dict) -> list[str]:
     n_seq = len(pd.read_csv(seq_path)) if seq_path.is_file() else 0
     if n_seq:
         size = "more than" if n_seq > cmp["trials"] else "no more than"
-        lines += [f"The sequential flow keeps, for each storage budget, the most accurate compression, then evaluates "
-                  f"every tuning depth with the per-op scheduler: {n_seq} simulated designs, {size} the joint study's "
-                  f"{cmp['trials']} trials. Hypothesis (not isolated by a measurement here): on this accelerator's "
-                  "bit-scalable, zero-skipping PEs, latency follows stored bits per weight, the very quantity the "
-                  "sequential flow budgets, so hardware-aware compression has little left to win.", ""]
+        lines += [f"The sequential flow is a strong baseline: it keeps, for each storage budget, the most accurate "
+                  f"compression, then evaluates every tuning depth with the per-op scheduler ({n_seq} simulated "
+                  f"designs, {size} the joint study's {cmp['trials']} trials). Where an accelerator's step time "
+                  "follows the stored bits per weight (bit-scalable PEs that skip unstructured zeros, or arrays "
+                  "bound by DRAM traffic), that storage budget is already the latency budget, and a hardware-aware "
+                  "compression has little left to win.", ""]
+    hw = {k: v for k, v in (results.get("hardware") or {}).items() if v.get("max_gain") is not None}
+    if hw:
+        name, best = max(hw.items(), key=lambda kv: kv[1]["max_gain"])
+        others = ", ".join(f"{k} {v['max_gain']:.1%}" for k, v in hw.items() if k != name)
+        at = best["at"]
+        dense = best["max_perplexity"] / REFERENCE_POINT[0]
+        lines += [f"Across the configs the joint search's largest gain is on {name}: {best['max_gain']:.1%} "
+                  f"({at['joint_latency_s'] * 1e3:.1f} ms vs {at['sequential_latency_s'] * 1e3:.1f} ms at predicted "
+                  f"perplexity {at['perplexity']:.1f}, {at['perplexity'] / dense:.1f}x vanilla tuning's); elsewhere "
+                  f"{others}.", ""]
+        if name == "orin_nano":
+            lines[-2] += (" On orin_nano the tensor cores skip only 2:4 zeros and compute at 16 bits whatever the "
+                          "weight width, so what the sequential flow optimizes (accuracy per stored bit: unstructured "
+                          "sparsity, low bits) buys no math; the joint search instead puts 2:4 on the layers that "
+                          "suffer least. The gains show only at the degraded end of the front (2:4 costs this 135M "
+                          "model much accuracy); at lower perplexity the sequential flow, with more designs "
+                          "simulated, is as fast or faster, so the joint front does not dominate it.")
     return lines
 
 
@@ -295,8 +314,8 @@ def render(results: dict) -> str:
     if hw:
         lines += ["### On every hardware config", "",
                   "One NSGA-II study of 200 trials (seed 0) per config against that config's sequential flow; only "
-                  "joint members with predicted perplexity under the hypervolume's reference corner (3x the dense "
-                  "model's) count. Commands: "
+                  "joint members with predicted perplexity under the hypervolume's reference corner (3x vanilla "
+                  "tuning's) count. Commands: "
                   + "; ".join(f"`python -m dse.compare {' '.join(hardware_args(ROOT / 'hwconfigs' / (n + '.yaml')))}`"
                               .replace(str(ROOT) + "/", "") for n in hw), "",
                   "| hw | sequential designs | largest gain | at perplexity | joint ms | sequential ms |",
@@ -308,7 +327,7 @@ def render(results: dict) -> str:
                             f"{at['sequential_latency_s'] * 1e3:.2f} |" if r["max_gain"] is not None else "none | | | |"))
         lines.append("")
     if cmp:
-        lines += reading(cmp)
+        lines += reading(cmp, results)
     pred = results.get("predictor")
     if pred:
         lines += ["## Predictor vs real measurement", "",
