@@ -44,6 +44,7 @@ CASES: dict[str, list[str]] = {
     "a4_r32_lr2": ["--steps", "32", *ADAPTIVE, "--lr", "0.002", "--rank", "32", "--alpha", "64"],
     "a4_r32_lr5": ["--steps", "32", *ADAPTIVE, "--lr", "0.005", "--rank", "32", "--alpha", "64"],
     "a4_r32_lr5_s114": ["--steps", "114", *ADAPTIVE, "--lr", "0.005", "--rank", "32", "--alpha", "64"],
+    "a4_lr5_s114": ["--steps", "114", *ADAPTIVE, "--lr", "0.005"],
 }
 
 
@@ -63,8 +64,9 @@ def run(name: str, args: list[str]) -> dict:
 def main() -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     rows = []
+    runs = {}
     for name, args in CASES.items():
-        r = run(name, args)
+        r = runs[name] = run(name, args)
         cfg = r["config"]
         rows.append({"run": name, "method": r["method"], "rank": cfg["rank"], "lr": cfg["lr"], "steps": r["steps"],
                      f"tuning loss, steps {32 - LAST + 1}-32": sum(r["losses"][32 - LAST:32]) / LAST,
@@ -91,7 +93,10 @@ def main() -> None:
         f"{ada['eval perplexity'] / van['eval perplexity'] - 1:+.1%} vs vanilla at equal steps).",
         f"- Rank 32 in the window helps a little; tuned {longer['steps']} steps (the steps the full method's "
         f"simulated speed-up buys in vanilla's tuning time) it reaches {longer['eval perplexity']:.2f} "
-        f"({longer['eval perplexity'] / van['eval perplexity'] - 1:+.1%} vs vanilla's 32 steps).", "",
+        f"({longer['eval perplexity'] / van['eval perplexity'] - 1:+.1%} vs vanilla's 32 steps).",
+        *[f"- Rank 8, lr {r['lr']}, {r['steps']} steps: {r['eval perplexity']:.2f} "
+          f"({r['eval perplexity'] / van['eval perplexity'] - 1:+.1%}); mean tuning loss of its last {LAST} steps "
+          f"{sum(runs[r['run']]['losses'][-LAST:]) / LAST:.3f}." for r in rows if r["run"] == "a4_lr5_s114"], "",
         "`python -m dse.reproduce ... --lr <vanilla's> --adaptive-lr <adaptive's>` uses these picks "
         "(docs/results/headline_w4.md).", "",
         "## Commands", "", "```sh", *[r["command"] for r in rows], "```", "",
