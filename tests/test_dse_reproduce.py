@@ -43,6 +43,26 @@ def test_reproduce_tiny_writes_the_page(cache, tmp_path, capsys):
     assert json.loads(md.with_suffix(".json").read_text())["quality"] == result["quality"]
 
 
+def test_reproduce_without_accuracy_items(cache, tmp_path, capsys):
+    md = tmp_path / "h.md"
+    argv = ["--model", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "32", "--eval-windows", "1",
+            "--mc-items", "0", "--window", "1", "--configs", "vanilla,full", "--all-hw",
+            str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(md), "--json"]
+    assert reproduce.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["config"] for r in result["quality"]] == ["vanilla", "full", reproduce.EQUAL_TIME]
+    page = md.read_text()
+    assert "## At equal simulated tuning time" in page and "accuracy +" not in page
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--adaptive-lr"])
+@pytest.mark.parametrize("value", ["0", "-1e-3", "nan", "fast"])
+def test_reproduce_refuses_bad_learning_rate(flag, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        reproduce.main([flag, value])
+    assert info.value.code == 2 and flag in capsys.readouterr().err
+
+
 def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         reproduce.main(["--model", "tiny", "--configs", "vanilla,turbo", "--md", str(tmp_path / "h.md")])
