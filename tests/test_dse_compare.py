@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import optuna
 import pandas as pd
@@ -10,19 +9,7 @@ import pytest
 
 from dse import compare
 from dse.sequential import latency_gain, pareto_mask
-from tests.test_dse_search import FAST
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("edgellm-cache")
-    old = os.environ.get("EDGELLM_CACHE")
-    os.environ["EDGELLM_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("EDGELLM_CACHE", None)
-    else:
-        os.environ["EDGELLM_CACHE"] = old
+from tests.test_dse_search import FAST, cache  # noqa: F401  (cache: the module-wide user cache fixture)
 
 
 def joint_member(number: int, perplexity: float, latency: float) -> optuna.trial.FrozenTrial:
