@@ -71,13 +71,20 @@ def section_hardware() -> dict:
     out = {}
     for hw in sorted((ROOT / "hwconfigs").glob("*.yaml")):
         compare.main(hardware_args(hw) + ["--json"])
-        result = json.loads((RUNS / f"joint-{hw.stem}" / "compare.json").read_text())
-        jvs = result["joint_vs_sequential"]
-        seq = pd.read_csv(RUNS / f"joint-{hw.stem}" / "sequential.csv")
+        folder = RUNS / f"joint-{hw.stem}"
+        jvs = json.loads((folder / "compare.json").read_text())["joint_vs_sequential"]
         out[hw.stem] = {"max_gain": jvs.get("max_gain"), "at": jvs.get("at"), "max_perplexity": jvs.get("max_perplexity"),
-                        "sequential_designs": len(seq),
-                        "hv": float(pd.read_csv(RUNS / f"joint-{hw.stem}" / "compare.csv")["hv@200"].iloc[0])}
+                        "sequential_designs": len(pd.read_csv(folder / "sequential.csv"))}
     return out
+
+
+def best_hardware(results: dict) -> tuple[dict, str, dict] | None:
+    """The configs with a measured joint-vs-sequential gain, and the one with the largest."""
+    hw = {k: v for k, v in (results.get("hardware") or {}).items() if v.get("max_gain") is not None}
+    if not hw:
+        return None
+    name, best = max(hw.items(), key=lambda kv: kv[1]["max_gain"])
+    return hw, name, best
 
 
 def sampler_variants() -> dict[str, Callable[[int], object]]:
@@ -210,9 +217,9 @@ def targets(results: dict) -> list[str]:
         if gain is not None:
             rows.append(f"| joint front >= 10% lower latency than the sequential flow somewhere, at equal accuracy | "
                         f"{gain:.1%} | {'met' if gain >= 0.10 else 'not met'} |")
-    hw = {k: v for k, v in (results.get("hardware") or {}).items() if v.get("max_gain") is not None}
-    if hw:
-        name, best = max(hw.items(), key=lambda kv: kv[1]["max_gain"])
+    found = best_hardware(results)
+    if found:
+        _, name, best = found
         rows.append(f"| the same, on every config in hwconfigs/ (NSGA-II, 200 trials, seed 0) | best {best['max_gain']:.1%} "
                     f"({name}) | {'met' if best['max_gain'] >= 0.10 else 'not met'} |")
     pred = results.get("predictor")
@@ -250,9 +257,9 @@ def reading(cmp: dict, results: dict) -> list[str]:
                   "follows the stored bits per weight (bit-scalable PEs that skip unstructured zeros, or arrays "
                   "bound by DRAM traffic), that storage budget is already the latency budget, and a hardware-aware "
                   "compression has little left to win.", ""]
-    hw = {k: v for k, v in (results.get("hardware") or {}).items() if v.get("max_gain") is not None}
-    if hw:
-        name, best = max(hw.items(), key=lambda kv: kv[1]["max_gain"])
+    found = best_hardware(results)
+    if found:
+        hw, name, best = found
         others = ", ".join(f"{k} {v['max_gain']:.1%}" for k, v in hw.items() if k != name)
         at = best["at"]
         dense = best["max_perplexity"] / REFERENCE_POINT[0]
@@ -337,32 +344,23 @@ def render(results: dict) -> str:
 
 
 def main() -> None:
+    sections = {"compare": section_compare, "hardware": section_hardware, "variants": section_variants,
+                "predictor": section_predictor, "default": section_default}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", choices=["compare", "hardware", "variants", "predictor", "default", "render"],
+    parser.add_argument("--sections", nargs="+", choices=[*sections, "render"],
                         default=["compare", "predictor"],
                         help="what to run; render only rewrites the page from stored results (default: compare predictor)")
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     store = RUNS / "results.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
-    if "compare" in args.sections:
-        results["compare"] = section_compare()
-        io.write_json(store, results)  # saved per section: a later failure keeps this one
-        png = RUNS / "compare" / "compare.png"
-        if png.is_file():
-            (DOC.parent / "dse_compare.png").write_bytes(png.read_bytes())
-    if "hardware" in args.sections:
-        results["hardware"] = section_hardware()
-        io.write_json(store, results)
-    if "variants" in args.sections:
-        results["variants"] = section_variants()
-        io.write_json(store, results)
-    if "predictor" in args.sections:
-        results["predictor"] = section_predictor()
-        io.write_json(store, results)
-    if "default" in args.sections:
-        results["default"] = section_default()
-    io.write_json(store, results)
+    for name, run in sections.items():
+        if name in args.sections:
+            results[name] = run()
+            io.write_json(store, results)  # saved per section: a later failure keeps this one
+    png = RUNS / "compare" / "compare.png"
+    if "compare" in args.sections and png.is_file():
+        (DOC.parent / "dse_compare.png").write_bytes(png.read_bytes())
     io.write_text(DOC, render(results))
     print(f"wrote {DOC}")
 
