@@ -1,6 +1,6 @@
 """Benchmark of the design-space exploration on the real model; writes docs/results/dse.md.
 
-    python benchmarks/bench_dse.py                      # all sections
+    python benchmarks/bench_dse.py                      # compare, predictor
     python benchmarks/bench_dse.py --sections predictor # one section
 
 Sections:
