@@ -40,7 +40,7 @@ from dse.hardware import TraceBank, simulate_design  # noqa: E402
 from dse.measure import Fidelity, measure  # noqa: E402
 from dse.space import Compression, Design, Tuning  # noqa: E402
 from workloads.errors import UserError, cli_main  # noqa: E402
-from workloads.evaluate import positive_int  # noqa: E402
+from workloads.evaluate import positive_float, positive_int  # noqa: E402
 from workloads.luc import allocate as luc_allocate  # noqa: E402
 from workloads.luc.policy import Policy  # noqa: E402
 from workloads.luc.sensitivity import profile_sensitivity  # noqa: E402
@@ -174,16 +174,6 @@ def equal_time_section(quality: pd.DataFrame, table: pd.DataFrame, hw_name: str)
             f"{int(van['steps'])} (the same data stream, further along):", "",
             io.markdown_table(rows[["config", "steps", "lr", "step_ms", "tuning_s", "perplexity", "accuracy"]]), "",
             f"Perplexity {eq['perplexity'] / van['perplexity'] - 1:+.1%} vs vanilla (target within 5%){acc}.", ""]
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,6 +99,12 @@ def test_windows_and_schedules():
         make_windows(4, 5, [3])
 
 
+@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), float("inf")])
+def test_config_refuses_a_learning_rate_torch_would_not_take(lr):
+    with pytest.raises(UserError, match="--lr must be a positive number"):
+        TuneConfig(lr=lr).validate(4)
+
+
 def test_voting_rules_are_proper_distributions(fresh):
     """Brute force: score every vocabulary token as the target; each rule's probabilities sum to 1
     per position, and max_conf picks the exit with the highest top probability."""

@@ -47,6 +47,8 @@ class TuneConfig:
             raise UserError(f"--steps must be at least 1 (got {self.steps})")
         if self.rank < 1:
             raise UserError(f"--rank must be at least 1 (got {self.rank})")
+        if not 0 < self.lr < float("inf"):
+            raise UserError(f"--lr must be a positive number (got {self.lr})")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--lora-dropout must be in [0, 1) (got {self.dropout})")
         if self.method == "adaptive":
