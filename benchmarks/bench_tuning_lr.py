@@ -63,22 +63,23 @@ def run(name: str, args: list[str]) -> dict:
 
 def main() -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
+    loss_col = f"tuning loss, steps {32 - LAST + 1}-32"
     rows = []
     runs = {}
     for name, args in CASES.items():
         r = runs[name] = run(name, args)
         cfg = r["config"]
         rows.append({"run": name, "method": r["method"], "rank": cfg["rank"], "lr": cfg["lr"], "steps": r["steps"],
-                     f"tuning loss, steps {32 - LAST + 1}-32": sum(r["losses"][32 - LAST:32]) / LAST,
+                     loss_col: sum(r["losses"][32 - LAST:32]) / LAST,
                      "eval perplexity": r["eval"]["perplexity"], "eval accuracy": r["eval"]["accuracy"],
                      "step s (shared cores)": r["step_seconds"], "command": "python -m workloads.tune " + " ".join(COMMON + args)})
-    loss_col = f"tuning loss, steps {32 - LAST + 1}-32"
     picks = {}
     for method in ("vanilla", "adaptive"):
         cands = [r for r in rows if r["method"] == method and r["rank"] == 8 and r["steps"] == 32]
         picks[method] = min(cands, key=lambda r: r[loss_col])
     van, ada = picks["vanilla"], picks["adaptive"]
-    longer = next(r for r in rows if r["run"] == "a4_r32_lr5_s114")
+    by_run = {r["run"]: r for r in rows}
+    longer, rank8 = by_run["a4_r32_lr5_s114"], by_run["a4_lr5_s114"]
     table = [{k: v for k, v in r.items() if k != "command"} for r in rows]
     lines = [
         "# Learning rate per tuning method", "",
@@ -94,9 +95,9 @@ def main() -> None:
         f"- Rank 32 in the window helps a little; tuned {longer['steps']} steps (the steps the full method's "
         f"simulated speed-up buys in vanilla's tuning time) it reaches {longer['eval perplexity']:.2f} "
         f"({longer['eval perplexity'] / van['eval perplexity'] - 1:+.1%} vs vanilla's 32 steps).",
-        *[f"- Rank 8, lr {r['lr']}, {r['steps']} steps: {r['eval perplexity']:.2f} "
-          f"({r['eval perplexity'] / van['eval perplexity'] - 1:+.1%}); mean tuning loss of its last {LAST} steps "
-          f"{sum(runs[r['run']]['losses'][-LAST:]) / LAST:.3f}." for r in rows if r["run"] == "a4_lr5_s114"], "",
+        f"- Rank 8, lr {rank8['lr']}, {rank8['steps']} steps: {rank8['eval perplexity']:.2f} "
+        f"({rank8['eval perplexity'] / van['eval perplexity'] - 1:+.1%}); mean tuning loss of its last {LAST} steps "
+        f"{sum(runs['a4_lr5_s114']['losses'][-LAST:]) / LAST:.3f}.", "",
         "`python -m dse.reproduce ... --lr <vanilla's> --adaptive-lr <adaptive's>` uses these picks "
         "(docs/results/headline_w4.md).", "",
         "## Commands", "", "```sh", *[r["command"] for r in rows], "```", "",
