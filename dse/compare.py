@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from dse import io, report  # noqa: E402
 from dse.hypervolume import REFERENCE_POINT  # noqa: E402
-from dse.pipeline import Search, reference, set_up  # noqa: E402
+from dse.pipeline import Search, set_up  # noqa: E402
 from dse.search import build_parser as search_parser, settings_from_args  # noqa: E402
 from dse.sequential import sequential_front, latency_gain  # noqa: E402
 from dse.study import SAMPLERS, make_sampler, open_study, run_trials  # noqa: E402
@@ -63,7 +63,7 @@ def hv_at(history: np.ndarray, n: int) -> float:
 def run(search: Search, *, samplers: list[str], seeds: list[int], trials: int, checkpoints: list[int], out: Path,
         progress: bool) -> pd.DataFrame:
     storage = f"sqlite:///{out / 'studies.db'}"
-    ref = reference(search)
+    ref = search.reference()
     rows = []
     for sampler in samplers:
         for seed in seeds:

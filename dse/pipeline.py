@@ -13,6 +13,7 @@ import optuna
 import sim
 from dse import report
 from dse.evaluator import Evaluator, Outcome
+from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.hardware import TraceBank
 from dse.measure import Fidelity, measure
 from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, vanilla
@@ -32,7 +33,7 @@ class SearchSettings:
     model: str = "smollm2-135m"
     data: str | None = None
     trials: int = 100
-    sampler: str = "nsga2"
+    sampler: str = "tpe"  # beats NSGA-II and random at 100 trials (docs/results/dse.md)
     storage: str = "sqlite:///runs/study.db"
     study_name: str = "default"
     out: str = "runs/default"
@@ -40,6 +41,7 @@ class SearchSettings:
     search_hw: bool = False
     search_schedule: bool = False
     max_sparsity: float = 0.7  # largest average sparsity searched
+    max_perplexity_ratio: float = PERPLEXITY_BUDGET  # accuracy budget, x vanilla tuning's predicted perplexity
     remeasure: int = 3  # front members measured for real
     fidelity: Fidelity = field(default_factory=Fidelity)
     trace_seq_len: int = 256  # tokens per sequence of the simulated step
@@ -62,6 +64,7 @@ class SearchSettings:
             "search_hw": self.search_hw,
             "search_schedule": self.search_schedule,
             "max_sparsity": self.max_sparsity,
+            "max_perplexity_ratio": self.max_perplexity_ratio,
             "fidelity": self.fidelity.key(),
             "trace": [self.trace_seq_len, self.trace_batch],
             "sensitivity": [self.sensitivity_seq_len, self.sensitivity_windows, list(self.sensitivity_sparsities),
@@ -79,6 +82,16 @@ class Search:
         self.evaluator = evaluator
         self.num_layers = int(loaded.model.config.num_hidden_layers)
         self.area_cap = hw.area_proxy()["area_mm2"]
+        self._reference: dict[str, float] | None = None
+
+    def reference(self) -> dict[str, float]:
+        """The vanilla design's objectives: the scale of the hypervolume, of every speed-up and of
+        the accuracy budget."""
+        if self._reference is None:
+            outcome, _ = self.evaluator.evaluate(vanilla(self.num_layers))
+            self._reference = {"perplexity": outcome.perplexity, "latency_s": outcome.latency_s,
+                               "memory_bytes": float(outcome.memory_bytes), "energy_j": outcome.energy_j}
+        return self._reference
 
     def design(self, trial: optuna.Trial) -> Design:
         s = self.settings
@@ -103,9 +116,15 @@ class Search:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise UserError(str(exc)) from None
         record(trial, design, outcome, policy)
-        trial.set_constraint("dram", outcome.memory_bytes - self.hw.dram.capacity_bytes)
+        # Feasible at <= 0; each is the relative excess over its limit, so that the samplers'
+        # summed violation weighs them alike.
+        trial.set_constraint("dram", outcome.memory_bytes / self.hw.dram.capacity_bytes - 1)
+        # The accuracy budget: designs past it are not worth a trial's successors (the hypervolume
+        # ignores them too), and the constrained samplers stop breeding from them.
+        budget = self.settings.max_perplexity_ratio * self.reference()["perplexity"]
+        trial.set_constraint("perplexity", outcome.perplexity / budget - 1)
         if self.settings.search_hw and self.area_cap is not None and outcome.area_mm2 is not None:
-            trial.set_constraint("area", outcome.area_mm2 - self.area_cap)
+            trial.set_constraint("area", outcome.area_mm2 / self.area_cap - 1)
         return outcome.values()
 
 
@@ -151,13 +170,6 @@ def sensitivity_tables(loaded: LoadedModel, settings: SearchSettings, *, progres
     }
 
 
-def reference(search: Search) -> dict[str, float]:
-    """The vanilla design's objectives: the scale of the hypervolume and of every speed-up."""
-    outcome, _ = search.evaluator.evaluate(vanilla(search.num_layers))
-    return {"perplexity": outcome.perplexity, "latency_s": outcome.latency_s, "memory_bytes": float(outcome.memory_bytes),
-            "energy_j": outcome.energy_j}
-
-
 def remeasure(search: Search, study: optuna.Study, count: int, *, progress: bool) -> None:
     """Compress, tune and evaluate up to ``count`` front members for real (held-out split),
     spread along the front by predicted perplexity; results go to the study's user attributes."""
@@ -193,7 +205,7 @@ def run_search(
     sampler = make_sampler(settings.sampler, seed=settings.seed)
     study = open_study(settings.storage, settings.study_name, sampler, search.settings.identity(search.hw), storage)
     if report.REFERENCE_KEY not in study.user_attrs:
-        study.set_user_attr(report.REFERENCE_KEY, reference(search))
+        study.set_user_attr(report.REFERENCE_KEY, search.reference())
     try:
         run_trials(study, search.objective, settings.trials, progress=progress)
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from dse.pipeline import SearchSettings, run_search
 from dse.storage import open_storage
 from dse.study import SAMPLERS
 from workloads.errors import UserError, cli_main
-from workloads.evaluate import positive_int
+from workloads.evaluate import positive_float, positive_int
 from workloads.models import BUILTIN_MODELS
 
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pattern, allocation rule), adaptive tuning depth (window, exits, voting) and dataflow (per-op "
         "scheduler or fixed), optionally hardware knobs. Objectives, all minimized: predicted perplexity "
         "after brief tuning, simulated latency of a tuning step (s), peak memory of a step (bytes); "
-        "constraint: the step fits the device's DRAM. The Pareto front's members are then compressed, "
+        "constraints: the step fits the device's DRAM, and the predicted perplexity stays within the accuracy "
+        "budget (--max-perplexity-ratio). The Pareto front's members are then compressed, "
         "tuned and evaluated for real. Outputs: pareto.csv, pareto.json, trials.csv, pareto.png, "
         "hypervolume.png, summary.txt in --out.",
     )
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also search the tuning schedule (default: the paper's sequential schedule)")
     p.add_argument("--max-sparsity", type=float, default=d.max_sparsity,
                    help="largest average sparsity searched, [0, 0.9] (default: %(default)s)")
+    p.add_argument("--max-perplexity-ratio", type=positive_float, default=d.max_perplexity_ratio,
+                   help="accuracy budget: designs whose predicted perplexity exceeds this multiple of vanilla "
+                   "tuning's are infeasible (the hypervolume counts designs under 3x) (default: %(default)s)")
     p.add_argument("--remeasure", type=int, default=d.remeasure,
                    help="front members to compress, tune and evaluate for real after the search; 0 skips "
                    "(default: %(default)s)")
@@ -105,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         search_hw=args.search_hw,
         search_schedule=args.search_schedule,
         max_sparsity=args.max_sparsity,
+        max_perplexity_ratio=args.max_perplexity_ratio,
         remeasure=args.remeasure,
         fidelity=Fidelity(
             steps=args.tune_steps, batch_size=args.tune_batch, seq_len=args.tune_seq_len,

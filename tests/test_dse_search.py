@@ -97,6 +97,33 @@ def test_resume_refuses_other_settings(cache, tmp_path, capsys):
     assert message.startswith("error: study 'm'") and "max_sparsity" in message
 
 
+def test_accuracy_budget_is_a_constraint(cache, tmp_path):
+    """A design predicted worse than the budget (x vanilla's perplexity) is infeasible, kept
+    out of the front, and the budget is part of the study's identity."""
+    from dse.report import REFERENCE_KEY
+    from dse.study import feasible, front
+
+    search_cli.main(args(tmp_path, "b", 10, "--max-perplexity-ratio", "1.02", "--remeasure", "0"))
+    study = load(tmp_path, "b")
+    budget = 1.02 * study.user_attrs[REFERENCE_KEY]["perplexity"]
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert {"dram", "perplexity"} <= set(trials[0].constraints)
+    for t in trials:
+        assert (t.constraints["perplexity"] <= 0) == (t.values[0] <= budget)
+    assert any(not feasible(t) for t in trials)  # tiny random model: most designs lose accuracy
+    assert all(t.values[0] <= budget for t in front(study))
+    with pytest.raises(SystemExit) as err:
+        search_cli.main(args(tmp_path, "b", 11, "--remeasure", "0"))  # the default budget: another study
+    assert err.value.code == 2
+
+
+def test_bad_budget_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        search_cli.main(args(tmp_path, "x", 2, "--max-perplexity-ratio", "0"))
+    assert err.value.code == 2
+    assert "--max-perplexity-ratio" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_failing_trial_is_recorded_and_search_goes_on(cache, tmp_path, monkeypatch):
     from dse import evaluator
 
