@@ -29,6 +29,7 @@ HEARTBEAT_S = int(os.environ.get("EDGELLM_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("EDGELLM_GRACE_S", "30"))
 MAX_RETRY = 3
 CONNECT_TIMEOUT_S = 10  # seconds to reach a database server before giving up
+SQLITE_BUSY_S = 60  # seconds a SQLite writer waits for another process's lock (Python's default: 5)
 WORKER_ATTR = "worker"  # "host:pid" of the process running a trial (for dead-worker checks)
 
 
@@ -85,8 +86,14 @@ def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
 
 
 def _connect_timeout(url: str) -> dict[str, Any]:
-    """A mistyped PostgreSQL host should fail in seconds, not hang for the TCP timeout."""
-    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else {}
+    """A mistyped PostgreSQL host should fail in seconds, not hang for the TCP timeout. A SQLite
+    file is locked while any process writes it (workers, a notebook reading the study): on a busy
+    machine 5 s is not enough, and "database is locked" would end the search."""
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_S}}
+    return {}
 
 
 def worker_id() -> str:

@@ -218,7 +218,9 @@ def test_ctrl_c_keeps_finished_trials(cache, tmp_path):
     cmd = [sys.executable, "-m", "dse.search", *args(tmp_path, "c", 2000, "--remeasure", "0")]
     proc = subprocess.Popen(cmd, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: (tmp_path / "study.db").exists() and _safe_complete(tmp_path, "c") >= 3, 600)
+        _wait_for(lambda: proc.poll() is not None or (
+            (tmp_path / "study.db").exists() and _safe_complete(tmp_path, "c") >= 3), 600)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]  # the search died: say why
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     finally:  # never leave a 2000-trial search running
