@@ -68,3 +68,14 @@ def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys):
         reproduce.main(["--model", "tiny", "--configs", "vanilla,turbo", "--md", str(tmp_path / "h.md")])
     assert info.value.code == 2 and not (tmp_path / "h.md").exists()
     assert "turbo" in capsys.readouterr().err
+
+
+def test_luc_equal_to_vanilla_is_explained_only_when_it_is():
+    import pandas as pd
+
+    same = pd.DataFrame({"config": ["vanilla", "luc"], "perplexity": [12.5, 12.5]})
+    other = pd.DataFrame({"config": ["vanilla", "luc"], "perplexity": [12.5, 13.1]})
+    dense_4bit = reproduce.Plan(sparsity=0.0, bits=4.0)
+    assert "Q4_1" in " ".join(reproduce.same_as_vanilla(same, dense_4bit))
+    assert reproduce.same_as_vanilla(other, dense_4bit) == []
+    assert reproduce.same_as_vanilla(same, reproduce.Plan(sparsity=0.3)) == []
