@@ -266,7 +266,7 @@ def reading(cmp: dict, results: dict) -> list[str]:
              f"search's {cmp['trials']}-trial value in half the trials. Both searchers are told the accuracy budget "
              "(predicted perplexity at most 3x vanilla tuning's, a constraint like the DRAM one), the corner the "
              "hypervolume counts from; random search ignores constraints by construction. Without the budget "
-             "they spend trials on the fast but useless end of the front (perplexity in the thousands) and "
+             "they spend trials on the fast but useless end of the front (predicted perplexity far past the budget) and "
              "fall behind random search (the ablation rows under Other sampler settings).", ""]
     seq_path = RUNS / "compare" / "sequential.csv"
     n_seq = len(pd.read_csv(seq_path)) if seq_path.is_file() else 0
