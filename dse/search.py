@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sim
+from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.pipeline import SearchSettings, run_search
 from dse.storage import open_storage
 from dse.study import SAMPLERS
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest average sparsity searched, [0, 0.9] (default: %(default)s)")
     p.add_argument("--max-perplexity-ratio", type=positive_float, default=d.max_perplexity_ratio,
                    help="accuracy budget: designs whose predicted perplexity exceeds this multiple of vanilla "
-                   "tuning's are infeasible (the hypervolume counts designs under 3x) (default: %(default)s)")
+                   f"tuning's are infeasible (the hypervolume counts designs under {PERPLEXITY_BUDGET:g}x) (default: %(default)s)")
     p.add_argument("--remeasure", type=int, default=d.remeasure,
                    help="front members to compress, tune and evaluate for real after the search; 0 skips "
                    "(default: %(default)s)")
