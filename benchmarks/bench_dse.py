@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dse import io  # noqa: E402
-from dse.hypervolume import REFERENCE_POINT  # noqa: E402
+from dse.hypervolume import PERPLEXITY_BUDGET, REFERENCE_POINT  # noqa: E402
 from dse.measure import Fidelity, measure  # noqa: E402
 from dse.pipeline import SearchSettings, set_up  # noqa: E402
 from dse.space import MAX_EXITS, PATTERNS, RULES, WINDOWS, Compression, Design, Tuning  # noqa: E402
@@ -116,13 +116,12 @@ def section_variants(trials: int = 100, seeds: tuple[int, ...] = (0, 1, 2)) -> d
     """Hypervolume after ``trials`` trials of other sampler settings (in-memory studies on the
     same evaluator and scale as the compare section), and of the default samplers without the
     accuracy budget (the ablation of that constraint)."""
-    import copy
     import warnings
 
     import optuna
 
     from dse import report
-    from dse.pipeline import SearchSettings, set_up
+    from dse.pipeline import Search
     from dse.study import run_trials
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -131,10 +130,8 @@ def section_variants(trials: int = 100, seeds: tuple[int, ...] = (0, 1, 2)) -> d
     ref = search.reference()
     out = {}
     for name, (make, budget) in sampler_variants().items():
-        this = search
-        if budget is not None:  # same evaluator and reference, another budget
-            this = copy.copy(search)
-            this.settings = replace(search.settings, max_perplexity_ratio=budget)
+        this = search if budget is None else Search(  # same model, hardware and evaluator; another budget
+            replace(search.settings, max_perplexity_ratio=budget), search.loaded, search.hw, search.evaluator)
         hv = []
         for seed in seeds:
             study = optuna.create_study(directions=["minimize"] * 3, sampler=make(seed))
@@ -264,7 +261,7 @@ def reading(cmp: dict, results: dict) -> list[str]:
     lines = ["## Reading", "",
              f"At equal budgets the better searcher, {best}, has a mean hypervolume of ({equal}); it {reaches} random "
              f"search's {cmp['trials']}-trial value in half the trials. Both searchers are told the accuracy budget "
-             "(predicted perplexity at most 3x vanilla tuning's, a constraint like the DRAM one), the corner the "
+             f"(predicted perplexity at most {PERPLEXITY_BUDGET:g}x vanilla tuning's, a constraint like the DRAM one), the corner the "
              "hypervolume counts from; random search ignores constraints by construction. Without the budget "
              "they spend trials on the fast but useless end of the front (predicted perplexity far past the budget) and "
              "fall behind random search (the ablation rows under Other sampler settings).", ""]
@@ -344,8 +341,8 @@ def render(results: dict) -> str:
     if hw:
         lines += ["### On every hardware config", "",
                   "One TPE study of 200 trials (seed 0) per config against that config's sequential flow; only "
-                  "joint members with predicted perplexity under the hypervolume's reference corner (3x vanilla "
-                  "tuning's) count. Commands: "
+                  "joint members with predicted perplexity under the hypervolume's reference corner "
+                  f"({REFERENCE_POINT[0]:g}x vanilla tuning's) count. Commands: "
                   + "; ".join(f"`python -m dse.compare {' '.join(hardware_args(ROOT / 'hwconfigs' / (n + '.yaml')))}`"
                               .replace(str(ROOT) + "/", "") for n in hw), "",
                   "| hw | sequential designs | largest gain | at perplexity | joint ms | sequential ms |",
