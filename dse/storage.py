@@ -20,6 +20,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError
 
 from workloads.errors import UserError
 
@@ -61,8 +62,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
-    """An RDB storage with heartbeats. Workers started together on a fresh database race to
-    create its tables, and the loser gets a unique-key error: it retries and finds them made."""
+    """An RDB storage with heartbeats. Processes opening a fresh database together (workers, or
+    a reader such as a notebook while the search starts) race to create its tables, and the
+    loser gets a unique-key error (PostgreSQL "duplicate key", SQLite "UNIQUE constraint
+    failed"): it retries and finds them made."""
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
@@ -77,7 +80,7 @@ def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
         except ImportError as exc:
             raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
         except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
-            if attempt + 1 < attempts and "duplicate key" in str(exc):
+            if attempt + 1 < attempts and isinstance(exc, IntegrityError):  # lost the race: tables exist now
                 time.sleep(1.0)
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -116,3 +116,26 @@ def test_fuzzed_storage_urls_fail_in_one_line(capsys: pytest.CaptureFixture[str]
     check_refused(code, out, err, "storage")
     assert not out_dir.exists()
     TALLY.add("dse.search --storage: fuzzed URLs", "hypothesis")
+
+
+def test_table_creation_race_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes opening a fresh SQLite study at once (a search starting while a notebook or
+    a test polls it): the one that loses the race to create the tables gets SQLite's unique-key
+    error, and must retry instead of ending the search."""
+    from sqlalchemy.exc import IntegrityError
+
+    from dse import storage
+
+    real, calls = storage.RDBStorage, []
+
+    def loses_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: "
+                                                                              "alembic_version.version_num"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "RDBStorage", loses_once)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    assert isinstance(storage.open_storage(f"sqlite:///{tmp_path}/study.db"), real)
+    assert len(calls) == 2
