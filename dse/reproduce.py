@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--equal-time", action=argparse.BooleanOptionalAction, default=True,
                    help="also tune the full method for as many steps as fit in vanilla's simulated tuning time on "
                         "--hw (default: on)")
+    p.add_argument("--equal-time-lr", type=positive_float, default=None,
+                   help="learning rate of that longer run: a run 3x longer may want a lower rate than the one "
+                        "picked for --steps (default: the full method's)")
     p.add_argument("--eval-windows", type=positive_int, default=None, help="held-out windows (default: all)")
     p.add_argument("--mc-items", type=int, default=f.mc_items, help="multiple-choice items (default: %(default)s)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which configurations (default: all five)")
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = table[table["hw"] == main_hw].set_index("config")["latency_ms"]
         equal_steps = max(1, int(fid.steps * lat["vanilla"] / lat["full"]))
         designs[EQUAL_TIME] = designs["full"]
-        fids[EQUAL_TIME] = replace(fids["full"], steps=equal_steps)
+        fids[EQUAL_TIME] = replace(fids["full"], steps=equal_steps, lr=args.equal_time_lr or fids["full"].lr)
     quality_rows = []
     for name in tqdm(list(fids), desc="tune + evaluate"):
         design = designs[name]

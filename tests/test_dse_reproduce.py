@@ -47,15 +47,16 @@ def test_reproduce_without_accuracy_items(cache, tmp_path, capsys):
     md = tmp_path / "h.md"
     argv = ["--model", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "32", "--eval-windows", "1",
             "--mc-items", "0", "--window", "1", "--configs", "vanilla,full", "--all-hw",
-            str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(md), "--json"]
+            str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(md), "--equal-time-lr", "0.001", "--json"]
     assert reproduce.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in result["quality"]] == ["vanilla", "full", reproduce.EQUAL_TIME]
+    assert [r["lr"] for r in result["quality"]] == [0.002, 0.002, 0.001]  # the longer run's own rate
     page = md.read_text()
     assert "## At equal simulated tuning time" in page and "accuracy +" not in page
 
 
-@pytest.mark.parametrize("flag", ["--lr", "--adaptive-lr"])
+@pytest.mark.parametrize("flag", ["--lr", "--adaptive-lr", "--equal-time-lr"])
 @pytest.mark.parametrize("value", ["0", "-1e-3", "nan", "fast"])
 def test_reproduce_refuses_bad_learning_rate(flag, value, capsys):
     with pytest.raises(SystemExit) as info:
