@@ -45,7 +45,9 @@ CASES: dict[str, list[str]] = {
     "a4_r32_lr5": ["--steps", "32", *ADAPTIVE, "--lr", "0.005", "--rank", "32", "--alpha", "64"],
     "a4_r32_lr5_s114": ["--steps", "114", *ADAPTIVE, "--lr", "0.005", "--rank", "32", "--alpha", "64"],
     "a4_lr5_s114": ["--steps", "114", *ADAPTIVE, "--lr", "0.005"],
+    "a4_lr10_s114": ["--steps", "114", *ADAPTIVE, "--lr", "0.01"],
 }
+LONG = ("a4_lr5_s114", "a4_lr10_s114")  # the candidates for the equal-time run's own rate
 
 
 def run(name: str, args: list[str]) -> dict:
@@ -80,6 +82,8 @@ def main() -> None:
     van, ada = picks["vanilla"], picks["adaptive"]
     by_run = {r["run"]: r for r in rows}
     longer, rank8 = by_run["a4_r32_lr5_s114"], by_run["a4_lr5_s114"]
+    long_loss = {n: sum(runs[n]["losses"][-LAST:]) / LAST for n in LONG}
+    long_pick = by_run[min(LONG, key=long_loss.__getitem__)]
     table = [{k: v for k, v in r.items() if k != "command"} for r in rows]
     lines = [
         "# Learning rate per tuning method", "",
@@ -97,7 +101,10 @@ def main() -> None:
         f"({longer['eval perplexity'] / van['eval perplexity'] - 1:+.1%} vs vanilla's 32 steps).",
         f"- Rank 8, lr {rank8['lr']}, {rank8['steps']} steps: {rank8['eval perplexity']:.2f} "
         f"({rank8['eval perplexity'] / van['eval perplexity'] - 1:+.1%}); mean tuning loss of its last {LAST} steps "
-        f"{sum(runs['a4_lr5_s114']['losses'][-LAST:]) / LAST:.3f}.", "",
+        f"{sum(runs['a4_lr5_s114']['losses'][-LAST:]) / LAST:.3f}.",
+        f"- For the 114-step (equal-time) run, the same rule over its last {LAST} steps picks lr {long_pick['lr']} ("
+        + ", ".join(f"lr {by_run[n]['lr']}: {long_loss[n]:.3f}" for n in LONG) + "); "
+        "`python -m dse.reproduce ... --equal-time-lr` takes it.", "",
         "`python -m dse.reproduce ... --lr <vanilla's> --adaptive-lr <adaptive's>` uses these picks "
         "(docs/results/headline_w4.md).", "",
         "## Commands", "", "```sh", *[r["command"] for r in rows], "```", "",
