@@ -75,9 +75,16 @@ class Plan:
 
 
 def make_policy(loaded: LoadedModel, plan: Plan, *, data: str | None, progress: bool) -> Policy:
+    """The LUC policy of the plan, quantizing in the plan's groups (the allocator does not set them)."""
     table = profile_sensitivity(loaded, data=data, prune=plan.prune, quant=plan.quant, group_size=plan.group_size,
                                 progress=progress)
-    return luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule)
+    return replace(luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule), group_size=plan.group_size)
+
+
+def equal_time_steps(steps: int, vanilla_s: float, method_s: float) -> int:
+    """Steps of a method whose step takes ``method_s`` that fit in ``steps`` vanilla steps of
+    ``vanilla_s`` (its simulated speed-up spent on tuning longer)."""
+    return max(1, int(steps * vanilla_s / method_s))
 
 
 def simulate_all(designs: dict[str, Design], policy: Policy, bank: TraceBank, hw_paths: list[str]) -> pd.DataFrame:
@@ -218,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also tune the full method for as many steps as fit in vanilla's simulated tuning time on "
                         "--hw (default: on)")
     p.add_argument("--equal-time-lr", type=positive_float, default=None,
-                   help="learning rate of that longer run: a run 3x longer may want a lower rate than the one "
-                        "picked for --steps (default: the full method's)")
+                   help="AdamW learning rate of the LoRA adapters in that longer run, which may want a lower rate "
+                        "than the one picked for --steps (default: the full method's)")
     p.add_argument("--eval-windows", type=positive_int, default=None, help="held-out windows (default: all)")
     p.add_argument("--mc-items", type=int, default=f.mc_items, help="multiple-choice items (default: %(default)s)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which configurations (default: all five)")
@@ -237,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or "vanilla" not in names:
         what = f"unknown configuration(s) {', '.join(unknown)}" if unknown else "vanilla is missing"
         raise UserError(f"--configs: {what}; list names from {', '.join(CONFIGS)}, vanilla included")
+    if args.equal_time_lr is not None and not (args.equal_time and "full" in names):
+        raise UserError("--equal-time-lr needs the equal-time run: --equal-time and 'full' in --configs")
     hw_paths = sorted(glob.glob(args.all_hw)) or [args.hw]
     plan = Plan(args.sparsity, args.bits, args.rule, args.prune, args.quant, args.group_size, args.window, args.exits,
                 args.vote, args.baseline_df)
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     loaded = load_model(args.model, seed=args.seed)
     n_layers = int(loaded.model.config.num_hidden_layers)
-    policy = replace(make_policy(loaded, plan, data=args.data, progress=True), group_size=plan.group_size)
+    policy = make_policy(loaded, plan, data=args.data, progress=True)
     designs = {name: plan.design(name, n_layers) for name in names}
     bank = TraceBank(loaded, seq_len=256, batch=4)
     # One entry per file, however it is spelled (the glob and --hw may differ).
@@ -258,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.equal_time and "full" in names:
         # The speed-up spent on tuning: as many full-method steps as fit in vanilla's simulated time.
         lat = table[table["hw"] == main_hw].set_index("config")["latency_ms"]
-        equal_steps = max(1, int(fid.steps * lat["vanilla"] / lat["full"]))
         designs[EQUAL_TIME] = designs["full"]
-        fids[EQUAL_TIME] = replace(fids["full"], steps=equal_steps, lr=args.equal_time_lr or fids["full"].lr)
+        fids[EQUAL_TIME] = replace(fids["full"], steps=equal_time_steps(fid.steps, lat["vanilla"], lat["full"]),
+                                   lr=fids["full"].lr if args.equal_time_lr is None else args.equal_time_lr)
     quality_rows = []
     for name in tqdm(list(fids), desc="tune + evaluate"):
         design = designs[name]

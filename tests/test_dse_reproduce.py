@@ -64,6 +64,18 @@ def test_reproduce_refuses_bad_learning_rate(flag, value, capsys):
     assert info.value.code == 2 and flag in capsys.readouterr().err
 
 
+def test_equal_time_lr_needs_the_equal_time_run(cache, tmp_path, capsys):
+    for extra in (["--no-equal-time"], ["--configs", "vanilla,luc"]):
+        with pytest.raises(SystemExit) as info:
+            reproduce.main(["--model", "tiny", "--equal-time-lr", "0.001", "--md", str(tmp_path / "h.md"), *extra])
+        assert info.value.code == 2 and "--equal-time-lr" in capsys.readouterr().err
+
+
+def test_equal_time_steps_spend_the_speed_up():
+    assert reproduce.equal_time_steps(32, 523.0, 146.2) == 114  # headline_w4: 3.58x faster
+    assert reproduce.equal_time_steps(32, 100.0, 200.0) == 16 and reproduce.equal_time_steps(1, 1.0, 5.0) == 1
+
+
 def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         reproduce.main(["--model", "tiny", "--configs", "vanilla,turbo", "--md", str(tmp_path / "h.md")])
