@@ -1,7 +1,7 @@
 """How deep must adaptive tuning reach to match vanilla LoRA, and what does that depth cost on
 the device? Writes docs/results/window.md, window.png and window.json.
 
-    python benchmarks/bench_window.py [--windows 2 4 8 15] [--jobs 2]
+    python benchmarks/bench_window.py [--windows 2 4 8 12 15] [--jobs 2]
 
 For each window size W, the full method of the headline (one window of the top W layers with
 its exit at the last layer, LUC 4-bit weights in groups of 32 at sparsity 0, per-op dataflow
@@ -220,7 +220,7 @@ def page(table: pd.DataFrame, vanilla: dict[str, Any], untuned: dict[str, Any], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 15],
+    p.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 12, 15],
                    help="window sizes, layers at the top of the model (default: %(default)s)")
     p.add_argument("--hw", default="hwconfigs/edge_llm.yaml", help="hardware config (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1,
