@@ -67,9 +67,8 @@ def main() -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     loss_col = f"tuning loss, last {LAST} steps"
     rows = []
-    runs = {}
     for name, args in CASES.items():
-        r = runs[name] = run(name, args)
+        r = run(name, args)
         cfg = r["config"]
         rows.append({"run": name, "method": r["method"], "rank": cfg["rank"], "lr": cfg["lr"], "steps": r["steps"],
                      loss_col: sum(r["losses"][-LAST:]) / LAST,
@@ -82,8 +81,7 @@ def main() -> None:
     van, ada = picks["vanilla"], picks["adaptive"]
     by_run = {r["run"]: r for r in rows}
     longer, rank8 = by_run["a4_r32_lr5_s114"], by_run["a4_lr5_s114"]
-    long_loss = {n: sum(runs[n]["losses"][-LAST:]) / LAST for n in LONG}
-    long_pick = by_run[min(LONG, key=long_loss.__getitem__)]
+    long_pick = min((by_run[n] for n in LONG), key=lambda r: r[loss_col])
     table = [{k: v for k, v in r.items() if k != "command"} for r in rows]
     lines = [
         "# Learning rate per tuning method", "",
@@ -102,7 +100,7 @@ def main() -> None:
         f"- Rank 8, lr {rank8['lr']}, {rank8['steps']} steps: {rank8['eval perplexity']:.2f} "
         f"({rank8['eval perplexity'] / van['eval perplexity'] - 1:+.1%}).",
         f"- For the 114-step (equal-time) run, the same rule over its last {LAST} steps picks lr {long_pick['lr']} ("
-        + ", ".join(f"lr {by_run[n]['lr']}: {long_loss[n]:.3f}" for n in LONG) + "); "
+        + ", ".join(f"lr {by_run[n]['lr']}: {by_run[n][loss_col]:.3f}" for n in LONG) + "); "
         f"`python -m dse.reproduce ... --equal-time-lr {long_pick['lr']}` takes it.", "",
         "`python -m dse.reproduce ... --lr <vanilla's> --adaptive-lr <adaptive's>` uses these picks "
         "(docs/results/headline_w4.md).", "",
