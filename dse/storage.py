@@ -7,6 +7,7 @@ worker's trial is failed and retried), or a journal file for several processes o
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import time
@@ -104,24 +105,43 @@ def worker_id() -> str:
 
 
 def fail_dead_workers(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose process on this host is gone (journal storage has no heartbeat)
-    and enqueue their parameters again. Returns how many were failed by the pid check."""
+    """Fail RUNNING trials whose process on this host is gone (journal storage has no heartbeat),
+    or whose worker died before naming itself, and enqueue their parameters again. Returns how
+    many were failed by these checks (the heartbeat's own are not counted)."""
     if isinstance(study._storage, RDBStorage):
         # Heartbeat-based, re-queues via the callback; but a worker killed before its first
         # heartbeat leaves a trial no heartbeat will ever mark stale: the pid check below does.
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
+    now = datetime.datetime.now()
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        reason = _dead_owner(trial, host, now)
+        if reason is None:
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {owner} died")
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            study.enqueue_trial(trial.params, skip_if_exists=False)
+            if trial.params:
+                study.enqueue_trial(trial.params, skip_if_exists=False)
             failed += 1
     return failed
+
+
+def _dead_owner(trial: optuna.trial.FrozenTrial, host: str, now: datetime.datetime) -> str | None:
+    """Why the RUNNING ``trial``'s worker is known to be gone, or None if it may be alive."""
+    owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
+    if not owner:
+        # The objective names its worker first thing, but the sampler runs before it (TPE for a
+        # while) and before the first heartbeat: a trial still unnamed after the grace period
+        # lost its worker there, and neither the heartbeat nor the pid check would ever see it.
+        started = trial.datetime_start
+        if started is not None and (now - started).total_seconds() > GRACE_S:
+            return "worker died before the trial began (while sampling)"
+        return None
+    owner_host, _, pid = owner.rpartition(":")
+    if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        return f"worker {owner} died"
+    return None
 
 
 def _alive(pid: int) -> bool:

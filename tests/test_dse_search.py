@@ -258,3 +258,25 @@ def test_two_workers_share_a_postgres_study(cache, tmp_path):
         # Only the non-worker-only process wrote the front, once, with every trial in it.
         assert len(pd.read_csv(tmp_path / "pg" / "trials.csv")) >= 16
         assert (tmp_path / "pg" / "pareto.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_trial_of_a_worker_killed_while_sampling_is_failed(tmp_path, monkeypatch, kind):
+    """A worker killed inside ``study.ask()`` (TPE samples there, before the first heartbeat and
+    before the objective names its worker) leaves a RUNNING trial nothing else would ever fail."""
+    from dse import storage as storage_mod
+
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/s.log"
+    study = optuna.create_study(storage=storage_mod.open_storage(url), study_name="s", directions=["minimize"])
+    orphan = study.ask()  # RUNNING, unnamed, no heartbeat
+    named = study.ask()
+    named.set_user_attr(storage_mod.WORKER_ATTR, storage_mod.worker_id())  # this process: alive
+    monkeypatch.setattr(storage_mod, "GRACE_S", 3600)
+    assert storage_mod.fail_dead_workers(study) == 0  # may still be sampling
+    monkeypatch.setattr(storage_mod, "GRACE_S", -1)
+    assert storage_mod.fail_dead_workers(study) == 1
+    states = {t.number: t for t in study.get_trials()}
+    assert states[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert "before the trial began" in states[orphan.number].user_attrs["fail_reason"]
+    assert states[named.number].state == optuna.trial.TrialState.RUNNING
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # nothing sampled, nothing re-queued
