@@ -1,18 +1,20 @@
 """How deep must adaptive tuning reach to match vanilla LoRA, and what does that depth cost on
 the device? Writes docs/results/window.md, window.png and window.json.
 
-    python benchmarks/bench_window.py [--windows 2 4 8 12 15] [--jobs 2]
+    python benchmarks/bench_window.py [--windows 4 8 12 15] [--act-bits 8] [--jobs 2]
 
 For each window size W, the full method of the headline (one window of the top W layers with
-its exit at the last layer, LUC 4-bit weights in groups of 32 at sparsity 0, per-op dataflow
-scheduling) is compared with vanilla LoRA:
+its exit at the last layer, LUC 4-bit weights in groups of 32 at sparsity 0 and an 8-bit tied
+head, per-op dataflow scheduling, activations kept for backward at ``--act-bits``) is compared
+with vanilla LoRA:
 
 - simulated: speed-up and memory saving of one tuning step on the hardware config;
 - measured (real model, held-out eval split): perplexity and accuracy after vanilla's budget of
   32 steps, and after as many steps as fit in vanilla's simulated tuning time (equal time).
 
-Sparsity 0 at 4 bits lands on the packaged checkpoint's own Q4_1 grid, so compression costs no
-quality here and every quality gap is the window's. One learning rate for every run. Each
+Sparsity 0 at 4 bits lands on the packaged checkpoint's own Q4_1 grid and the 8-bit head on its
+Q8_0 grid, so weight compression costs no quality here; the gaps are the window's and the
+packed activations'. One learning rate for every run. Each
 measurement runs in its own process (``--case``) and is kept in runs/bench_window/ under a name
 that includes its settings, so an interrupted run resumes where it stopped.
 """
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from dse import io  # noqa: E402
 from dse.measure import Fidelity  # noqa: E402
 from dse.reproduce import Plan, equal_time_steps  # noqa: E402
+from workloads.tuning.actcomp import ACT_BITS  # noqa: E402
 
 RUNS = ROOT / "runs" / "bench_window"
 DOC = ROOT / "docs" / "results" / "window.md"
@@ -47,7 +50,7 @@ STEPS = 32  # vanilla's tuning budget (the headline's)
 LR = 0.005
 TARGETS = {"speedup": 2.92, "memory_saving": 4.0, "perplexity_gap": 0.05, "accuracy_drop": 0.02}
 KINDS = ("untuned", "vanilla", "full")
-Case = tuple[str, int, int]  # (kind, window, steps)
+Case = tuple[str, int, int, int]  # (kind, window, steps, act_bits)
 
 
 def fidelity(steps: int) -> Fidelity:
@@ -56,14 +59,14 @@ def fidelity(steps: int) -> Fidelity:
                     calib_windows=32, seed=0)
 
 
-def plan(window: int) -> Plan:
-    return Plan(sparsity=0.0, bits=4.0, window=window)
+def plan(window: int, act_bits: int = 16, head_bits: int = 8) -> Plan:
+    return Plan(sparsity=0.0, bits=4.0, window=window, head_bits=head_bits, act_bits=act_bits)
 
 
 # --- one measurement, in its own process -------------------------------------------------------
 
-def measure_case(kind: str, window: int, steps: int) -> dict[str, Any]:
-    """Tune and evaluate one case: ``untuned``, ``vanilla`` or ``full`` (window, steps)."""
+def measure_case(kind: str, window: int, steps: int, act_bits: int) -> dict[str, Any]:
+    """Tune and evaluate one case: ``untuned``, ``vanilla`` or ``full`` (window, steps, act_bits)."""
     from dse.measure import measure
     from dse.reproduce import make_policy
     from workloads.evaluate import evaluate
@@ -75,7 +78,7 @@ def measure_case(kind: str, window: int, steps: int) -> dict[str, Any]:
         r = evaluate(loaded, seq_len=fid.seq_len, max_windows=fid.eval_windows, mc_items=fid.mc_items, seed=fid.seed,
                      progress=False)
         return {"perplexity": r["perplexity"], "accuracy": r["accuracy"]}
-    p = plan(window)
+    p = plan(window, act_bits)
     design = p.design(kind, int(loaded.model.config.num_hidden_layers))
     policy = make_policy(loaded, p, data=None, progress=False) if kind == "full" else None
     r = measure(loaded, design.tuning, fid, policy=policy)
@@ -87,8 +90,11 @@ def case_command(case: Case) -> str:
 
 
 def case_path(case: Case) -> Path:
-    kind, window, steps = case
-    return RUNS / f"{kind}-w{window}-{fidelity(steps).key()}.json"  # the key covers steps, lr and evaluation
+    kind, window, steps, act_bits = case
+    packed = f"-a{act_bits}" if act_bits < 16 else ""
+    # The key covers steps, lr and evaluation. The 8-bit head changes no weight (its Q8_0 grid),
+    # so runs made before it was the default are still these runs.
+    return RUNS / f"{kind}-w{window}{packed}-{fidelity(steps).key()}.json"
 
 
 def run_case(case: Case, threads: int) -> dict[str, Any]:
@@ -129,9 +135,9 @@ def run_all(cases: list[Case], jobs: int) -> dict[Case, dict[str, Any]]:
 
 # --- the page ----------------------------------------------------------------------------------
 
-def simulate(windows: list[int], hw_path: str) -> tuple[pd.DataFrame, bool]:
+def simulate(windows: list[int], act_bits: int, head_bits: int, hw_path: str) -> tuple[pd.DataFrame, bool]:
     """Speed-up and memory saving of the full method's step for each window (vanilla = 1), and
-    whether the policy is the checkpoint's own grid (4 bits, groups of 32, nothing pruned)."""
+    whether the policy is the checkpoint's own grid (4 bits, groups of 32, nothing pruned, 8-bit head)."""
     from dse.hardware import TraceBank
     from dse.reproduce import make_policy, simulate_all
     from workloads.models import load_model
@@ -140,10 +146,12 @@ def simulate(windows: list[int], hw_path: str) -> tuple[pd.DataFrame, bool]:
     n_layers = int(loaded.model.config.num_hidden_layers)
     if max(windows) > n_layers:
         raise SystemExit(f"--windows: {max(windows)} layers is more than the model's {n_layers}")
-    policy = make_policy(loaded, plan(windows[0]), data=None, progress=False)  # the window does not change it
-    on_grid = policy.group_size == 32 and all(lp.w_bits == 4 and lp.sparsity == 0 for lp in policy.layers.values())
+    # The window does not change the policy.
+    policy = make_policy(loaded, plan(windows[0], head_bits=head_bits), data=None, progress=False)
+    on_grid = (policy.group_size == 32 and policy.head_bits in (8, 16)
+               and all(lp.w_bits == 4 and lp.sparsity == 0 for lp in policy.layers.values()))
     designs = {"vanilla": plan(windows[0]).design("vanilla", n_layers)}
-    designs.update({f"w{w}": plan(w).design("full", n_layers) for w in windows})
+    designs.update({f"w{w}": plan(w, act_bits, head_bits).design("full", n_layers) for w in windows})
     table = simulate_all(designs, policy, TraceBank(loaded, seq_len=256, batch=4), [hw_path])
     vanilla_ms = float(table.loc[table["config"] == "vanilla", "latency_ms"].iloc[0])
     by_config = table.set_index("config")
@@ -179,7 +187,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def page(table: pd.DataFrame, vanilla: dict[str, Any], untuned: dict[str, Any], command: str, cases: list[Case],
-         on_grid: bool) -> str:
+         on_grid: bool, act_bits: int, head_bits: int, stem: str) -> str:
     cols = ["window", "layers", "speedup", "memory_saving", "memory_mib", "ppl_same_steps", "ppl_gap_same_steps",
             "acc_same_steps", "equal_steps", "ppl_equal_time", "ppl_gap_equal_time", "acc_equal_time",
             "acc_change_equal_time", "meets_all"]
@@ -187,22 +195,27 @@ def page(table: pd.DataFrame, vanilla: dict[str, Any], untuned: dict[str, Any], 
     device = f">= {TARGETS['speedup']:g}x speed-up, >= {TARGETS['memory_saving']:g}x memory saving"
     fast = table[(table["speedup"] >= TARGETS["speedup"]) & (table["memory_saving"] >= TARGETS["memory_saving"])]
     n_layers = int(table["layers"].iloc[0].split("-")[1]) + 1
-    grid = (" At sparsity 0, these 4-bit weights in groups of 32 reproduce the packaged checkpoint (Q4_1), so "
-            "compression costs no quality and the gaps are the window's." if on_grid else "")
+    head = " and the 8-bit head" if head_bits == 8 else ""
+    grid = (f" At sparsity 0, these 4-bit weights in groups of 32{head} reproduce the packaged checkpoint (Q4_1 "
+            "layers, Q8_0 embedding), so weight compression costs no quality." if on_grid else "")
+    packed = (f" Activations kept for backward are stored at {act_bits} bits with a float16 scale per 64 values "
+              "(workloads/tuning/actcomp.py; forward and evaluation exact)." if act_bits < 16 else "")
     lines = [
         "# Adaptive window size: how deep tuning must reach, and what that costs", "",
         f"Made by `{command}` (every number on this page).", "",
-        f"Full method (top window of W layers, exit at the last layer, LUC 4-bit at sparsity 0, per-op scheduling) "
+        f"Full method (top window of W layers, exit at the last layer, LUC 4-bit at sparsity 0 with a {head_bits}-bit "
+        "tied head, "
+        f"per-op scheduling, activations for backward at {act_bits} bits) "
         f"against vanilla LoRA (all {n_layers} layers, dense 16-bit). Speed-up and memory: one simulated tuning step "
         f"(batch 4 x 256) on {table['hw'].iloc[0]}. Quality: real tuning (LoRA rank 8, AdamW lr {LR} for every run, "
         f"batch 4 x 256, seed 0) and held-out evaluation (all eval windows, 200 multiple-choice items). *Same steps*: "
         f"{STEPS} steps, vanilla's budget. *Equal time*: as many steps as fit in vanilla's simulated {STEPS}-step "
-        f"tuning time ({STEPS} x speed-up, rounded down).{grid} The rate is vanilla's pick and the equal-time pick "
+        f"tuning time ({STEPS} x speed-up, rounded down).{grid}{packed} The rate is vanilla's pick and the equal-time pick "
         "of docs/results/tuning_lr.md; at 32 steps the adaptive pick there is 0.01 (headline_w4.md has that run).", "",
         f"Vanilla: perplexity {vanilla['perplexity']:.3f}, accuracy {vanilla['accuracy']:.3f} ({STEPS} steps). "
         f"Untuned: perplexity {untuned['perplexity']:.3f}, accuracy {untuned['accuracy']:.3f}.", "",
         io.markdown_table(table[cols]), "",
-        "![window](window.png)", "",
+        f"![window]({stem}.png)", "",
         f"- Smallest perplexity gap: window {best['window']} at equal time, {best['ppl_gap_equal_time']:+.1%} vs "
         f"vanilla, at {best['speedup']:.2f}x speed-up and {best['memory_saving']:.2f}x memory saving.",
         (f"- Windows meeting both device targets ({device}): "
@@ -220,37 +233,48 @@ def page(table: pd.DataFrame, vanilla: dict[str, Any], untuned: dict[str, Any], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 12, 15],
+    p.add_argument("--windows", type=int, nargs="+", default=[4, 8, 12, 15],
                    help="window sizes, layers at the top of the model (default: %(default)s)")
+    p.add_argument("--act-bits", type=int, default=8,
+                   help="bits of the activations the full method keeps for backward, 2..8 or 16 = as computed "
+                   "(default: %(default)s)")
+    p.add_argument("--head-bits", type=int, default=8, choices=(8, 16),
+                   help="bits of the tied embedding / LM head: 8 = the checkpoint's Q8_0 grid, 16 = unquantized "
+                   "(default: %(default)s)")
     p.add_argument("--hw", default="hwconfigs/edge_llm.yaml", help="hardware config (default: %(default)s)")
+    p.add_argument("--md", default=None,
+                   help="page to write; the figure and JSON go beside it (default: docs/results/window.md)")
     p.add_argument("--jobs", type=int, default=1,
                    help="measurements at once, each on cores/jobs torch threads (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the table as JSON instead of the page")
-    p.add_argument("--case", nargs=3, metavar=("KIND", "WINDOW", "STEPS"),
+    p.add_argument("--case", nargs=4, metavar=("KIND", "WINDOW", "STEPS", "ACT_BITS"),
                    help=f"measure one case only (KIND: {', '.join(KINDS)}) and keep it in runs/bench_window/")
     args = p.parse_args(argv)
     if args.case:
-        kind, window, steps = args.case[0], int(args.case[1]), int(args.case[2])
+        kind, window, steps, act_bits = args.case[0], int(args.case[1]), int(args.case[2]), int(args.case[3])
         if kind not in KINDS:
             p.error(f"--case: unknown kind '{kind}' (use {', '.join(KINDS)})")
-        io.write_json(case_path((kind, window, steps)), measure_case(kind, window, steps))
+        io.write_json(case_path((kind, window, steps, act_bits)), measure_case(kind, window, steps, act_bits))
         return 0
     windows = sorted(set(args.windows))
     if windows[0] < 1 or args.jobs < 1:
         p.error("--windows and --jobs must be positive")
+    if args.act_bits not in ACT_BITS:
+        p.error(f"--act-bits must be 2..8 or 16 (got {args.act_bits})")
     if not Path(args.hw).is_file():
         p.error(f"--hw: no such file {args.hw}")
     RUNS.mkdir(parents=True, exist_ok=True)
-    sim_table, on_grid = simulate(windows, args.hw)
+    sim_table, on_grid = simulate(windows, args.act_bits, args.head_bits, args.hw)
     equal = {int(r["window"]): equal_time_steps(STEPS, r["vanilla_ms"], r["latency_ms"]) for _, r in sim_table.iterrows()}
     cases: list[Case] = list(dict.fromkeys(
-        [("untuned", 0, 0), ("vanilla", 0, STEPS)] + [("full", w, s) for w in windows for s in (STEPS, equal[w])]))
+        [("untuned", 0, 0, 16), ("vanilla", 0, STEPS, 16)]
+        + [("full", w, s, args.act_bits) for w in windows for s in (STEPS, equal[w])]))
     results = run_all(cases, args.jobs)
-    untuned, vanilla = results[("untuned", 0, 0)], results[("vanilla", 0, STEPS)]
+    untuned, vanilla = results[("untuned", 0, 0, 16)], results[("vanilla", 0, STEPS, 16)]
     rows = []
     for _, r in sim_table.iterrows():
         w = int(r["window"])
-        same, eq = results[("full", w, STEPS)], results[("full", w, equal[w])]
+        same, eq = results[("full", w, STEPS, args.act_bits)], results[("full", w, equal[w], args.act_bits)]
         rows.append({**r.to_dict(), "ppl_same_steps": same["perplexity"],
                      "ppl_gap_same_steps": same["perplexity"] / vanilla["perplexity"] - 1,
                      "acc_same_steps": same["accuracy"], "equal_steps": equal[w], "ppl_equal_time": eq["perplexity"],
@@ -259,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows)
     table["meets_all"] = table.apply(meets, axis=1)
     command = " ".join(["python benchmarks/bench_window.py", *(sys.argv[1:] if argv is None else argv)])
-    figure(table, DOC.with_suffix(".png"))
-    io.write_text(DOC, page(table, vanilla, untuned, command, cases, on_grid))
-    io.write_json(DOC.with_suffix(".json"), {"command": command, "vanilla": vanilla, "untuned": untuned,
-                                            "rows": table.to_dict("records")})
-    print(table.to_json(orient="records") if args.json else DOC.read_text())
+    doc = Path(args.md) if args.md else DOC
+    figure(table, doc.with_suffix(".png"))
+    io.write_text(doc, page(table, vanilla, untuned, command, cases, on_grid, args.act_bits, args.head_bits,
+                            doc.stem))
+    io.write_json(doc.with_suffix(".json"), {"command": command, "vanilla": vanilla, "untuned": untuned,
+                                             "rows": table.to_dict("records")})
+    print(table.to_json(orient="records") if args.json else doc.read_text())
     return 0
 
 

@@ -51,20 +51,21 @@ class TraceBank:
         self.batch = batch
         tag = hashlib.sha1(f"{loaded.name}|{loaded.source}|{seq_len}|{batch}".encode()).hexdigest()[:10]
         self.root = root or cache_dir() / "traces" / f"{loaded.name}-{tag}"
-        self._memo: dict[tuple[str, int, int], Trace] = {}
+        self._memo: dict[tuple[str, int, int, int], Trace] = {}
 
-    def get(self, method: str, window: Window) -> Trace:
-        key = (method, window.start, window.end)
+    def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
+        key = (method, window.start, window.end, act_bits)
         if key in self._memo:
             return self._memo[key]
-        path = self.root / f"{method}-{window.start}-{window.end}.csv"
+        packed = f"-a{act_bits}" if act_bits < 16 else ""
+        path = self.root / f"{method}-{window.start}-{window.end}{packed}.csv"
         if path.is_file():
             trace = Trace.load(path)
         else:
             size = window.end - window.start + 1
             trace = record_trace(
                 self.loaded, method=method, window=size if method == "adaptive" else None,
-                exit_layer=window.end, seq_len=self.seq_len, batch=self.batch,
+                exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
             )
             trace.save(path)
         self._memo[key] = trace
@@ -81,7 +82,7 @@ def simulate_design(
     method = design.tuning.method
     results: list[dict[str, Any]] = []
     for window in windows:
-        trace = bank.get(method, window).with_policy(policy)
+        trace = bank.get(method, window, design.tuning.act_bits).with_policy(policy)
         res = sim.simulate_trace(trace.ops, config, dataflow=design.dataflow, objective=objective, tensors=trace.tensors)
         results.append(res.summary())
     n = len(results)

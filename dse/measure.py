@@ -55,6 +55,7 @@ def tune_config(tuning: Tuning, fid: Fidelity) -> TuneConfig:
         window=tuning.window,
         num_exits=tuning.exits,
         schedule=tuning.schedule,
+        act_bits=tuning.act_bits,
         seed=fid.seed,
     )
 
@@ -133,7 +134,8 @@ class TuningTable:
     @staticmethod
     def key(tuning: Tuning) -> str:
         # The vote is chosen at inference, so one measurement serves every rule.
-        return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}"
+        packed = f"|a{tuning.act_bits}" if tuning.act_bits < 16 else ""  # keys of exact runs stay as they were
+        return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}"
 
     def lookup(self, tuning: Tuning) -> dict[str, Any]:
         key = self.key(tuning)

@@ -45,6 +45,7 @@ from workloads.luc import allocate as luc_allocate  # noqa: E402
 from workloads.luc.policy import Policy  # noqa: E402
 from workloads.luc.sensitivity import profile_sensitivity  # noqa: E402
 from workloads.models import LoadedModel, load_model  # noqa: E402
+from workloads.tuning.actcomp import check_bits  # noqa: E402
 
 CONFIGS = ("vanilla", "luc", "adaptive", "luc+adaptive", "full")
 EQUAL_TIME = "full, equal time"  # the full method tuned for vanilla's simulated tuning time
@@ -64,21 +65,27 @@ class Plan:
     exits: int = 1  # adaptive exits (the top ones)
     vote: str = "max_conf"  # voting rule of the full method (with exits > 1)
     baseline_df: str = "ws"  # dataflow of every configuration but the full method
+    head_bits: int = 8  # LUC: tied embedding / LM head (8 = the checkpoint's own Q8_0 grid, lossless)
+    act_bits: int = 16  # full method: bits of the activations kept for backward (16: as computed)
 
     def design(self, name: str, num_layers: int) -> Design:
         luc = "luc" in name or name == "full"
         adaptive = "adaptive" in name or name == "full"
         comp = Compression(self.sparsity, self.bits, "unstructured", self.rule) if luc else Compression(0.0, 16.0)
-        tuning = (Tuning("adaptive", window=self.window, exits=self.exits, vote=self.vote if name == "full" else "max_conf")
+        full = name == "full"
+        tuning = (Tuning("adaptive", window=self.window, exits=self.exits, vote=self.vote if full else "max_conf",
+                         act_bits=self.act_bits if full else 16)
                   if adaptive else Tuning("vanilla", window=num_layers, exits=1))
         return Design(comp, tuning, "auto" if name == "full" else self.baseline_df)
 
 
 def make_policy(loaded: LoadedModel, plan: Plan, *, data: str | None, progress: bool) -> Policy:
-    """The LUC policy of the plan, quantizing in the plan's groups (the allocator does not set them)."""
+    """The LUC policy of the plan, quantizing in the plan's groups and its head bits (the
+    allocator sets neither)."""
     table = profile_sensitivity(loaded, data=data, prune=plan.prune, quant=plan.quant, group_size=plan.group_size,
                                 progress=progress)
-    return replace(luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule), group_size=plan.group_size)
+    return replace(luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule), group_size=plan.group_size,
+                   head_bits=plan.head_bits)
 
 
 def equal_time_steps(steps: int, vanilla_s: float, method_s: float) -> int:
@@ -140,8 +147,12 @@ def markdown(command: str, plan: Plan, fid: Fidelity, quality: pd.DataFrame, tab
         f"({plan.window}-layer windows, traced from real torch steps at batch 4 x 256).",
         "",
         f"LUC policy: average sparsity {plan.sparsity}, average {plan.bits} bits, rule `{plan.rule}`, "
-        f"{plan.prune} + {plan.quant}, group {plan.group_size}. Adaptive: window {plan.window}, {plan.exits} exit(s), "
-        f"full method votes by `{plan.vote}` and uses the per-op dataflow scheduler; the others use `{plan.baseline_df}`.",
+        f"{plan.prune} + {plan.quant}, group {plan.group_size}; tied embedding / LM head at {plan.head_bits} bits"
+        + (" (the checkpoint's own Q8_0 grid: unchanged)" if plan.head_bits == 8 else "")
+        + f". Adaptive: window {plan.window}, {plan.exits} exit(s), full method votes by `{plan.vote}`, uses the "
+        f"per-op dataflow scheduler"
+        + (f" and keeps the activations for backward at {plan.act_bits} bits" if plan.act_bits < 16 else "")
+        + f"; the others use `{plan.baseline_df}`.",
         "",
         f"Untuned model on the same evaluation: perplexity {untuned['perplexity']:.3f}"
         + (f", accuracy {untuned['accuracy']:.3f}." if untuned.get("accuracy") is not None else "."),
@@ -210,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", default=d.prune, help="pruning method (default: %(default)s)")
     p.add_argument("--quant", default=d.quant, help="quantization method (default: %(default)s)")
     p.add_argument("--group-size", type=positive_int, default=d.group_size, help="quantization group (default: %(default)s)")
+    p.add_argument("--head-bits", type=int, default=d.head_bits,
+                   help="LUC bits of the tied embedding / LM head, 2..8 or 16 (default: %(default)s)")
+    p.add_argument("--act-bits", type=int, default=d.act_bits,
+                   help="full method: bits of the activations kept for backward, 2..8 or 16 = as computed "
+                   "(default: %(default)s)")
     p.add_argument("--window", type=positive_int, default=d.window, help="adaptive window, layers (default: %(default)s)")
     p.add_argument("--exits", type=positive_int, default=d.exits, help="adaptive exits (default: %(default)s)")
     p.add_argument("--vote", default=d.vote, help="full method's voting rule (default: %(default)s)")
@@ -247,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.equal_time_lr is not None and not (args.equal_time and "full" in names):
         raise UserError("--equal-time-lr needs the equal-time run: --equal-time and 'full' in --configs")
     hw_paths = sorted(glob.glob(args.all_hw)) or [args.hw]
+    check_bits(args.act_bits)
+    Policy({}, head_bits=args.head_bits).validate(where="--head-bits")  # now, not after minutes of profiling
     plan = Plan(args.sparsity, args.bits, args.rule, args.prune, args.quant, args.group_size, args.window, args.exits,
-                args.vote, args.baseline_df)
+                args.vote, args.baseline_df, args.head_bits, args.act_bits)
     fid = Fidelity(steps=args.steps, batch_size=args.batch, seq_len=args.seq_len, lr=args.lr,
                    eval_windows=args.eval_windows or 10_000, mc_items=args.mc_items, split="eval", calib_windows=32,
                    seed=args.seed)

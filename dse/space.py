@@ -42,6 +42,7 @@ class Tuning:
     exits: int = 2  # number of exits, the top ones every `window` layers
     schedule: str = "sequential"
     vote: str = "max_conf"
+    act_bits: int = 16  # bits of the activations kept for backward (16: as computed; workloads.tuning.actcomp)
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,30 @@ def test_luc_equal_to_vanilla_is_explained_only_when_it_is():
     assert "Q4_1" in " ".join(reproduce.same_as_vanilla(same, dense_4bit))
     assert reproduce.same_as_vanilla(other, dense_4bit) == []
     assert reproduce.same_as_vanilla(same, reproduce.Plan(sparsity=0.3)) == []
+
+
+def test_packed_activations_and_8_bit_head_shrink_the_full_methods_step(cache, tmp_path, capsys, monkeypatch):
+    from workloads.tuning import actcomp
+
+    monkeypatch.setattr(actcomp, "MIN_NUMEL", 1)  # the tiny model's activations are small
+    memory, latency = {}, {}
+    for head, act in ((16, 16), (8, 16), (8, 4)):
+        argv = ["--model", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "32", "--eval-windows", "1",
+                "--mc-items", "0", "--window", "2", "--sparsity", "0", "--configs", "vanilla,full", "--no-equal-time",
+                "--all-hw", str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(tmp_path / "h.md"),
+                "--head-bits", str(head), "--act-bits", str(act), "--json"]
+        assert reproduce.main(argv) == 0
+        result = json.loads(capsys.readouterr().out)
+        full = next(r for r in result["hardware"] if r["config"] == "full")
+        memory[head, act], latency[head, act] = full["memory_mib"], full["latency_ms"]
+        assert result["policy"]["head_bits"] == head
+    assert memory[8, 16] < memory[16, 16] and latency[8, 16] < latency[16, 16]  # the head's bytes and products
+    assert memory[8, 4] < memory[8, 16] and latency[8, 4] == latency[8, 16]  # packing saves memory, not time
+    assert "activations for backward at 4 bits" in (tmp_path / "h.md").read_text()
+
+
+@pytest.mark.parametrize("flag,value", [("--head-bits", "9"), ("--act-bits", "12"), ("--act-bits", "1")])
+def test_reproduce_refuses_bad_bits(flag, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        reproduce.main([flag, value])
+    assert info.value.code == 2 and flag in capsys.readouterr().err

@@ -52,7 +52,8 @@ EDITS = st.lists(st.one_of(
     st.tuples(st.just("layer"), st.sampled_from(["0", "3", "4", "-1", "x", "01", "²"]),
               st.sampled_from(["sparsity", "w_bits", "extra"]), VALUES),
     st.tuples(st.just("drop_layer"), st.sampled_from(["0", "1"]), st.just(""), st.none()),
-    st.tuples(st.just("top"), st.sampled_from(["pattern", "prune", "quant", "group_size", "meta", "layers"]),
+    st.tuples(st.just("top"), st.sampled_from(["pattern", "prune", "quant", "group_size", "head_bits", "meta",
+                                                       "layers"]),
               st.just(""), st.one_of(VALUES, st.sampled_from(["2:4", "4:8", "3:4", "sparsegpt", "gptq", "hqq"]))),
 ), min_size=1, max_size=4)
 
@@ -86,8 +87,8 @@ def in_range(doc: dict[str, Any]) -> bool:
             return False
         if isinstance(b, bool) or not isinstance(b, int) or not (2 <= b <= 8 or b == 16):
             return False
-    g = doc.get("group_size", 128)
-    return (doc.get("pattern", "unstructured") in ("unstructured", "2:4", "4:8")
+    g, h = doc.get("group_size", 128), doc.get("head_bits", 16)
+    return (isinstance(h, int) and not isinstance(h, bool) and (2 <= h <= 8 or h == 16) and doc.get("pattern", "unstructured") in ("unstructured", "2:4", "4:8")
             and doc.get("prune", "wanda") in ("magnitude", "wanda", "sparsegpt")
             and doc.get("quant", "rtn") in ("rtn", "gptq")
             and isinstance(g, int) and not isinstance(g, bool) and g > 0
@@ -143,6 +144,8 @@ BAD: dict[str, tuple[str, str]] = {
     "pattern 3:4": (json.dumps({**_layers(LAYERS), "pattern": "3:4"}), "pattern"),
     "prune method unknown": (json.dumps({**_layers(LAYERS), "prune": "owl"}), "prune"),
     "group size text": (json.dumps({**_layers(LAYERS), "group_size": "big"}), "group_size"),
+    "head bits 12": (json.dumps({**_layers(LAYERS), "head_bits": 12}), "head_bits"),
+    "head bits true": (json.dumps({**_layers(LAYERS), "head_bits": True}), "head_bits"),
     "sparsity 1e400 as an integer": ('{"layers": {"0": {"sparsity": 1' + "0" * 400 + ', "w_bits": 4}}}', "sparsity"),
     "5000-digit integer": ('{"layers": {"0": {"sparsity": 0.5, "w_bits": ' + "9" * 5000 + '}}}', "not a policy"),
     "nested 100000 deep": ("[" * 100_000, "not a policy"),

@@ -10,8 +10,8 @@ from workloads.errors import UserError
 from workloads.luc.calibration import capture_layer_inputs, collect_stats
 from workloads.luc.compress import compress_model, compress_weight
 from workloads.luc.layers import decoder_layers, input_groups, linear_modules
-from workloads.luc.policy import Policy
-from workloads.luc.quantize import rtn_quantize
+from workloads.luc.policy import HEAD_GROUP, Policy
+from workloads.luc.quantize import absmax_quantize, rtn_quantize
 
 SEQ = 64
 
@@ -163,6 +163,30 @@ def test_embedding_head_untouched_and_dense_policy_is_identity(tiny, calib):
     assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
     assert torch.equal(model.lm_head.weight, before["model.embed_tokens.weight"])  # tied to the embedding
     assert not torch.equal(after["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_head_bits_quantize_the_tied_embedding_on_a_symmetric_grid(tiny):
+    model = fresh(tiny)
+    emb = model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    compress_model(model, Policy.uniform(4, 0.0, 16, prune="magnitude", quant="rtn", head_bits=4), None, progress=False)
+    assert model.lm_head.weight is emb  # still tied: quantized once
+    groups = emb.detach().reshape(-1, HEAD_GROUP)
+    scale = (before.reshape(-1, HEAD_GROUP).abs().amax(1, keepdim=True) / 7).half().float()
+    levels = groups / torch.where(scale > 0, scale, torch.ones_like(scale))
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= 7 + 1e-4
+    assert not torch.equal(emb, before)
+    assert torch.equal(absmax_quantize(emb, 4, HEAD_GROUP), emb)  # on its grid: unchanged again
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, tiny.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_absmax_reproduces_a_q8_0_grid():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(-127, 128, (8, 64), generator=gen).float()
+    q[:, ::32] = 127.0  # every block reaches its bound, as GGUF's max|x| / 127 scale makes it
+    d = (torch.rand(8, 2, generator=gen) * 0.01).half().float().repeat_interleave(32, dim=1)
+    w = q * d  # de-quantized Q8_0: int8 times a float16 block scale
+    assert torch.equal(absmax_quantize(w, 8, 32), w)
 
 
 def test_per_layer_policy_is_applied(tiny, calib):

@@ -129,6 +129,19 @@ def test_with_policy_reannotates_without_changing_shapes(tiny, traces):
     assert base.with_policy(None).ops.equals(base.ops)
 
 
+def test_head_bits_annotate_head_products_and_the_embedding(tiny, traces):
+    base = traces["adaptive"]
+    policy = Policy.uniform(4, 0.0, 4, group_size=32, head_bits=8)
+    re = base.with_policy(policy)
+    head = re.ops["module"].isin(["lm_head", "exit_head"])
+    assert (re.ops.loc[head & (re.ops["phase"] != "bwd_weight"), "w_bits"] == 8).all()
+    assert (base.with_policy(Policy.uniform(4, 0.0, 4)).ops.loc[head, "w_bits"] == 16).all()
+    emb = re.tensors[re.tensors["name"] == "embed_tokens.weight"].iloc[0]
+    assert emb["bits"] == 8 and emb["bytes"] == emb["numel"] + emb["numel"] // 32 * 2  # int8 + a float16 scale / 32
+    norm = re.tensors[re.tensors["name"] == "norm.weight"].iloc[0]
+    assert norm["bits"] == 16
+
+
 def test_weight_storage_formats():
     assert weight_storage_bits(1024, 16, 0.0, "dense", 128) == 1024 * 16
     assert weight_storage_bits(1024, 4, 0.0, "dense", 128) == 1024 * 4 + 8 * 32

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: order of windows over the steps; sequential = shallow to deep in equal "
                    "blocks of steps (the paper's), round_robin = one step each in turn, random = seeded "
                    "uniform draw (default: %(default)s)")
+    p.add_argument("--act-bits", type=int, default=d.act_bits,
+                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a float16 "
+                   "scale per 64 values (forward and evaluation stay exact; default: %(default)s)")
     p.add_argument("--vote", choices=RULES, default=DEFAULT_RULE,
                    help="adaptive: voting rule of the headline perplexity/accuracy (all rules are reported; "
                    "default: %(default)s)")
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
         max_grad_norm=args.max_grad_norm or None, window=args.window, exits=args.exits,
-        num_exits=args.num_exits, schedule=args.schedule, seed=args.seed,
+        num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
     )
     policy_info = None
     if args.policy:

@@ -32,9 +32,9 @@ from workloads.errors import UserError
 from workloads.luc.calibration import InputStats, LayerInputs, capture_layer_inputs, collect_stats, run_layer
 from workloads.luc.layers import decoder_layers, input_groups, linear_modules
 from workloads.luc.obs import HessianInverse, hessian_inverse, obs_compress
-from workloads.luc.policy import DENSE_BITS, LayerPolicy, Policy
+from workloads.luc.policy import DENSE_BITS, HEAD_GROUP, LayerPolicy, Policy
 from workloads.luc.prune import PRUNE_METHODS, keep_mask, magnitude_scores, parse_nm, pattern_sparsity, wanda_scores
-from workloads.luc.quantize import QUANT_METHODS, rtn_quantize
+from workloads.luc.quantize import QUANT_METHODS, absmax_quantize, rtn_quantize
 from workloads.luc.report import CompressionReport, LayerReport, ModuleReport
 
 DAMP = 0.01  # OBS damping, as a fraction of the Hessian's mean diagonal (GPTQ's default)
@@ -81,7 +81,8 @@ def compress_model(
 
     ``calib`` holds calibration token windows ``[n, seq_len]`` (needed by ``wanda``,
     ``sparsegpt`` and ``gptq``; magnitude + RTN need none). ``batch_size`` windows go
-    through a layer at a time. Embedding and LM head are never touched. Per layer, the
+    through a layer at a time. The tied embedding / LM head is quantized (symmetric, groups of
+    ``HEAD_GROUP``) when ``policy.head_bits`` < 16, else left alone. Per layer, the
     sparsity and bits come from ``policy.layers[i]``; ``w_bits == 16`` leaves weights
     unquantized; pruned weights stay exact zeros after quantization.
 
@@ -111,6 +112,8 @@ def compress_model(
         if inputs is not None and i + 1 < len(layers):
             # The next layer calibrates on what this compressed layer now outputs.
             inputs = LayerInputs(run_layer(layers[i], inputs, batch_size=batch_size), inputs.kwargs)
+    if policy.head_bits < DENSE_BITS:
+        compress_head(model, policy.head_bits)
     return CompressionReport(
         reports,
         policy.prune,
@@ -120,6 +123,16 @@ def compress_model(
         calib_tokens=0 if calib is None or not data_needed else calib.numel(),
         seconds=time.perf_counter() - start,
     )
+
+
+def compress_head(model: nn.Module, bits: int) -> None:
+    """Quantize the embedding and the LM head (once when tied) in place, after the layers: the
+    layers' calibration runs on the model's own embedding either way."""
+    weights = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+               if m is not None}
+    with torch.no_grad():
+        for w in weights.values():
+            w.copy_(absmax_quantize(w, bits, HEAD_GROUP).to(w.dtype))
 
 
 def compress_layer(

@@ -6,7 +6,8 @@ Saved as JSON keyed by layer index::
      "quant": "rtn", "group_size": 128,
      "layers": {"0": {"sparsity": 0.42, "w_bits": 4}, "1": {...}, ...}}
 
-Embedding and LM head are never compressed, so they are not in the policy.
+The tied embedding / LM head is stored at ``head_bits`` (optional, default 16 = not quantized):
+symmetric, a float16 scale per ``HEAD_GROUP`` values, the checkpoint's own Q8_0 layout.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ FORMAT = "edgellm-policy/1"
 MIN_BITS, MAX_BITS = 2, 8
 DENSE_BITS = 16  # "not quantized": weights stay at the model's float precision
 PATTERNS = ("unstructured", "2:4", "4:8")
+HEAD_GROUP = 32  # values per float16 scale of the embedding / LM head (GGUF Q8_0 blocks)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Policy:
     quant: str = "rtn"
     group_size: int = 128
     meta: dict[str, Any] = field(default_factory=dict)
+    head_bits: int = DENSE_BITS  # tied embedding / LM head: 2..8 or 16 (not quantized)
 
     @classmethod
     def uniform(cls, num_layers: int, sparsity: float, w_bits: int, **kwargs: Any) -> "Policy":
@@ -56,6 +59,9 @@ class Policy:
                 raise UserError(f"{where}: layer {i}: sparsity must be in [0, 1) (got {lp.sparsity})")
             if not (MIN_BITS <= lp.w_bits <= MAX_BITS or lp.w_bits == DENSE_BITS):
                 raise UserError(f"{where}: layer {i}: w_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {lp.w_bits})")
+        if not (MIN_BITS <= self.head_bits <= MAX_BITS or self.head_bits == DENSE_BITS) \
+                or isinstance(self.head_bits, bool):
+            raise UserError(f"{where}: head_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {self.head_bits!r})")
         if self.pattern not in PATTERNS:
             raise UserError(f"{where}: pattern must be one of {', '.join(PATTERNS)} (got {self.pattern!r})")
         from workloads.luc.prune import PRUNE_METHODS  # lazy: prune/quantize import this module's package
@@ -81,6 +87,7 @@ class Policy:
             "prune": self.prune,
             "quant": self.quant,
             "group_size": self.group_size,
+            "head_bits": self.head_bits,
             "meta": self.meta,
             "layers": {str(i): {"sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())},
         }
@@ -111,11 +118,13 @@ class Policy:
             if not isinstance(fields[name], str):
                 raise UserError(f"{where}: {name} must be a string (got {fields[name]!r})")
         group_size, meta = obj.get("group_size", 128), obj.get("meta", {})
-        if isinstance(group_size, bool) or not isinstance(group_size, int):
-            raise UserError(f"{where}: group_size must be an integer (got {group_size!r})")
+        head_bits = obj.get("head_bits", DENSE_BITS)
+        for name, value in (("group_size", group_size), ("head_bits", head_bits)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{where}: {name} must be an integer (got {value!r})")
         if not isinstance(meta, dict):
             raise UserError(f"{where}: meta must be an object (got {type(meta).__name__})")
-        policy = cls(layers, group_size=group_size, meta=dict(meta), **fields)
+        policy = cls(layers, group_size=group_size, meta=dict(meta), head_bits=head_bits, **fields)
         return policy.validate(where=where)
 
     @classmethod

@@ -60,3 +60,20 @@ def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, keep: torch.T
     scale, lo = group_params(padded, bits, pkeep)
     out = fake_quantize(padded, scale, lo, bits).reshape(rows, cols + pad)[:, :cols]
     return out * keep if keep is not None else out
+
+
+def absmax_quantize(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """Group-wise symmetric round-to-nearest of ``weight [out, in]`` along the input dimension,
+    with a float16 scale ``max|w| / (2^(bits-1) - 1)`` per group: the layout of GGUF Q8_0 at 8
+    bits and groups of 32, which the checkpoint's tied embedding / LM head already sits on (so
+    re-quantizing it that way gives it back unchanged)."""
+    w = weight.detach().float()
+    rows, cols = w.shape
+    g = min(group_size, cols)
+    pad = (-cols) % g
+    padded = torch.nn.functional.pad(w, (0, pad)).reshape(-1, g)
+    qmax = 2 ** (bits - 1) - 1
+    scale = (padded.abs().amax(dim=1, keepdim=True) / qmax).to(torch.float16).float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(padded / scale), -qmax, qmax)
+    return (q * scale).reshape(rows, cols + pad)[:, :cols]

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=positive_int, default=DEFAULT_RANK, help="LoRA rank (default: %(default)s)")
     p.add_argument("--a-bits", type=int, default=16,
                    help="device bits of activations, gradients flowing back and the output (default: %(default)s)")
+    p.add_argument("--act-bits", type=int, default=16,
+                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a float16 "
+                   "scale per 64 values (default: %(default)s)")
     p.add_argument("--policy", default=None,
                    help="LUC policy JSON whose per-layer sparsity/bits annotate the weights (default: dense, "
                    "16-bit)")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = record_trace(
         loaded, method=args.method, window=args.window, exit_layer=args.exit_layer, seq_len=args.seq_len,
         batch=args.batch, policy=policy, policy_label=args.policy, lora_rank=args.lora_rank, exits=args.exits,
-        a_bits=args.a_bits, seed=args.seed,
+        a_bits=args.a_bits, act_bits=args.act_bits, seed=args.seed,
     )
     path = trace.save(args.out)
     summary = {

@@ -12,13 +12,16 @@ import re
 import numpy as np
 import pandas as pd
 
-from workloads.luc.policy import DENSE_BITS, Policy
+from workloads.luc.policy import DENSE_BITS, HEAD_GROUP, Policy
 from workloads.tuning.lora import LINEAR_MODULES
 
 LORA_MODULES = ("lora_A", "lora_B")
 HEAD_MODULES = ("lm_head", "exit_head")
-# A quantized weight group stores a float16 scale and a float16 zero point beside its values.
+# A quantized weight group stores a float16 scale and a float16 zero point beside its values;
+# a group of the (symmetric) embedding / head a float16 scale only.
 GROUP_OVERHEAD_BITS = 32
+HEAD_GROUP_OVERHEAD_BITS = 16
+HEAD_WEIGHTS = ("embed_tokens", "lm_head")
 
 
 def _layer_maps(policy: Policy | None) -> tuple[dict[int, float], dict[int, int]]:
@@ -42,8 +45,8 @@ def annotate_ops(
 
     Operand B is a compressed weight for the seven linear modules of a decoder layer in the
     ``fwd`` and ``bwd_input`` phases (policy sparsity and bits); a LoRA weight (dense,
-    ``lora_bits``) for LoRA modules in those phases; the uncompressed tied head (dense,
-    ``dense_bits``) for head ops; and an activation (dense, ``a_bits``) otherwise: every
+    ``lora_bits``) for LoRA modules in those phases; the tied head at the policy's
+    ``head_bits`` (``dense_bits`` without a policy) for head ops; and an activation (dense, ``a_bits``) otherwise: every
     ``bwd_weight`` product and all attention products."""
     out = ops.copy()
     sparsity_of, bits_of = _layer_maps(policy)
@@ -58,7 +61,7 @@ def annotate_ops(
     sparsity = np.zeros(len(out))
     w_bits = np.full(len(out), a_bits, dtype=np.int64)
     w_bits[is_lora] = lora_bits
-    w_bits[is_head] = dense_bits
+    w_bits[is_head] = policy.head_bits if policy is not None else dense_bits
     if is_linear.any():
         lin_layers = layer[is_linear]
         sparsity[is_linear] = [sparsity_of.get(int(i), 0.0) for i in lin_layers]
@@ -94,8 +97,9 @@ def annotate_tensors(
     tensors: pd.DataFrame, policy: Policy | None, *, dense_bits: int = DENSE_BITS
 ) -> pd.DataFrame:
     """Set ``bits`` and ``bytes`` of the weight rows from the policy: a decoder layer's linear
-    weights at their policy bits (sparse format and group overhead folded into ``bytes``),
-    every other weight (embedding / tied head, norms) at ``dense_bits``."""
+    weights at their policy bits (sparse format and group overhead folded into ``bytes``), the
+    embedding / tied head at the policy's ``head_bits`` (a float16 scale per ``HEAD_GROUP``),
+    every other weight (norms) at ``dense_bits``."""
     out = tensors.copy()
     sparsity_of, bits_of = _layer_maps(policy)
     group = policy.group_size if policy else 128
@@ -105,9 +109,14 @@ def annotate_tensors(
         parts = str(row["name"]).split(".")
         linear = len(parts) >= 2 and parts[-2] in LINEAR_MODULES and int(row["layer"]) >= 0
         layer = int(row["layer"])
-        bits = bits_of.get(layer, dense_bits) if linear else dense_bits
-        sparsity = sparsity_of.get(layer, 0.0) if linear else 0.0
-        total = weight_storage_bits(int(row["numel"]), bits, sparsity, pattern, group)
+        numel = int(row["numel"])
+        if policy is not None and layer < 0 and parts[0] in HEAD_WEIGHTS and policy.head_bits < DENSE_BITS:
+            bits = policy.head_bits
+            total = numel * bits + math.ceil(numel / HEAD_GROUP) * HEAD_GROUP_OVERHEAD_BITS
+        else:
+            bits = bits_of.get(layer, dense_bits) if linear else dense_bits
+            sparsity = sparsity_of.get(layer, 0.0) if linear else 0.0
+            total = weight_storage_bits(numel, bits, sparsity, pattern, group)
         out.iat[idx, out.columns.get_loc("bits")] = bits
         out.iat[idx, out.columns.get_loc("bytes")] = math.ceil(total / 8)
     return out

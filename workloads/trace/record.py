@@ -32,7 +32,7 @@ from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
 from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
-from workloads.tuning import lora
+from workloads.tuning import actcomp, lora
 from workloads.tuning.forward import num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_loss, exit_stats, head_product_hooks
 from workloads.tuning.memory import SavedTensorLog
@@ -240,12 +240,19 @@ def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str
 
 
 def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
+    """Saved tensors on the device: floats at ``a_bits``, packed ones at their codec bits plus
+    a float16 scale per group (``actcomp.stored_bits``), integers as they are."""
     rows, seen = [], {}
     for entry in log.entries:
         index = seen.get(entry.where, 0)
         seen[entry.where] = index + 1
-        bits = a_bits if entry.is_float else entry.element_bits
-        rows.append(_tensor(f"{entry.where}.saved{index}", "activation", entry.layer, entry.numel, bits))
+        name = f"{entry.where}.saved{index}"
+        if entry.packed_bits is not None:
+            row = _tensor(name, "activation", entry.layer, entry.numel, entry.packed_bits)
+            row["bytes"] = math.ceil(actcomp.stored_bits(entry.numel, entry.packed_bits) / 8)
+        else:
+            row = _tensor(name, "activation", entry.layer, entry.numel, a_bits if entry.is_float else entry.element_bits)
+        rows.append(row)
     return rows
 
 
@@ -262,6 +269,7 @@ def record_trace(
     lora_rank: int = lora.DEFAULT_RANK,
     exits: Sequence[int] | None = None,
     a_bits: int = 16,
+    act_bits: int = actcomp.EXACT_BITS,
     seed: int = 0,
 ) -> Trace:
     """Run one real step of ``method`` on ``batch`` random sequences of ``seq_len`` tokens and
@@ -274,13 +282,16 @@ def record_trace(
     - ``inference``: no adapters, one scoring forward pass with a head at each of ``exits``
       (default: the last layer) and no autograd.
 
-    The model is left as it was (adapters are removed again). ``policy`` only annotates the
-    rows (see ``Trace.with_policy``); compress the model beforehand for a compressed run.
+    ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
+    lists them at their packed size. The model is left as it was (adapters are removed again).
+    ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
+    beforehand for a compressed run.
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}': use one of {', '.join(METHODS)}")
     if seq_len < 2 or batch < 1:
         raise UserError(f"need --seq-len >= 2 and --batch >= 1 (got {seq_len}, {batch})")
+    actcomp.check_bits(act_bits)
     model = loaded.model
     if hasattr(model, "peft_config"):
         raise UserError("record_trace needs a model without adapters (it attaches its own)")
@@ -313,7 +324,9 @@ def record_trace(
             p.requires_grad_(False)
     handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
-    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where)
+    codec = (actcomp.ActivationCodec(act_bits, exclude=list(work.parameters()))
+             if act_bits < actcomp.EXACT_BITS and plan is not None else None)
+    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec)
 
     def on_head(op: HeadProduct) -> None:
         module = "lm_head" if op.exit_layer == n_layers - 1 else "exit_head"
@@ -353,6 +366,7 @@ def record_trace(
         "seq_len": seq_len,
         "batch": batch,
         "a_bits": a_bits,
+        "act_bits": act_bits if plan is not None else None,
         "lora_bits": LORA_BITS,
         "dense_bits": DENSE_BITS,
         "optimizer_bits": OPTIMIZER_BITS,

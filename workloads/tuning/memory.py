@@ -8,8 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import torch
+
+from workloads.tuning.actcomp import ActivationCodec, View
 
 _STATUS = Path("/proc/self/status")
 
@@ -69,7 +72,8 @@ class SavedTensor:
     numel: int  # elements of the whole storage kept alive
     element_bits: int  # bits per element on the host
     is_float: bool
-    nbytes: int  # host bytes of the storage
+    nbytes: int  # host bytes of the storage (as packed, when packed)
+    packed_bits: int | None = None  # bits per value when the activation codec packed it
 
 
 @dataclass
@@ -79,29 +83,39 @@ class SavedTensorLog:
     save the same tensor) and parameters are left out (they are weights, not activations).
 
     ``where`` is called at each save and returns ``(module name, layer)`` for labelling.
+    With a ``codec`` (``actcomp.ActivationCodec``) the step stores what it packs, and the log
+    counts each pack once at its packed size.
     """
 
     exclude: Iterable[torch.Tensor] = ()
     where: Callable[[], tuple[str, int]] | None = None
+    codec: ActivationCodec | None = None
     entries: list[SavedTensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._skip = {t.untyped_storage().data_ptr() for t in self.exclude}
-        self._seen: set[int] = set()
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._seen: set[Any] = set()
+        unpack = self.codec.unpack if self.codec is not None else (lambda t: t)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, unpack)
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _pack(self, tensor: torch.Tensor) -> Any:
+        saved = self.codec.pack(tensor) if self.codec is not None else tensor
         storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key in self._skip or key in self._seen or storage.nbytes() == 0:
-            return tensor
+        # A packed storage's original may be freed and its address reused, so packs count by
+        # identity; an unpacked saved tensor stays alive (the graph holds it) until backward.
+        key: Any = ("packed", id(saved.packed)) if isinstance(saved, View) else storage.data_ptr()
+        if storage.data_ptr() in self._skip or key in self._seen or storage.nbytes() == 0:
+            return saved
         self._seen.add(key)
         name, layer = self.where() if self.where else ("", -1)
         size = tensor.element_size()
-        self.entries.append(
-            SavedTensor(name, layer, storage.nbytes() // size, 8 * size, tensor.is_floating_point(), storage.nbytes())
-        )
-        return tensor
+        numel = storage.nbytes() // size
+        if isinstance(saved, View):
+            entry = SavedTensor(name, layer, numel, 8 * size, True, saved.packed.nbytes, self.codec.bits)
+        else:
+            entry = SavedTensor(name, layer, numel, 8 * size, tensor.is_floating_point(), storage.nbytes())
+        self.entries.append(entry)
+        return saved
 
     @property
     def total_bytes(self) -> int:
@@ -115,3 +129,5 @@ class SavedTensorLog:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._hooks.__exit__(exc_type, exc, tb)
+        if self.codec is not None:
+            self.codec.reset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 from workloads import data as data_mod
 from workloads.errors import UserError
 from workloads.models import LoadedModel
-from workloads.tuning import lora, memory
+from workloads.tuning import actcomp, lora, memory
 from workloads.tuning.forward import num_layers
 from workloads.tuning.schedule import DEFAULT_NUM_EXITS, Window, default_exits, make_windows, schedule
 from workloads.tuning.step import METHODS, StepPlan, train_step
@@ -38,6 +39,7 @@ class TuneConfig:
     exits: list[int] | None = None  # adaptive: exit layers (0-based); None: default_exits
     num_exits: int = DEFAULT_NUM_EXITS  # adaptive: how many exits when `exits` is None
     schedule: str = "sequential"  # adaptive: sequential | round_robin | random
+    act_bits: int = actcomp.EXACT_BITS  # bits of the activations kept for backward (16: as computed)
     seed: int = 0
 
     def validate(self, n_layers: int) -> None:
@@ -49,6 +51,7 @@ class TuneConfig:
             raise UserError(f"--rank must be at least 1 (got {self.rank})")
         if not 0 < self.lr < float("inf"):
             raise UserError(f"--lr must be a positive number (got {self.lr})")
+        actcomp.check_bits(self.act_bits)
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--lora-dropout must be in [0, 1) (got {self.dropout})")
         if self.method == "adaptive":
@@ -130,7 +133,8 @@ def tune(
 
     Memory: the resident-set peak is reset after set-up (so it covers the steps, not model
     loading) where the kernel allows it; ``account_tensors`` also sums, per step, the bytes of
-    the tensors autograd keeps for backward (torch's own accounting).
+    the tensors autograd keeps for backward (torch's own accounting). With ``act_bits`` < 16
+    those tensors are stored packed (``actcomp``).
     """
     model, windows = prepare(loaded, config)
     batches = tuning_batches(loaded, config, data=data)
@@ -145,6 +149,8 @@ def tune(
     result = TuneResult(model, config, windows, config.exit_layers(n_layers), [p.window for p in plans])
     result.trainable_params = sum(p.numel() for p in params)
     excluded = list(model.parameters())
+    codec = (actcomp.ActivationCodec(config.act_bits, exclude=excluded)
+             if config.act_bits < actcomp.EXACT_BITS else None)
 
     model.train()  # only LoRA dropout reacts to it; LLaMA has no other dropout
     # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
@@ -159,14 +165,12 @@ def tune(
         trainable = lora.set_trainable_layers(model, None if plan.method == "vanilla" else plan.window.layers)
         result.trainable_params_per_step = max(result.trainable_params_per_step, trainable)
         result.gradient_bytes = max(result.gradient_bytes, lora.tensor_bytes(lora.trainable_parameters(model)))
-        log = memory.SavedTensorLog(exclude=excluded) if account_tensors else None
+        log = memory.SavedTensorLog(exclude=excluded, codec=codec) if account_tensors else None
         start = time.perf_counter()
-        if log is not None:
-            with log:
-                loss = train_step(model, optimizer, batches[i], plan, max_grad_norm=config.max_grad_norm)
-            result.saved_tensor_bytes = max(result.saved_tensor_bytes, log.total_bytes)
-        else:
+        with log if log is not None else codec if codec is not None else nullcontext():
             loss = train_step(model, optimizer, batches[i], plan, max_grad_norm=config.max_grad_norm)
+        if log is not None:
+            result.saved_tensor_bytes = max(result.saved_tensor_bytes, log.total_bytes)
         result.step_seconds.append(time.perf_counter() - start)
         result.losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}", exit=plan.exit_layer)

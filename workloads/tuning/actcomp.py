@@ -1,0 +1,146 @@
+"""Saved-activation compression: the tensors autograd keeps for backward, stored in few bits.
+
+In an adaptive step the window's saved activations are most of the device memory (about 20 MiB
+per SmolLM2 layer at float16 for 4 x 256 tokens, against 2 MiB of 4-bit weights), so they decide
+how deep a window fits a memory budget. They are only read again by the backward pass, so
+storing them as integers with one float16 scale per group of ``GROUP`` consecutive values
+(symmetric absmax, the layout of the checkpoint's own Q8_0 embedding) leaves the forward pass,
+the loss and the evaluation exact and only rounds what the gradients are computed from, as in
+ActNN (Chen et al., ICML 2021) and GACT (Liu et al., ICML 2022). Backward de-quantizes.
+
+Small tensors (attention log-sum-exp, RMSNorm's reciprocal RMS, integer indices) stay exact:
+only floating tensors of at least ``MIN_NUMEL`` values, a whole number of groups, are packed.
+The device account (``stored_bits``) and the host codec follow the same rule.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import torch
+
+from workloads.errors import UserError
+
+GROUP = 64  # values per float16 scale
+SCALE_BITS = 16
+MIN_NUMEL = 1 << 16  # smaller tensors are kept as computed
+EXACT_BITS = 16  # "not compressed": device float16
+ACT_BITS = (2, 3, 4, 5, 6, 7, 8, EXACT_BITS)
+
+
+def check_bits(bits: int) -> int:
+    if bits not in ACT_BITS:
+        raise UserError(f"--act-bits must be 2..8 or {EXACT_BITS} (got {bits})")
+    return bits
+
+
+def compressible(tensor: torch.Tensor) -> bool:
+    """Whether the codec packs the storage behind this saved tensor (the device account's rule too)."""
+    return tensor.is_floating_point() and storage_numel(tensor) >= MIN_NUMEL
+
+
+def storage_numel(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().nbytes() // tensor.element_size()
+
+
+def stored_bits(numel: int, bits: int) -> int:
+    """Device bits of a packed storage: the values plus one float16 scale per group."""
+    return numel * bits + math.ceil(numel / GROUP) * SCALE_BITS
+
+
+class Packed(NamedTuple):
+    """A whole storage, quantized; views of it are rebuilt from ``View``."""
+
+    q: torch.Tensor  # int8 values, [groups, GROUP] (the last group zero-padded)
+    scale: torch.Tensor  # float16, [groups, 1]
+    numel: int
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.q.nbytes + self.scale.nbytes
+
+
+class View(NamedTuple):
+    packed: Packed
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+
+
+def quantize(flat: torch.Tensor, bits: int) -> Packed:
+    """Symmetric per-group quantization of a 1-D tensor to ``bits`` (2..8), values held in int8."""
+    qmax = 2 ** (bits - 1) - 1
+    x = flat.detach().float()
+    x = torch.nn.functional.pad(x, (0, -x.numel() % GROUP)).view(-1, GROUP)
+    scale = (x.abs().amax(dim=1, keepdim=True) / qmax).to(torch.float16)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
+    q = torch.clamp(torch.round(x / safe), -qmax, qmax).to(torch.int8)
+    return Packed(q, scale, flat.numel(), flat.dtype)
+
+
+def dequantize(packed: Packed) -> torch.Tensor:
+    """The storage's values as a 1-D tensor of its dtype."""
+    return (packed.q.float() * packed.scale.float()).view(-1)[:packed.numel].to(packed.dtype)
+
+
+def _whole_storage(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty(0, dtype=tensor.dtype).set_(tensor.untyped_storage()).detach()
+
+
+@dataclass
+class ActivationCodec:
+    """``saved_tensors_hooks`` pair packing what autograd saves during a forward pass.
+
+    Packing works on whole storages, the unit torch frees and the trace counts: a tensor saved
+    by several ops, or as several views (a layer input feeds q, k and v), is stored once. A new
+    save at a remembered address reuses that pack only if it quantizes to the same values, so an
+    address the allocator handed to another tensor after a free can never alias.
+    """
+
+    bits: int = 8
+    exclude: Iterable[torch.Tensor] = ()  # parameters: weights, not activations, stay as they are
+    _memo: dict[tuple[int, int], Packed] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        if self.bits == EXACT_BITS:
+            raise UserError(f"ActivationCodec needs fewer than {EXACT_BITS} bits (got {self.bits})")
+        self._skip = {t.untyped_storage().data_ptr() for t in self.exclude}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+    def pack(self, tensor: torch.Tensor) -> Any:
+        if not compressible(tensor) or tensor.untyped_storage().data_ptr() in self._skip:
+            return tensor
+        storage = _whole_storage(tensor)
+        packed = quantize(storage, self.bits)
+        key = (storage.data_ptr(), storage.numel())
+        old = self._memo.get(key)
+        if old is not None and old.dtype == packed.dtype and torch.equal(old.q, packed.q) \
+                and torch.equal(old.scale, packed.scale):
+            packed = old
+        else:
+            self._memo[key] = packed
+        return View(packed, tuple(tensor.shape), tensor.stride(), tensor.storage_offset())
+
+    @staticmethod
+    def unpack(saved: Any) -> torch.Tensor:
+        if not isinstance(saved, View):
+            return saved
+        return dequantize(saved.packed).as_strided(saved.shape, saved.stride, saved.offset)
+
+    def __enter__(self) -> "ActivationCodec":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._hooks.__exit__(exc_type, exc, tb)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the packs of this forward pass (the graph holds what backward needs)."""
+        self._memo.clear()
