@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from dse import io  # noqa: E402
 from dse.measure import Fidelity  # noqa: E402
 from dse.reproduce import Plan, equal_time_steps  # noqa: E402
-from workloads.tuning.actcomp import ACT_BITS  # noqa: E402
+from workloads.tuning.actcomp import ACT_BITS, CODEC  # noqa: E402
 
 RUNS = ROOT / "runs" / "bench_window"
 DOC = ROOT / "docs" / "results" / "window.md"
@@ -50,7 +50,9 @@ STEPS = 32  # vanilla's tuning budget (the headline's)
 LR = 0.005
 TARGETS = {"speedup": 2.92, "memory_saving": 4.0, "perplexity_gap": 0.05, "accuracy_drop": 0.02}
 KINDS = ("untuned", "vanilla", "full")
-Case = tuple[str, int, int, int]  # (kind, window, steps, act_bits)
+UNTUNED = ("untuned", 0, 0, 16, 16)
+VANILLA = ("vanilla", 0, STEPS, 16, 16)  # dense: no compression, activations as computed
+Case = tuple[str, int, int, int, int]  # (kind, window, steps, act_bits, head_bits)
 
 
 def fidelity(steps: int) -> Fidelity:
@@ -59,14 +61,14 @@ def fidelity(steps: int) -> Fidelity:
                     calib_windows=32, seed=0)
 
 
-def plan(window: int, act_bits: int = 16, head_bits: int = 8) -> Plan:
+def plan(window: int, act_bits: int = 16, head_bits: int = 16) -> Plan:
     return Plan(sparsity=0.0, bits=4.0, window=window, head_bits=head_bits, act_bits=act_bits)
 
 
 # --- one measurement, in its own process -------------------------------------------------------
 
-def measure_case(kind: str, window: int, steps: int, act_bits: int) -> dict[str, Any]:
-    """Tune and evaluate one case: ``untuned``, ``vanilla`` or ``full`` (window, steps, act_bits)."""
+def measure_case(kind: str, window: int, steps: int, act_bits: int, head_bits: int) -> dict[str, Any]:
+    """Tune and evaluate one case: ``untuned``, ``vanilla`` or ``full`` (window, steps, act_bits, head_bits)."""
     from dse.measure import measure
     from dse.reproduce import make_policy
     from workloads.evaluate import evaluate
@@ -78,7 +80,7 @@ def measure_case(kind: str, window: int, steps: int, act_bits: int) -> dict[str,
         r = evaluate(loaded, seq_len=fid.seq_len, max_windows=fid.eval_windows, mc_items=fid.mc_items, seed=fid.seed,
                      progress=False)
         return {"perplexity": r["perplexity"], "accuracy": r["accuracy"]}
-    p = plan(window, act_bits)
+    p = plan(window, act_bits, head_bits)
     design = p.design(kind, int(loaded.model.config.num_hidden_layers))
     policy = make_policy(loaded, p, data=None, progress=False) if kind == "full" else None
     r = measure(loaded, design.tuning, fid, policy=policy)
@@ -90,11 +92,10 @@ def case_command(case: Case) -> str:
 
 
 def case_path(case: Case) -> Path:
-    kind, window, steps, act_bits = case
-    packed = f"-a{act_bits}" if act_bits < 16 else ""
-    # The key covers steps, lr and evaluation. The 8-bit head changes no weight (its Q8_0 grid),
-    # so runs made before it was the default are still these runs.
-    return RUNS / f"{kind}-w{window}{packed}-{fidelity(steps).key()}.json"
+    kind, window, steps, act_bits, head_bits = case
+    packed = f"-a{act_bits}{CODEC}" if act_bits < 16 else ""
+    head = f"-h{head_bits}" if head_bits < 16 else ""  # names of runs with a 16-bit head stay as they were
+    return RUNS / f"{kind}-w{window}{packed}{head}-{fidelity(steps).key()}.json"  # key: steps, lr, evaluation
 
 
 def run_case(case: Case, threads: int) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def page(table: pd.DataFrame, vanilla: dict[str, Any], untuned: dict[str, Any], 
     head = " and the 8-bit head" if head_bits == 8 else ""
     grid = (f" At sparsity 0, these 4-bit weights in groups of 32{head} reproduce the packaged checkpoint (Q4_1 "
             "layers, Q8_0 embedding), so weight compression costs no quality." if on_grid else "")
-    packed = (f" Activations kept for backward are stored at {act_bits} bits with a float16 scale per 64 values "
+    packed = (f" Activations kept for backward are stored at {act_bits} bits with a bfloat16 scale per 64 values "
               "(workloads/tuning/actcomp.py; forward and evaluation exact)." if act_bits < 16 else "")
     lines = [
         "# Adaptive window size: how deep tuning must reach, and what that costs", "",
@@ -247,14 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="measurements at once, each on cores/jobs torch threads (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the table as JSON instead of the page")
-    p.add_argument("--case", nargs=4, metavar=("KIND", "WINDOW", "STEPS", "ACT_BITS"),
+    p.add_argument("--case", nargs=5, metavar=("KIND", "WINDOW", "STEPS", "ACT_BITS", "HEAD_BITS"),
                    help=f"measure one case only (KIND: {', '.join(KINDS)}) and keep it in runs/bench_window/")
     args = p.parse_args(argv)
     if args.case:
-        kind, window, steps, act_bits = args.case[0], int(args.case[1]), int(args.case[2]), int(args.case[3])
+        kind, (window, steps, act_bits, head_bits) = args.case[0], map(int, args.case[1:])
         if kind not in KINDS:
             p.error(f"--case: unknown kind '{kind}' (use {', '.join(KINDS)})")
-        io.write_json(case_path((kind, window, steps, act_bits)), measure_case(kind, window, steps, act_bits))
+        case = (kind, window, steps, act_bits, head_bits)
+        io.write_json(case_path(case), measure_case(*case))
         return 0
     windows = sorted(set(args.windows))
     if windows[0] < 1 or args.jobs < 1:
@@ -267,14 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     sim_table, on_grid = simulate(windows, args.act_bits, args.head_bits, args.hw)
     equal = {int(r["window"]): equal_time_steps(STEPS, r["vanilla_ms"], r["latency_ms"]) for _, r in sim_table.iterrows()}
     cases: list[Case] = list(dict.fromkeys(
-        [("untuned", 0, 0, 16), ("vanilla", 0, STEPS, 16)]
-        + [("full", w, s, args.act_bits) for w in windows for s in (STEPS, equal[w])]))
+        [UNTUNED, VANILLA] + [("full", w, s, args.act_bits, args.head_bits) for w in windows for s in (STEPS, equal[w])]))
     results = run_all(cases, args.jobs)
-    untuned, vanilla = results[("untuned", 0, 0, 16)], results[("vanilla", 0, STEPS, 16)]
+    untuned, vanilla = results[UNTUNED], results[VANILLA]
     rows = []
     for _, r in sim_table.iterrows():
         w = int(r["window"])
-        same, eq = results[("full", w, STEPS, args.act_bits)], results[("full", w, equal[w], args.act_bits)]
+        same, eq = (results[("full", w, s, args.act_bits, args.head_bits)] for s in (STEPS, equal[w]))
         rows.append({**r.to_dict(), "ppl_same_steps": same["perplexity"],
                      "ppl_gap_same_steps": same["perplexity"] / vanilla["perplexity"] - 1,
                      "acc_same_steps": same["accuracy"], "equal_steps": equal[w], "ppl_equal_time": eq["perplexity"],

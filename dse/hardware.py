@@ -18,6 +18,7 @@ from dse.space import Design
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
 from workloads.trace import Trace, record_trace
+from workloads.tuning import actcomp
 from workloads.tuning.schedule import Window, default_exits, make_windows
 
 
@@ -57,7 +58,7 @@ class TraceBank:
         key = (method, window.start, window.end, act_bits)
         if key in self._memo:
             return self._memo[key]
-        packed = f"-a{act_bits}" if act_bits < 16 else ""
+        packed = f"-a{act_bits}{actcomp.CODEC}" if act_bits < 16 else ""
         path = self.root / f"{method}-{window.start}-{window.end}{packed}.csv"
         if path.is_file():
             trace = Trace.load(path)

@@ -22,7 +22,7 @@ from dse.space import Tuning
 from workloads.evaluate import evaluate
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
-from workloads.tuning import lora
+from workloads.tuning import actcomp, lora
 from workloads.tuning.train import TuneConfig, tune
 from workloads.tuning.voting import RULES, ExitVoter, variant_name
 
@@ -134,7 +134,8 @@ class TuningTable:
     @staticmethod
     def key(tuning: Tuning) -> str:
         # The vote is chosen at inference, so one measurement serves every rule.
-        packed = f"|a{tuning.act_bits}" if tuning.act_bits < 16 else ""  # keys of exact runs stay as they were
+        # Keys of runs without packing stay as they were.
+        packed = f"|a{tuning.act_bits}{actcomp.CODEC}" if tuning.act_bits < 16 else ""
         return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}"
 
     def lookup(self, tuning: Tuning) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "blocks of steps (the paper's), round_robin = one step each in turn, random = seeded "
                    "uniform draw (default: %(default)s)")
     p.add_argument("--act-bits", type=int, default=d.act_bits,
-                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a float16 "
+                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a bfloat16 "
                    "scale per 64 values (forward and evaluation stay exact; default: %(default)s)")
     p.add_argument("--vote", choices=RULES, default=DEFAULT_RULE,
                    help="adaptive: voting rule of the headline perplexity/accuracy (all rules are reported; "

@@ -81,16 +81,18 @@ class Policy:
         return (int(match.group(1)), int(match.group(2))) if match else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "pattern": self.pattern,
             "prune": self.prune,
             "quant": self.quant,
             "group_size": self.group_size,
-            "head_bits": self.head_bits,
             "meta": self.meta,
             "layers": {str(i): {"sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())},
         }
+        if self.head_bits != DENSE_BITS:  # an unquantized head writes what it always did (cache keys hash this)
+            out["head_bits"] = self.head_bits
+        return out
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "policy") -> "Policy":

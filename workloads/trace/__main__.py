@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a-bits", type=int, default=16,
                    help="device bits of activations, gradients flowing back and the output (default: %(default)s)")
     p.add_argument("--act-bits", type=int, default=16,
-                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a float16 "
+                   help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a bfloat16 "
                    "scale per 64 values (default: %(default)s)")
     p.add_argument("--policy", default=None,
                    help="LUC policy JSON whose per-layer sparsity/bits annotate the weights (default: dense, "

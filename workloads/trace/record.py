@@ -241,7 +241,7 @@ def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str
 
 def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
     """Saved tensors on the device: floats at ``a_bits``, packed ones at their codec bits plus
-    a float16 scale per group (``actcomp.stored_bits``), integers as they are."""
+    a bfloat16 scale per group (``actcomp.stored_bits``), integers as they are."""
     rows, seen = [], {}
     for entry in log.entries:
         index = seen.get(entry.where, 0)
@@ -325,7 +325,7 @@ def record_trace(
     handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
     codec = (actcomp.ActivationCodec(act_bits, exclude=list(work.parameters()))
-             if act_bits < actcomp.EXACT_BITS and plan is not None else None)
+             if act_bits < min(actcomp.EXACT_BITS, a_bits) and plan is not None else None)
     log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec)
 
     def on_head(op: HeadProduct) -> None:

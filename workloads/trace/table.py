@@ -34,6 +34,7 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
         "group_size": policy.group_size,
         "mean_sparsity": sum(lp.sparsity for lp in layers) / len(layers),
         "mean_w_bits": sum(lp.w_bits for lp in layers) / len(layers),
+        "head_bits": policy.head_bits,
     }
 
 

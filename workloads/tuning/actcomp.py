@@ -3,14 +3,16 @@
 In an adaptive step the window's saved activations are most of the device memory (about 20 MiB
 per SmolLM2 layer at float16 for 4 x 256 tokens, against 2 MiB of 4-bit weights), so they decide
 how deep a window fits a memory budget. They are only read again by the backward pass, so
-storing them as integers with one float16 scale per group of ``GROUP`` consecutive values
-(symmetric absmax, the layout of the checkpoint's own Q8_0 embedding) leaves the forward pass,
+storing them as integers with one bfloat16 scale per group of ``GROUP`` consecutive values
+(symmetric absmax; bfloat16 rather than float16 because a gradient-sized group, max 1e-4,
+would put a float16 scale among the subnormals and lose most of its levels) leaves the forward pass,
 the loss and the evaluation exact and only rounds what the gradients are computed from, as in
 ActNN (Chen et al., ICML 2021) and GACT (Liu et al., ICML 2022). Backward de-quantizes.
 
 Small tensors (attention log-sum-exp, RMSNorm's reciprocal RMS, integer indices) stay exact:
-only floating tensors of at least ``MIN_NUMEL`` values, a whole number of groups, are packed.
-The device account (``stored_bits``) and the host codec follow the same rule.
+only floating tensors of at least ``MIN_NUMEL`` values are packed, and never one marked with
+``keep_exact`` (the loss gradient the chunked head saves is not an activation). The device
+account (``stored_bits``) and the host codec follow the same rule.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ import torch
 
 from workloads.errors import UserError
 
-GROUP = 64  # values per float16 scale
+GROUP = 64  # values per bfloat16 scale
 SCALE_BITS = 16
 MIN_NUMEL = 1 << 16  # smaller tensors are kept as computed
 EXACT_BITS = 16  # "not compressed": device float16
 ACT_BITS = (2, 3, 4, 5, 6, 7, 8, EXACT_BITS)
+CODEC = f"g{GROUP}bf16v2"  # names the packing rule in cache keys: bump when what is packed, or how, changes
 
 
 def check_bits(bits: int) -> int:
@@ -37,9 +40,19 @@ def check_bits(bits: int) -> int:
     return bits
 
 
+_EXACT = "_edgellm_keep_exact"
+
+
+def keep_exact(tensor: torch.Tensor) -> torch.Tensor:
+    """Mark a tensor an autograd function saves as one the codec must store as it is."""
+    setattr(tensor, _EXACT, True)
+    return tensor
+
+
 def compressible(tensor: torch.Tensor) -> bool:
     """Whether the codec packs the storage behind this saved tensor (the device account's rule too)."""
-    return tensor.is_floating_point() and storage_numel(tensor) >= MIN_NUMEL
+    return (tensor.is_floating_point() and storage_numel(tensor) >= MIN_NUMEL
+            and not getattr(tensor, _EXACT, False))
 
 
 def storage_numel(tensor: torch.Tensor) -> int:
@@ -47,7 +60,7 @@ def storage_numel(tensor: torch.Tensor) -> int:
 
 
 def stored_bits(numel: int, bits: int) -> int:
-    """Device bits of a packed storage: the values plus one float16 scale per group."""
+    """Device bits of a packed storage: the values plus one bfloat16 scale per group."""
     return numel * bits + math.ceil(numel / GROUP) * SCALE_BITS
 
 
@@ -55,7 +68,7 @@ class Packed(NamedTuple):
     """A whole storage, quantized; views of it are rebuilt from ``View``."""
 
     q: torch.Tensor  # int8 values, [groups, GROUP] (the last group zero-padded)
-    scale: torch.Tensor  # float16, [groups, 1]
+    scale: torch.Tensor  # bfloat16, [groups, 1]
     numel: int
     dtype: torch.dtype
 
@@ -76,7 +89,9 @@ def quantize(flat: torch.Tensor, bits: int) -> Packed:
     qmax = 2 ** (bits - 1) - 1
     x = flat.detach().float()
     x = torch.nn.functional.pad(x, (0, -x.numel() % GROUP)).view(-1, GROUP)
-    scale = (x.abs().amax(dim=1, keepdim=True) / qmax).to(torch.float16)
+    # Rounded up into bfloat16 (whose rounding moves a value by at most 2^-8 of it), so the
+    # largest value of a group still fits its grid and no value is clamped.
+    scale = (x.abs().amax(dim=1, keepdim=True) / qmax * (1 + 2**-7)).to(torch.bfloat16)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
     q = torch.clamp(torch.round(x / safe), -qmax, qmax).to(torch.int8)
     return Packed(q, scale, flat.numel(), flat.dtype)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from workloads.tuning import actcomp
 from workloads.tuning.forward import causal_lm, decoder
 
 DEFAULT_CHUNK = 256  # positions per head chunk: 256 x 49,152 float32 logits = 50 MB
@@ -93,7 +94,8 @@ class _ChunkedLMLoss(torch.autograd.Function):
                 _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
             del logits
         if grad is not None:
-            ctx.save_for_backward(grad.div_(n))
+            # The loss gradient itself, not an activation: activation packing must leave it exact.
+            ctx.save_for_backward(actcomp.keep_exact(grad.div_(n)))
         return hidden.new_tensor(total / n)
 
     @staticmethod
