@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
               "", "```sh", *[bw.case_command(c) for c in cases], "```", ""]
     figure(table, DOC.with_suffix(".png"))
     io.write_text(DOC, "\n".join(lines))
-    io.write_json(DOC.with_suffix(".json"), {"command": command, "vanilla": vanilla, "rows": table.to_dict("records")})
+    io.write_json(DOC.with_suffix(".json"), {"command": command, "vanilla": vanilla, "rows": table.to_dict("records"),
+                                            "exact_16_bit_head": results[dense_head]})
     print(table.to_json(orient="records") if args.json else DOC.read_text())
     return 0
 

@@ -144,14 +144,18 @@ def markdown(command: str, plan: Plan, fid: Fidelity, quality: pd.DataFrame, tab
         f"{fid.seq_len} tokens from the tuning split, LoRA lr {lrs}; evaluation on the held-out `eval` split "
         f"({int(quality['tokens'].iloc[0])} predicted tokens in windows of {fid.seq_len}, {fid.mc_items} "
         "multiple-choice items). Latency, memory and energy are of one simulated tuning step "
-        f"({plan.window}-layer windows, traced from real torch steps at batch 4 x 256).",
+        f"(traced from real torch steps at batch 4 x 256; the adaptive configurations tune {plan.window}-layer "
+        "windows, the others all layers).",
         "",
         f"LUC policy: average sparsity {plan.sparsity}, average {plan.bits} bits, rule `{plan.rule}`, "
         f"{plan.prune} + {plan.quant}, group {plan.group_size}; tied embedding / LM head at {plan.head_bits} bits"
         + (" (the checkpoint's own Q8_0 grid: unchanged)" if plan.head_bits == 8 else "")
-        + f". Adaptive: window {plan.window}, {plan.exits} exit(s), full method votes by `{plan.vote}`, uses the "
-        f"per-op dataflow scheduler"
-        + (f" and keeps the activations for backward at {plan.act_bits} bits" if plan.act_bits < 16 else "")
+        + f". Adaptive: window {plan.window}, {plan.exits} exit(s)"
+        + (f"; the full method votes by `{plan.vote}`" if plan.exits > 1 else "")
+        + "; the full method uses the per-op dataflow scheduler"
+        + (f" and keeps the activations for backward at {plan.act_bits} bits (packing is elementwise work the "
+           "simulator, which models matrix products, does not charge: it buys memory, not time)"
+           if plan.act_bits < 16 else "")
         + f"; the others use `{plan.baseline_df}`.",
         "",
         f"Untuned model on the same evaluation: perplexity {untuned['perplexity']:.3f}"
