@@ -38,18 +38,8 @@ HEAD_BITS = 8  # the checkpoint's own Q8_0 grid
 
 
 def simulate(window: int, widths: list[int], hw_path: str) -> pd.DataFrame:
-    from dse.hardware import TraceBank
-    from dse.reproduce import make_policy, simulate_all
-    from workloads.models import load_model
-
-    loaded = load_model(bw.MODEL, seed=0)
-    n_layers = int(loaded.model.config.num_hidden_layers)
-    policy = make_policy(loaded, bw.plan(window, head_bits=HEAD_BITS), data=None, progress=False)
-    designs = {"vanilla": bw.plan(window).design("vanilla", n_layers)}
-    designs.update({f"a{b}": bw.plan(window, b, HEAD_BITS).design("full", n_layers) for b in widths})
-    table = simulate_all(designs, policy, TraceBank(loaded, seq_len=256, batch=4), [hw_path])
-    table = table[table["config"] != "vanilla"].copy()
-    table["act_bits"] = [int(c[1:]) for c in table["config"]]
+    table, _, _ = bw.simulate_full({f"a{b}": bw.plan(window, b, HEAD_BITS) for b in widths}, hw_path)
+    table["act_bits"] = widths
     return table[["act_bits", "hw", "speedup", "memory_mib", "memory_saving"]].reset_index(drop=True)
 
 

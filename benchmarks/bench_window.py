@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from dse import io  # noqa: E402
 from dse.measure import Fidelity  # noqa: E402
 from dse.reproduce import Plan, equal_time_steps  # noqa: E402
-from workloads.tuning.actcomp import ACT_BITS, CODEC  # noqa: E402
+from workloads.luc.policy import Policy  # noqa: E402
+from workloads.tuning.actcomp import ACT_BITS, cache_tag  # noqa: E402
 
 RUNS = ROOT / "runs" / "bench_window"
 DOC = ROOT / "docs" / "results" / "window.md"
@@ -93,7 +94,7 @@ def case_command(case: Case) -> str:
 
 def case_path(case: Case) -> Path:
     kind, window, steps, act_bits, head_bits = case
-    packed = f"-a{act_bits}{CODEC}" if act_bits < 16 else ""
+    packed = f"-{cache_tag(act_bits)}" if act_bits < 16 else ""
     head = f"-h{head_bits}" if head_bits < 16 else ""  # names of runs with a 16-bit head stay as they were
     return RUNS / f"{kind}-w{window}{packed}{head}-{fidelity(steps).key()}.json"  # key: steps, lr, evaluation
 
@@ -136,29 +137,36 @@ def run_all(cases: list[Case], jobs: int) -> dict[Case, dict[str, Any]]:
 
 # --- the page ----------------------------------------------------------------------------------
 
-def simulate(windows: list[int], act_bits: int, head_bits: int, hw_path: str) -> tuple[pd.DataFrame, bool]:
-    """Speed-up and memory saving of the full method's step for each window (vanilla = 1), and
-    whether the policy is the checkpoint's own grid (4 bits, groups of 32, nothing pruned, 8-bit head)."""
+def simulate_full(plans: dict[str, Plan], hw_path: str) -> tuple[pd.DataFrame, Policy, int]:
+    """One simulated step of the full method for each named plan against vanilla's: a table
+    indexed by name (vanilla_ms, hw, latency_ms, speedup, memory_mib, memory_saving), the LUC
+    policy (the first plan's; the window and activation bits do not change it) and the model's
+    layer count."""
     from dse.hardware import TraceBank
     from dse.reproduce import make_policy, simulate_all
     from workloads.models import load_model
 
     loaded = load_model(MODEL, seed=0)
     n_layers = int(loaded.model.config.num_hidden_layers)
-    if max(windows) > n_layers:
-        raise SystemExit(f"--windows: {max(windows)} layers is more than the model's {n_layers}")
-    # The window does not change the policy.
-    policy = make_policy(loaded, plan(windows[0], head_bits=head_bits), data=None, progress=False)
+    if max(p.window for p in plans.values()) > n_layers:
+        raise SystemExit(f"--windows: {max(p.window for p in plans.values())} layers is more than the model's {n_layers}")
+    first = next(iter(plans.values()))
+    policy = make_policy(loaded, first, data=None, progress=False)
+    designs = {"vanilla": first.design("vanilla", n_layers)}
+    designs.update({name: p.design("full", n_layers) for name, p in plans.items()})
+    table = simulate_all(designs, policy, TraceBank(loaded, seq_len=256, batch=4), [hw_path]).set_index("config")
+    table["vanilla_ms"] = float(table.loc["vanilla", "latency_ms"])
+    return table.drop(index="vanilla")[["vanilla_ms", "hw", "latency_ms", "speedup", "memory_mib", "memory_saving"]], \
+        policy, n_layers
+
+
+def simulate(windows: list[int], act_bits: int, head_bits: int, hw_path: str) -> tuple[pd.DataFrame, bool]:
+    """Speed-up and memory saving of the full method's step for each window (vanilla = 1), and
+    whether the policy is the checkpoint's own grid (4 bits, groups of 32, nothing pruned, 8-bit head)."""
+    table, policy, n_layers = simulate_full({f"w{w}": plan(w, act_bits, head_bits) for w in windows}, hw_path)
     on_grid = (policy.group_size == 32 and policy.head_bits in (8, 16)
                and all(lp.w_bits == 4 and lp.sparsity == 0 for lp in policy.layers.values()))
-    designs = {"vanilla": plan(windows[0]).design("vanilla", n_layers)}
-    designs.update({f"w{w}": plan(w, act_bits, head_bits).design("full", n_layers) for w in windows})
-    table = simulate_all(designs, policy, TraceBank(loaded, seq_len=256, batch=4), [hw_path])
-    vanilla_ms = float(table.loc[table["config"] == "vanilla", "latency_ms"].iloc[0])
-    by_config = table.set_index("config")
-    rows = [{"window": w, "layers": f"{n_layers - w}-{n_layers - 1}", "vanilla_ms": vanilla_ms,
-             **by_config.loc[f"w{w}", ["hw", "latency_ms", "speedup", "memory_mib", "memory_saving"]].to_dict()}
-            for w in windows]
+    rows = [{"window": w, "layers": f"{n_layers - w}-{n_layers - 1}", **table.loc[f"w{w}"].to_dict()} for w in windows]
     return pd.DataFrame(rows), on_grid
 
 

@@ -58,8 +58,8 @@ class TraceBank:
         key = (method, window.start, window.end, act_bits)
         if key in self._memo:
             return self._memo[key]
-        packed = f"-a{act_bits}{actcomp.CODEC}" if act_bits < 16 else ""
-        path = self.root / f"{method}-{window.start}-{window.end}{packed}.csv"
+        tag = actcomp.cache_tag(act_bits)
+        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}.csv"
         if path.is_file():
             trace = Trace.load(path)
         else:

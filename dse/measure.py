@@ -134,8 +134,8 @@ class TuningTable:
     @staticmethod
     def key(tuning: Tuning) -> str:
         # The vote is chosen at inference, so one measurement serves every rule.
-        # Keys of runs without packing stay as they were.
-        packed = f"|a{tuning.act_bits}{actcomp.CODEC}" if tuning.act_bits < 16 else ""
+        tag = actcomp.cache_tag(tuning.act_bits)
+        packed = f"|{tag}" if tag else ""
         return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}"
 
     def lookup(self, tuning: Tuning) -> dict[str, Any]:

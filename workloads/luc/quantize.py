@@ -71,9 +71,17 @@ def absmax_quantize(weight: torch.Tensor, bits: int, group_size: int) -> torch.T
     rows, cols = w.shape
     g = min(group_size, cols)
     pad = (-cols) % g
-    padded = torch.nn.functional.pad(w, (0, pad)).reshape(-1, g)
+    q, scale = symmetric_groups(torch.nn.functional.pad(w, (0, pad)).reshape(-1, g), bits, torch.float16)
+    return (q * scale.float()).reshape(rows, cols + pad)[:, :cols]
+
+
+def symmetric_groups(groups: torch.Tensor, bits: int, scale_dtype: torch.dtype,
+                     headroom: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer levels in ``[-(2^(bits-1) - 1), 2^(bits-1) - 1]`` (as floats) and the scale, in
+    ``scale_dtype``, of each row of ``groups [n, g]``: ``max|x| / (2^(bits-1) - 1)``, times
+    ``1 + headroom`` before the scale is rounded to its dtype. An all-zero row has scale 0
+    and levels 0."""
     qmax = 2 ** (bits - 1) - 1
-    scale = (padded.abs().amax(dim=1, keepdim=True) / qmax).to(torch.float16).float()
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round(padded / scale), -qmax, qmax)
-    return (q * scale).reshape(rows, cols + pad)[:, :cols]
+    scale = (groups.abs().amax(dim=1, keepdim=True) / qmax * (1 + headroom)).to(scale_dtype)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
+    return torch.clamp(torch.round(groups / safe), -qmax, qmax), scale

@@ -17,6 +17,7 @@ account (``stored_bits``) and the host codec follow the same rule.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from collections.abc import Iterable
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 
 from workloads.errors import UserError
+from workloads.luc.quantize import symmetric_groups
 
 GROUP = 64  # values per bfloat16 scale
 SCALE_BITS = 16
@@ -32,6 +34,12 @@ MIN_NUMEL = 1 << 16  # smaller tensors are kept as computed
 EXACT_BITS = 16  # "not compressed": device float16
 ACT_BITS = (2, 3, 4, 5, 6, 7, 8, EXACT_BITS)
 CODEC = f"g{GROUP}bf16v2"  # names the packing rule in cache keys: bump when what is packed, or how, changes
+
+
+def cache_tag(bits: int) -> str:
+    """What names packed runs in cache keys and file names ("" when nothing is packed, so keys
+    of exact runs stay as they were)."""
+    return f"a{bits}{CODEC}" if bits < EXACT_BITS else ""
 
 
 def check_bits(bits: int) -> int:
@@ -86,15 +94,12 @@ class View(NamedTuple):
 
 def quantize(flat: torch.Tensor, bits: int) -> Packed:
     """Symmetric per-group quantization of a 1-D tensor to ``bits`` (2..8), values held in int8."""
-    qmax = 2 ** (bits - 1) - 1
     x = flat.detach().float()
     x = torch.nn.functional.pad(x, (0, -x.numel() % GROUP)).view(-1, GROUP)
     # Rounded up into bfloat16 (whose rounding moves a value by at most 2^-8 of it), so the
     # largest value of a group still fits its grid and no value is clamped.
-    scale = (x.abs().amax(dim=1, keepdim=True) / qmax * (1 + 2**-7)).to(torch.bfloat16)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
-    q = torch.clamp(torch.round(x / safe), -qmax, qmax).to(torch.int8)
-    return Packed(q, scale, flat.numel(), flat.dtype)
+    q, scale = symmetric_groups(x, bits, torch.bfloat16, headroom=2**-7)
+    return Packed(q.to(torch.int8), scale, flat.numel(), flat.dtype)
 
 
 def dequantize(packed: Packed) -> torch.Tensor:
@@ -111,14 +116,15 @@ class ActivationCodec:
     """``saved_tensors_hooks`` pair packing what autograd saves during a forward pass.
 
     Packing works on whole storages, the unit torch frees and the trace counts: a tensor saved
-    by several ops, or as several views (a layer input feeds q, k and v), is stored once. A new
-    save at a remembered address reuses that pack only if it quantizes to the same values, so an
-    address the allocator handed to another tensor after a free can never alias.
+    by several ops, or as several views (a layer input feeds q, k and v), is quantized and
+    stored once. A pack is reused only while its storage object is alive (a weak reference; torch
+    keeps one Python object per storage) and unmodified (the version counter its views share),
+    so an address the allocator handed to another tensor after a free can never alias.
     """
 
     bits: int = 8
     exclude: Iterable[torch.Tensor] = ()  # parameters: weights, not activations, stay as they are
-    _memo: dict[tuple[int, int], Packed] = field(default_factory=dict, repr=False)
+    _memo: dict[int, tuple[weakref.ref, int, Packed]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
@@ -130,15 +136,13 @@ class ActivationCodec:
     def pack(self, tensor: torch.Tensor) -> Any:
         if not compressible(tensor) or tensor.untyped_storage().data_ptr() in self._skip:
             return tensor
-        storage = _whole_storage(tensor)
-        packed = quantize(storage, self.bits)
-        key = (storage.data_ptr(), storage.numel())
-        old = self._memo.get(key)
-        if old is not None and old.dtype == packed.dtype and torch.equal(old.q, packed.q) \
-                and torch.equal(old.scale, packed.scale):
-            packed = old
+        storage = tensor.untyped_storage()
+        hit = self._memo.get(storage.data_ptr())
+        if hit is not None and hit[0]() is storage and hit[1] == tensor._version:
+            packed = hit[2]
         else:
-            self._memo[key] = packed
+            packed = quantize(_whole_storage(tensor), self.bits)
+            self._memo[storage.data_ptr()] = (weakref.ref(storage), tensor._version, packed)
         return View(packed, tuple(tensor.shape), tensor.stride(), tensor.storage_offset())
 
     @staticmethod
