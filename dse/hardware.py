@@ -27,6 +27,7 @@ class StepCost:
     """Simulated cost of one tuning step of a design (mean over its schedule's windows)."""
 
     latency_s: float
+    vector_s: float  # part of latency_s spent on non-matrix work (the vector unit)
     energy_j: float
     dram_bytes: float
     peak_memory_bytes: int  # largest over the windows
@@ -89,6 +90,7 @@ def simulate_design(
     n = len(results)
     return StepCost(
         latency_s=sum(r["latency_s"] for r in results) / n,
+        vector_s=sum(r["vector_latency_s"] for r in results) / n,
         energy_j=sum(r["energy_j"] for r in results) / n,
         dram_bytes=sum(r["dram_bytes"] for r in results) / n,
         peak_memory_bytes=max(int(r["peak_memory_bytes"]) for r in results),
