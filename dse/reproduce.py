@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed dataflow of the ablation rows (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=32,
                    help="tuning steps of the equal-steps comparison (default: %(default)s)")
-    p.add_argument("--curve-steps", type=positive_int, nargs="+", default=[8, 16, 32, 64, 128],
+    p.add_argument("--curve-steps", type=positive_int, nargs="+", default=[8, 16, 32, 64],
                    help="step counts at which vanilla, QLoRA and the full method are evaluated along one run "
                    "(default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
