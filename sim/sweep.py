@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.cli import OneLineParser, one_line, positive_int
+from sim.cli import OneLineParser, deferred_warnings, one_line, positive_int, print_warnings
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
 from sim.scheduler import OBJECTIVES
@@ -441,11 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     # A polite kill (SIGTERM) saves like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
-                          dataflow=args.dataflow, objective=args.objective,
-                          workers=args.workers, overrides=args.overrides,
-                          heatmap=args.heatmap, plots=not args.no_plots,
-                          checkpoint_s=float(args.checkpoint_s), progress=update)
+        with deferred_warnings() as messages:
+            table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
+                              dataflow=args.dataflow, objective=args.objective,
+                              workers=args.workers, overrides=args.overrides,
+                              heatmap=args.heatmap, plots=not args.no_plots,
+                              checkpoint_s=float(args.checkpoint_s), progress=update)
     except SweepInterrupted as exc:
         close()
         s = exc.stats
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     close()
+    print_warnings(messages)
     stats = table.attrs["sweep"]
     if args.json:
         print(json.dumps(stats, indent=2))
