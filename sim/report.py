@@ -10,6 +10,7 @@ import pandas as pd
 
 from sim.config import HwConfig
 from sim.cost import OpCost, cost_columns
+from sim.trace import PHASES
 
 __all__ = ["Footprint", "GemmResult", "SimResult", "footprint", "totals_by"]
 
@@ -105,8 +106,10 @@ class SimResult:
         return float(self.ops["roofline_cycles"].sum())
 
     def per_phase(self) -> pd.DataFrame:
-        """Totals per phase (fwd, bwd_input, bwd_weight, update)."""
-        return totals_by(self.ops, "phase")
+        """Totals per phase, in step order (fwd, bwd_input, bwd_weight, update)."""
+        table = totals_by(self.ops, "phase")
+        order = [p for p in PHASES if p in table.index]
+        return table.loc[order + [p for p in table.index if p not in order]]
 
     def per_layer(self) -> pd.DataFrame:
         """Totals per decoder layer (-1: embedding, heads)."""
