@@ -285,7 +285,7 @@ def vector_hw(draw: st.DrawFn) -> sim.HwConfig:
     })
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(vector_hw(), st.lists(vector_rows, min_size=1, max_size=6),
        st.tuples(st.integers(1, 512), st.integers(1, 512)))
 def test_vector_time_is_never_below_its_throughput_or_bandwidth_bound(
