@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
@@ -69,7 +69,7 @@ class OpCost:
     def __add__(self, other: OpCost) -> OpCost:
         if not isinstance(other, OpCost):
             return NotImplemented
-        return OpCost(**{f: getattr(self, f) + getattr(other, f) for f in cost_columns()})
+        return OpCost(**{f: getattr(self, f) + getattr(other, f) for f in COST_COLUMNS})
 
     def __radd__(self, other: object) -> OpCost:
         # sum() starts from the integer 0.
@@ -81,18 +81,19 @@ class OpCost:
         """The cost of ``count`` identical ops run one after another."""
         if isinstance(count, bool) or not isinstance(count, (int, float)):
             return NotImplemented
-        return OpCost(**{f: getattr(self, f) * count for f in cost_columns()})
+        return OpCost(**{f: getattr(self, f) * count for f in COST_COLUMNS})
 
     __rmul__ = __mul__
 
     def as_dict(self) -> dict[str, float]:
-        """Field name to value, in field order."""
-        return asdict(self)
+        """The cost fields, name to value, in field order (a subclass's extra fields left
+        out)."""
+        return {f: getattr(self, f) for f in COST_COLUMNS}
 
     @classmethod
     def total(cls, table: pd.DataFrame) -> OpCost:
         """Sum of the cost columns of a per-op table (``SimResult.ops``)."""
-        return cls(**{c: float(table[c].sum()) for c in cost_columns()})
+        return cls(**{c: float(table[c].sum()) for c in COST_COLUMNS})
 
     @staticmethod
     def json_value(name: str, value: float) -> int | float:
@@ -109,9 +110,10 @@ class OpCost:
         return {name: self.json_value(name, value) for name, value in self.as_dict().items()}
 
 
+# The additive per-op metrics, in field order (the columns ``count`` multiplies).
+COST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OpCost))
+
+
 def cost_columns() -> tuple[str, ...]:
     """The additive per-op metrics, in field order (the columns ``count`` multiplies)."""
-    return tuple(f.name for f in fields(OpCost))
-
-
-COST_COLUMNS: tuple[str, ...] = cost_columns()
+    return COST_COLUMNS
