@@ -1,4 +1,4 @@
-"""Speed check: a whole SmolLM2-135M tuning step with its vector rows simulates in < 1 s on one core.
+"""Speed check: a SmolLM2-135M tuning step with its vector rows simulates in < 1 s on one core.
 
     python benchmarks/bench_sim_vector.py
 
@@ -36,8 +36,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_sim import (BATCH, HEAD_DIM, HEADS, HIDDEN, KV_HEADS, LAYERS, LORA_RANK,  # noqa: E402
-                       MLP, SEQ, VOCAB, pin_one_core, synthetic_step, time_calls, write_trace)
+from bench_sim import (  # noqa: E402
+    BATCH,
+    HEAD_DIM,
+    HEADS,
+    HIDDEN,
+    KV_HEADS,
+    LAYERS,
+    LORA_RANK,
+    MLP,
+    SEQ,
+    VOCAB,
+    pin_one_core,
+    synthetic_step,
+    time_calls,
+    write_trace,
+)
 
 from sim import load_hw, simulate_trace  # noqa: E402
 from sim.errors import TraceFormatWarning  # noqa: E402

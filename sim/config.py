@@ -277,7 +277,8 @@ class VectorRates(_Strict):
     add: float = Field(1.0, gt=0, description="add, sub, mul, compare, ... per lane per cycle")
     exp: float = Field(0.25, gt=0, description="exp, log, sigmoid, SiLU, tanh per lane per cycle")
     rsqrt: float = Field(0.25, gt=0, description="rsqrt, sqrt, divide per lane per cycle")
-    reduce: float = Field(1.0, gt=0, description="elements folded into a sum/max per lane per cycle")
+    reduce: float = Field(1.0, gt=0,
+                          description="elements folded into a sum/max per lane per cycle")
     move: float = Field(1.0, gt=0, description="copy, cast, gather, pack per lane per cycle")
 
 

@@ -86,7 +86,8 @@ def _text_summary(s: dict) -> str:
         lines.append(f"{phase:<12} {row['ops']:>5} {row['matmul_cycles'] / clock_hz * ms:>11.4f} "
                      f"{row['vector_cycles'] / clock_hz * ms:>11.4f} {_stall(row):>8.1%} "
                      f"{row['dram_bytes'] / 2**20:>10.2f} {row['energy_j'] * 1e3:>11.3f}")
-    for title, key in (("vector module", "per_vector_module"), ("vector class", "per_vector_class")):
+    for title, key in (("vector module", "per_vector_module"),
+                       ("vector class", "per_vector_class")):
         if not s[key]:
             continue
         lines.append(f"{title:<26} ops          ms   stall%   DRAM MiB   energy mJ")

@@ -1,9 +1,12 @@
 """Reading and validating traces (the contract in docs/trace.md).
 
 A trace is ``NAME.csv`` (ops, first line ``# {json header}``) and optionally
-``NAME.tensors.csv`` (tensors live during the step). Every problem a user can cause ends in a
-``TraceError`` whose one-line message names the file, the row (1-based, as in the data rows)
-and the column.
+``NAME.tensors.csv`` (tensors live during the step). Format 2 (``edgellm-trace/2``) has matrix
+products (``kind = matmul``) and vector rows (``kind = vector``); format 1 has products only,
+is read with every row a product, and raises a ``TraceFormatWarning`` (vector work missing).
+
+Every problem a user can cause ends in a ``TraceError`` whose one-line message names the file,
+the row (1-based, as in the data rows) and the column.
 """
 from __future__ import annotations
 
