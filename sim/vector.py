@@ -27,7 +27,13 @@ which backward may need).
 
 Energy per repeat: ``elements x pJ[class]`` plus SRAM bytes (the lanes read and write every
 operand byte; DRAM fills and drains pass through SRAM too), DRAM bytes and static power over
-the cycles (``sim.energy``).
+the cycles (``sim.energy``). Rates and energy per element do not depend on the row's bits:
+its bytes already carry them.
+
+A torch op that gives several rows (a softmax: reduce, exp, reduce, divide) carries its bytes
+on its first row, so that row is charged the transfer and the others compute only; the rows
+run one after another, as every op does here, so the op's compute and transfer do not overlap
+across its rows (an upper bound on a fused kernel's time).
 """
 from __future__ import annotations
 
