@@ -59,8 +59,9 @@ def totals_by(ops: pd.DataFrame, key: str, *, rows: np.ndarray | None = None) ->
     table = frame.groupby(keys, sort=True).sum()
     table.index.name = key
     table["matmul_cycles"] = table["cycles"] - table["vector_cycles"]
-    table["utilization"] = table["compute_roof_cycles"] / table["cycles"]
-    table["roofline_ratio"] = table["cycles"] / table["roofline_cycles"]
+    # A group of vector rows with no work at all has 0 cycles: utilization 0, ratio 1.
+    table["utilization"] = (table["compute_roof_cycles"] / table["cycles"]).fillna(0.0)
+    table["roofline_ratio"] = (table["cycles"] / table["roofline_cycles"]).fillna(1.0)
     return table
 
 
@@ -138,7 +139,8 @@ class SimResult:
         total = self.total
         vector_cycles = self.vector_cycles
         out: dict[str, Any] = {
-            "hw": self.hw.name, "dataflow": self.dataflow, "objective": self.objective,
+            "hw": self.hw.name, "clock_mhz": self.hw.clock_mhz, "dataflow": self.dataflow,
+            "objective": self.objective,
             "ops": int(len(ops)), "products": int(ops.loc[~is_vector, "count"].sum()),
             "vector_ops": int(ops.loc[is_vector, "count"].sum()),
         }
@@ -151,8 +153,9 @@ class SimResult:
             "vector_cycles": math.ceil(vector_cycles),
             "matmul_latency_s": (total.cycles - vector_cycles) / clock_hz,
             "vector_latency_s": vector_cycles / clock_hz,
-            "roofline_ratio": total.cycles / total.roofline_cycles,
-            "utilization": total.compute_roof_cycles / total.cycles,
+            "roofline_ratio": (total.cycles / total.roofline_cycles
+                               if total.roofline_cycles else 1.0),
+            "utilization": total.compute_roof_cycles / total.cycles if total.cycles else 0.0,
             "peak_memory_bytes": fp.peak_memory_bytes if fp else None,
             "dram_capacity_bytes": self.hw.dram.capacity_bytes,
             "fits_in_dram": fp.fits if fp else None,

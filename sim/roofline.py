@@ -42,7 +42,7 @@ def plot_roofline(ops: pd.DataFrame, hw: HwConfig, path: str | Path, *,
 
     fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.subplots()
-    lo, hi = intensity[shown].min(), intensity[shown].max()
+    lo, hi = (intensity[shown].min(), intensity[shown].max()) if shown.any() else (0.1, 100.0)
     x = np.logspace(np.log10(max(lo / 3, 1e-2)), np.log10(hi * 3), 200)
     ax.plot(x, np.minimum(peak, bw * x), color="black", lw=1.5,
             label=f"roof: {peak:.0f} MAC/cycle, {bw:.2f} B/cycle")

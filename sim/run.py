@@ -80,7 +80,7 @@ def _text_summary(s: dict) -> str:
         lines.append(f"memory {s['peak_memory_bytes'] / 2**20:.1f} MiB of "
                      f"{s['dram_capacity_bytes'] / 2**20:.0f} MiB DRAM: "
                      f"{'fits' if s['fits_in_dram'] else 'DOES NOT FIT'}")
-    clock_hz = s["total_cycles"] / s["latency_s"] if s["latency_s"] else 1.0
+    clock_hz = s["clock_mhz"] * 1e6
     lines.append("phase          ops   matmul ms   vector ms   stall%   DRAM MiB   energy mJ")
     for phase, row in s["per_phase"].items():
         lines.append(f"{phase:<12} {row['ops']:>5} {row['matmul_cycles'] / clock_hz * ms:>11.4f} "
