@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.cli import OneLineParser, one_line, positive_int
+from sim.cli import OneLineParser, deferred_warnings, one_line, positive_int, print_warnings
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
 from sim.scheduler import OBJECTIVES
@@ -355,9 +355,11 @@ def build_parser() -> OneLineParser:
         description="Sweep hardware configs x a grid of config overrides x traces through the "
                     "simulator. Writes OUT/sweep.csv (+ sweep.parquet if pyarrow is "
                     "installed; one row per point: config, swept values, trace provenance, "
-                    "latency_s in seconds, cycles, compute/stall cycles per phase, utilization, "
-                    "dram_bytes, energy_j in joules, peak_memory_bytes, fits_in_dram, "
-                    "roofline_ratio, pe_count, sram_bytes, area_mm2), points.jsonl (the resume "
+                    "latency_s in seconds, every per-op cost field summed (cycles, "
+                    "dram_bytes, energy_j in joules, ...), compute/stall/vector cycles per "
+                    "phase, matmul_cycles, vector_cycles, vector_latency_s, utilization, "
+                    "peak_memory_bytes, fits_in_dram, roofline_ratio, pe_count, sram_bytes "
+                    "(SRAM capacity), area_mm2), points.jsonl (the resume "
                     "log), summary.txt, summary.json and PNG plots. A point that fails is a "
                     "row with status infeasible (its tensors exceed DRAM capacity) or error "
                     "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
@@ -441,11 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     # A polite kill (SIGTERM) saves like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
-                          dataflow=args.dataflow, objective=args.objective,
-                          workers=args.workers, overrides=args.overrides,
-                          heatmap=args.heatmap, plots=not args.no_plots,
-                          checkpoint_s=float(args.checkpoint_s), progress=update)
+        with deferred_warnings() as messages:
+            table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
+                              dataflow=args.dataflow, objective=args.objective,
+                              workers=args.workers, overrides=args.overrides,
+                              heatmap=args.heatmap, plots=not args.no_plots,
+                              checkpoint_s=float(args.checkpoint_s), progress=update)
     except SweepInterrupted as exc:
         close()
         s = exc.stats
@@ -468,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     close()
+    print_warnings(messages)
     stats = table.attrs["sweep"]
     if args.json:
         print(json.dumps(stats, indent=2))
