@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mc-items", type=int, default=200, help="multiple-choice items (default: %(default)s)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which configurations (default: all)")
     p.add_argument("--md", default="docs/results/headline.md", help="markdown to write (default: %(default)s)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="folder of finished tuning runs (one JSON per run, named by what determines it: weights "
+                   "digest, tuning, fidelity, seed); runs found there are not repeated, new ones are added "
+                   "(default: the user cache folder's headline/)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
 
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = table[table["hw"] == main_hw].set_index("config")["latency_ms"]
     eq_steps = equal_time_steps(args.steps, lat["vanilla"], lat["full"]) if "full" in names else None
 
-    quality_runs = QualityRuns(loaded, fid, data=args.data)
+    quality_runs = QualityRuns(loaded, fid, data=args.data, root=args.runs)
     reqs = _requests(names, designs, policies, args.seeds, args.steps, args.curve_steps, eq_steps)
     runs = {(r.config, r.seed): quality_runs.run(r) for r in tqdm(reqs, desc="tune + evaluate (config x seed)")}
     untuned = evaluate(loaded, data=args.data, seq_len=fid.seq_len, max_windows=fid.eval_windows,
