@@ -17,11 +17,13 @@ Peers and their formats (read from their own code, not re-invented):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Translation", "foreign_trace", "hw_translation", "translate_hw"]
+__all__ = ["Translation", "foreign_trace", "hw_translation", "resolve_dataflow", "stated_defaults",
+           "translate_hw"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,20 @@ def foreign_trace(path: Path) -> tuple[dict[str, Any], Any] | None:
     if not is_topology(first):
         return None
     return read_topology(path, text)
+
+
+def resolve_dataflow(requested: str | None, peer: Translation | None) -> str:
+    """The dataflow a command uses: the one asked for, else the peer file's fixed one, else
+    ``auto`` (the per-op choice)."""
+    if requested is not None:
+        return requested
+    return peer.dataflow if peer is not None and peer.dataflow else "auto"
+
+
+def stated_defaults(peer: Translation | None, header: Mapping[str, Any] | None = None
+                    ) -> list[str]:
+    """One line per default a peer's hardware file or workload file took (for the output)."""
+    lines = [f"hw default ({peer.source_format}): {d}" for d in peer.defaults] if peer else []
+    for note in (header or {}).get("defaults", []) or []:
+        lines.append(f"trace default ({(header or {}).get('source', 'trace')}): {note}")
+    return lines

@@ -260,8 +260,9 @@ def _cfg_fields_of(hw: Mapping[str, Any]) -> dict[str, Any]:
             "bandwidth_words": float(words)}
 
 
-def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str, run_name: str) -> tuple[str, list[str]]:
-    """A SCALE-Sim ``.cfg`` for a hwconfig mapping (``HwConfig.model_dump(mode="json")``).
+def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str) -> tuple[str, list[str]]:
+    """A SCALE-Sim ``.cfg`` for a hwconfig mapping (``HwConfig.model_dump(mode="json")``);
+    its ``run_name`` is the config's name.
 
     Returns the file text and one line per approximation SCALE-Sim forces (rounded sizes and
     bandwidth, a unified buffer split in thirds). The ``[edgellm]`` section keeps the whole
@@ -283,7 +284,8 @@ def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str, run_name: str) -> tuple[s
         notes.append(f"SCALE-Sim counts {WORD_BITS}-bit words; the config's "
                      f"{hw['precision']['base_bits']}-bit precision is not expressed")
     blob = json.dumps(dict(hw), sort_keys=True, separators=(",", ":"))
-    text = f"""# SCALE-Sim v3 config written by `python -m sim.export` from {run_name}.
+    run_name = str(hw["name"])
+    text = f"""# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
 # Run: python -m scalesim.scale -c THIS.cfg -t TOPOLOGY.csv -l layout.csv -i gemm -p logs/
 # The [{EXTRA_SECTION}] section is ignored by SCALE-Sim; `sim` reads it back.
 [general]
