@@ -53,8 +53,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--K", required=True, type=positive_int,
                    help="reduction length: columns of A, rows of B (required)")
     p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
-                   help="ws, os, is, or auto to pick the best (default: auto, or the "
-                        "Dataflow of a SCALE-Sim .cfg given as --hw)")
+                   help="ws, os, is, or auto to pick the best; a SCALE-Sim .cfg given as "
+                        "--hw brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the mapping search minimizes (default: latency)")
     p.add_argument("--rows", type=positive_int, default=None,

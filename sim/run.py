@@ -40,8 +40,8 @@ def build_parser() -> OneLineParser:
                         "next to the trace, if it exists)")
     p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
                    help="auto: per-op choice among ws (weight-), os (output-), is (input-"
-                        "stationary); or force one for every op (default: auto, or the "
-                        "Dataflow of a SCALE-Sim .cfg given as --hw)")
+                        "stationary); or force one for every op; a SCALE-Sim .cfg given as --hw "
+                        "brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the per-op mapping search minimizes: latency (cycles), energy "
                         "(joules) or edp (cycles x joules) (default: latency)")

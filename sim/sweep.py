@@ -414,8 +414,8 @@ def build_parser() -> OneLineParser:
                         "--set clock_mhz=500 (repeatable; default: none)")
     p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
                    help="auto: per-op best of ws (weight-), os (output-), is (input-"
-                        "stationary); or one dataflow for every op (default: auto, or the "
-                        "Dataflow of each SCALE-Sim .cfg given in --hw)")
+                        "stationary); or one dataflow for every op; each SCALE-Sim .cfg in --hw "
+                        "brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the per-op mapping search minimizes: latency (cycles), energy "
                         "(joules) or edp (default: latency)")
