@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -39,23 +38,31 @@ def _objectives(trial: Any) -> tuple[float, float, float]:
     return 10.0 + 5 * x**2 + 8.0 / bits, (1 - x) * bits * 1e-3, (1 - x) * bits * 1e6
 
 
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory):
-    """A finished study in a SQLite file, created the way ``dse.search`` creates its studies
-    (``dse.study.open_study``: directions, settings and objective names)."""
+@pytest.fixture(scope="module", params=["sqlite", "journal"])
+def finished_study(request, tmp_path_factory):
+    """A finished study, created the way ``dse.search`` creates its studies
+    (``dse.study.open_study``: directions, settings and objective names), in a SQLite file or
+    a journal file; returns (our storage URL, what ``optuna-dashboard`` is given)."""
     tmp = tmp_path_factory.mktemp("study")
-    url = f"sqlite:///{tmp}/study.db"
+    if request.param == "sqlite":
+        url = dashboard_arg = f"sqlite:///{tmp}/study.db"
+    else:
+        url, dashboard_arg = f"journal:{tmp}/study.log", str(tmp / "study.log")
     study = open_study(url, "dash", make_sampler("random", seed=0), {"test": "dashboard"})
     study.optimize(_objectives, n_trials=TRIALS)
-    return url
+    return url, dashboard_arg
 
 
 def test_dashboard_sees_trials_and_objective_names(finished_study):
     import optuna
 
-    study = optuna.load_study(study_name="dash", storage=finished_study)
-    assert completed(study) >= 1
-    app = optuna_dashboard.wsgi(finished_study)  # the storage URL, as the CLI takes it
+    from dse.storage import open_storage
+
+    url, dashboard_arg = finished_study
+    study = optuna.load_study(study_name="dash", storage=open_storage(url))
+    assert completed(study) == TRIALS
+    # What `optuna-dashboard ARG` serves: the app for the storage named as its CLI takes it.
+    app = optuna_dashboard.wsgi(dashboard_arg)
     status, studies = _get(app, "/api/studies")
     assert status.startswith("200")
     (summary,) = [s for s in studies["study_summaries"] if s["study_name"] == "dash"]
@@ -70,8 +77,3 @@ def test_dashboard_sees_trials_and_objective_names(finished_study):
     for trial in done:
         assert trial["values"] == pytest.approx(by_number[trial["number"]].values)
     assert detail["best_trials"], "a finished multi-objective study has a Pareto front"
-
-
-def test_dashboard_reads_the_path_the_search_wrote(finished_study):
-    path = Path(finished_study.removeprefix("sqlite:///"))
-    assert path.is_file() and path.stat().st_size > 0
