@@ -85,7 +85,7 @@ def hw_translation(path: str | Path) -> Translation | None:
 
 
 def foreign_trace(path: Path) -> tuple[dict[str, Any], Any] | None:
-    """(header without ``format``, ops rows with the format-1 columns) of a peer's workload
+    """(header without ``format``, ops rows with the docs/trace.md columns) of a peer's workload
     file, or None when ``path`` is not one (a trace of ours starts with ``# {json}``).
 
     Today: a SCALE-Sim topology CSV (GEMM ``Layer,M,N,K,`` or convolution rows).

@@ -436,7 +436,8 @@ TOPOLOGY_DEFAULTS = (
 
 
 def read_topology(path: Path, text: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    """A topology as a trace: (header, ops rows with the v1 columns of docs/trace.md).
+    """A topology as a trace: (header, ops rows with the columns of docs/trace.md, all
+    ``kind = matmul``).
 
     The header's ``defaults`` lists the stated defaults; ``lowering`` says how conv rows
     became products.
@@ -447,6 +448,9 @@ def read_topology(path: Path, text: str) -> tuple[dict[str, Any], pd.DataFrame]:
         "M": rows["M"], "N": rows["N"], "K": rows["K"],
         "weight_sparsity": rows["weight_sparsity"], "sparsity_pattern": rows["sparsity_pattern"],
         "w_bits": WORD_BITS, "a_bits": WORD_BITS, "trainable": False, "count": rows["count"],
+        # docs/trace.md format 2: every row is a matrix product (a topology has no vector work).
+        "kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
+        "fusable": False,
     })
     defaults = list(TOPOLOGY_DEFAULTS)
     if kind == "conv":
