@@ -252,3 +252,22 @@ def test_bandwidth_rounding_is_stated():
     bpc = 12.3 * 1000 / hw["clock_mhz"]
     assert any(f"rounded from {bpc:g} bytes/cycle" in n for n in notes)
     assert not math.isclose(bpc, round(bpc))
+
+
+def test_lowering_matches_scalesims_own_parser(tmp_path):
+    """Golden rows from SCALE-Sim 3.0.0's topology_utils (benchmarks/scalesim_lowering_golden.py):
+    every layer of its alexnet, mobilenet (strided 3x3 and 1x1 convolutions) and gpt2 files and
+    a depth-wise row, which SCALE-Sim splits into one layer per channel."""
+    golden = pd.read_csv(Path(__file__).parent / "golden" / "scalesim_lowering.csv", comment="#")
+    header = json.loads((Path(__file__).parent / "golden" / "scalesim_lowering.csv")
+                        .read_text().splitlines()[0][1:])
+    for name, expected in golden.groupby("topology", sort=False):
+        if name == "depthwise":
+            path = tmp_path / "depthwise.csv"
+            path.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                            f"Channels, Num Filter, Strides,\n{header['depthwise_row']}\n")
+        else:
+            path = DATA / "scalesim" / str(name)
+        ops = read_trace(path).ops
+        ours = ops.loc[ops.index.repeat(ops["count"]), ["M", "N", "K"]].to_numpy().tolist()
+        assert ours == expected[["M", "N", "K"]].to_numpy().tolist(), name

@@ -58,8 +58,8 @@ DEFAULT_NOTES: dict[str, str] = {
     "accum_bits": "pe.accum_bits = 32 (SCALE-Sim does not size partial sums)",
     "banks": f"sram.banks = ArrayHeight + ArrayWidth, bank_width_bits = {BANK_WIDTH_BITS} "
              f"(SCALE-Sim's SRAM feeds every edge PE each cycle; never the bottleneck)",
-    "double_buffering": "sram.double_buffering = true (SCALE-Sim's scratchpads are double "
-                        "buffered)",
+    "double_buffering": "sram.double_buffering = true (SCALE-Sim splits each scratchpad "
+                        "into an active and a prefetch half: active_buf_frac = 0.5)",
     "capacity": f"dram.capacity_gib = {DRAM_CAPACITY_GIB:g} (SCALE-Sim has no DRAM capacity)",
     "energy": f"energy.mac_pj = {MAC_PJ}, energy.sram_pj_per_byte = {SRAM_PJ_PER_BYTE}, "
               f"dram.energy_pj_per_bit = {DRAM_PJ_PER_BIT} (SCALE-Sim has no energy model; "
@@ -242,6 +242,53 @@ def cfg_to_hw(text: str, *, source: str = "<cfg>") -> Translation:
 
 # ----------------------------------------------------------------------------- hw -> .cfg
 
+_CFG_TEMPLATE = """# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
+# Run: python -m scalesim.scale -c THIS.cfg -t TOPOLOGY.csv -l layout.csv -i gemm -p logs/
+# The [{extra}] section is ignored by SCALE-Sim; `sim` reads it back.
+[general]
+run_name = {run_name}
+
+[architecture_presets]
+ArrayHeight: {rows}
+ArrayWidth: {cols}
+IfmapSramSzkB: {ifmap_kib}
+FilterSramSzkB: {filter_kib}
+OfmapSramSzkB: {ofmap_kib}
+IfmapOffset: 0
+FilterOffset: 10000000
+OfmapOffset: 20000000
+Bandwidth : {bandwidth}
+Dataflow : {dataflow}
+MemoryBanks: 1
+ReadRequestBuffer: 32
+WriteRequestBuffer: 32
+
+[layout]
+IfmapCustomLayout: False
+IfmapSRAMBankBandwidth: 10
+IfmapSRAMBankNum: 10
+IfmapSRAMBankPort: 2
+FilterCustomLayout: False
+FilterSRAMBankBandwidth: 10
+FilterSRAMBankNum: 10
+FilterSRAMBankPort: 2
+
+[sparsity]
+SparsitySupport : false
+SparseRep : ellpack_block
+OptimizedMapping : false
+BlockSize : 8
+RandomNumberGeneratorSeed : 40
+
+[run_presets]
+InterfaceBandwidth: USER
+UseRamulatorTrace: False
+
+[{extra}]
+hw_json = {blob}
+"""
+
+
 def _cfg_fields_of(hw: Mapping[str, Any]) -> dict[str, Any]:
     """The SCALE-Sim values ``hw_to_cfg`` writes for a hwconfig mapping."""
     sram = hw.get("sram", {})
@@ -285,51 +332,10 @@ def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str) -> tuple[str, list[str]]:
                      f"{hw['precision']['base_bits']}-bit precision is not expressed")
     blob = json.dumps(dict(hw), sort_keys=True, separators=(",", ":"))
     run_name = str(hw["name"])
-    text = f"""# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
-# Run: python -m scalesim.scale -c THIS.cfg -t TOPOLOGY.csv -l layout.csv -i gemm -p logs/
-# The [{EXTRA_SECTION}] section is ignored by SCALE-Sim; `sim` reads it back.
-[general]
-run_name = {run_name}
-
-[architecture_presets]
-ArrayHeight: {f['rows']}
-ArrayWidth: {f['cols']}
-IfmapSramSzkB: {f['ifmap_kib']}
-FilterSramSzkB: {f['filter_kib']}
-OfmapSramSzkB: {f['ofmap_kib']}
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : {int(f['bandwidth_words'])}
-Dataflow : {dataflow}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-
-[run_presets]
-InterfaceBandwidth: USER
-UseRamulatorTrace: False
-
-[{EXTRA_SECTION}]
-hw_json = {blob}
-"""
+    text = _CFG_TEMPLATE.format(
+        run_name=run_name, rows=f["rows"], cols=f["cols"], ifmap_kib=f["ifmap_kib"],
+        filter_kib=f["filter_kib"], ofmap_kib=f["ofmap_kib"],
+        bandwidth=int(f["bandwidth_words"]), dataflow=dataflow, extra=EXTRA_SECTION, blob=blob)
     return text, notes
 
 
