@@ -36,14 +36,24 @@ CONNECT_TIMEOUT_S = 20.0
 WORKER_WAIT_S = 60.0
 
 
-def code_fingerprint() -> str:
-    """sha256 of the ``sim`` package's Python sources (client and workers must agree)."""
+def _sources_digest() -> str:
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+# Taken when this process imported the simulator: a worker started before the sources were
+# edited still runs the old code, and must say so.
+_FINGERPRINT = _sources_digest()
+
+
+def code_fingerprint() -> str:
+    """sha256 of the ``sim`` package's Python sources as this process loaded them (client and
+    workers must agree)."""
+    return _FINGERPRINT
 
 
 def task_key(points: Sequence[Point]) -> str:
@@ -136,12 +146,17 @@ def run_tasks_dask(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, schedu
             fut = client.submit(run_remote, task, *args, key=task_key(points), pure=False,
                                 retries=0)
             futures[fut] = points
-        for fut in as_completed(list(futures), loop=client.loop):
-            try:
-                _, outcomes = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a lost task is failed rows, not a crash
-                outcomes = [_killed(exc) for _ in futures[fut]]
-            finish(futures[fut], outcomes)
+        # Results are gathered on the client's event loop as tasks end (no blocking round trip
+        # per task); a failed task yields (type, exception, traceback) instead of raising.
+        done = as_completed(list(futures), loop=client.loop, with_results=True,
+                            raise_errors=False)
+        for fut, result in done:
+            points = futures.pop(fut)
+            if fut.status == "error":  # a lost task is failed rows, not a crash
+                outcomes = [_killed(result[1]) for _ in points]
+            else:
+                outcomes = result[1]
+            finish(points, outcomes)
     except BaseException:
         client.cancel(list(futures))
         raise

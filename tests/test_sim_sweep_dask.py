@@ -58,6 +58,18 @@ def test_cluster_table_equals_local(tmp_path):
     assert more.attrs["sweep"]["computed"] == 2 * 3 * 2
 
 
+@pytest.mark.skipif(SCHEDULER is None, reason="no Dask scheduler given: set "
+                    "EDGELLM_DASK_SCHEDULER=tcp://HOST:PORT (.ci/run starts one with 2 workers)")
+def test_workers_with_other_code_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep_dask, "_FINGERPRINT", "edited-since-the-workers-started")
+    out = tmp_path / "s"
+    code = sweep_main(["--hw", HW[0], "--trace", TRACES[0], "--out", str(out),
+                       "--scheduler", SCHEDULER, "--no-plots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "run other sim code than this client" in err[-1]
+    assert not out.exists()
+
+
 def test_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sweep_dask, "CONNECT_TIMEOUT_S", 1.0)
     out = tmp_path / "s"
