@@ -33,6 +33,8 @@ __all__ = ["build_parser", "export_scalesim", "main"]
 
 FORMATS = ("scalesim",)
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
+# The default config is found next to the package too, so the command works from any folder.
+_REPO_HW = Path(__file__).resolve().parents[1] / DEFAULT_HW
 
 
 def build_parser() -> OneLineParser:
@@ -52,7 +54,7 @@ def build_parser() -> OneLineParser:
                    help="the peer's format: scalesim (required)")
     p.add_argument("out", type=Path, metavar="OUT/",
                    help="output folder, created if missing; files in it are replaced")
-    p.add_argument("--hw", type=Path, default=Path(DEFAULT_HW), metavar="YAML",
+    p.add_argument("--hw", type=Path, default=None, metavar="YAML",
                    help=f"hardware config to write as the peer's config: a hwconfig YAML, a "
                         f"SCALE-Sim .cfg or a ZigZag YAML (default: {DEFAULT_HW})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -105,7 +107,10 @@ def export_scalesim(trace_path: Path, out: Path, *, hw_path: Path,
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    result = export_scalesim(args.trace, args.out, hw_path=args.hw, overrides=args.overrides,
+    hw = args.hw
+    if hw is None:
+        hw = Path(DEFAULT_HW) if Path(DEFAULT_HW).is_file() else _REPO_HW
+    result = export_scalesim(args.trace, args.out, hw_path=hw, overrides=args.overrides,
                              dataflow=args.dataflow)
     if args.json:
         print(json.dumps(result, indent=2))
