@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from sim.errors import ConfigError
+from sim.foreign import translate_hw
 
 __all__ = [
     "VECTOR_PJ_PER_MAC", "Area", "Dram", "Energy", "HwConfig", "PEArray", "Precision",
@@ -498,7 +499,8 @@ def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str
 
 
 def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> HwConfig:
-    """Read and validate a hardware YAML file.
+    """Read and validate a hardware YAML file, a SCALE-Sim ``.cfg`` or a ZigZag accelerator
+    YAML (translated by ``sim.foreign``; ``sim.foreign.hw_translation`` lists the defaults).
 
     Example:
         >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])  # doctest: +SKIP
@@ -519,7 +521,7 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
                           f"YAML hardware config") from None
     try:
-        data = yaml.safe_load(text)
+        data = None if path.suffix.lower() == ".cfg" else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -528,8 +530,12 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
-    if data is None:
+    if data is None and path.suffix.lower() != ".cfg":
         raise ConfigError(f"{path}: file is empty")
+    # A SCALE-Sim .cfg or a ZigZag accelerator YAML is translated first (sim/foreign).
+    foreign = translate_hw(path, text, data)
+    if foreign is not None:
+        data = foreign.data
     return hw_from_dict(data, overrides, source=str(path))
 
 

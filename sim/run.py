@@ -17,6 +17,7 @@ from sim.cli import (CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_m
                      write_atomic)
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
+from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
 from sim.scheduler import OBJECTIVES
 from sim.trace import read_trace
 
@@ -31,15 +32,19 @@ def build_parser() -> OneLineParser:
                                   "and op kind, and the step's memory footprint. A format-1 "
                                   "trace has no vector rows: a warning says so.")
     p.add_argument("--hw", required=True, type=Path, metavar="YAML",
-                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml (required)")
+                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml, a SCALE-Sim .cfg "
+                        "or a ZigZag accelerator YAML (required; defaults taken for fields a "
+                        "peer file lacks are printed)")
     p.add_argument("--trace", required=True, type=Path, metavar="CSV",
-                   help="ops table NAME.csv with its '# {json}' header line (required)")
+                   help="ops table NAME.csv with its '# {json}' header line, or a SCALE-Sim "
+                        "topology CSV (GEMM or convolution rows) (required)")
     p.add_argument("--tensors", type=Path, metavar="CSV", default=None,
                    help="tensor table for the memory footprint (default: NAME.tensors.csv "
                         "next to the trace, if it exists)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default="auto",
+    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
                    help="auto: per-op choice among ws (weight-), os (output-), is (input-"
-                        "stationary); or force one for every op (default: auto)")
+                        "stationary); or force one for every op; a SCALE-Sim .cfg given as --hw "
+                        "brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the per-op mapping search minimizes: latency (cycles), energy "
                         "(joules) or edp (cycles x joules) (default: latency)")
@@ -55,9 +60,10 @@ def build_parser() -> OneLineParser:
                    help="print the totals as one JSON object (total_cycles, latency_s in "
                         "seconds, matmul_cycles, vector_cycles, vector_latency_s, dram_bytes, "
                         "energy_j in joules, every other per-op cost field summed, "
-                        "peak_memory_bytes, fits_in_dram, roofline_cycles, and breakdowns "
-                        "per_phase, per_layer, per_kind, per_vector_module, per_vector_class) "
-                        "instead of a text summary")
+                        "peak_memory_bytes, fits_in_dram, roofline_cycles, breakdowns "
+                        "per_phase, per_layer, per_kind, per_vector_module, per_vector_class, "
+                        "and stated_defaults: one line per default a peer file took) instead of "
+                        "a text summary")
     return p
 
 
@@ -111,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:
             check_output(out)
     hw = load_hw(args.hw, args.overrides)
+    peer = hw_translation(args.hw)
     trace = read_trace(args.trace, args.tensors)
-    result = simulate_trace(trace, hw, dataflow=args.dataflow, objective=args.objective)
+    result = simulate_trace(trace, hw, dataflow=resolve_dataflow(args.dataflow, peer),
+                            objective=args.objective)
     summary = result.summary()
     summary["trace"] = str(args.trace)
+    summary["stated_defaults"] = stated_defaults(peer, trace.header)
     # Outputs are written only after everything above succeeded (nothing half-written).
     if args.ops_csv is not None:
         write_atomic(args.ops_csv, lambda tmp: result.ops.to_csv(tmp, index=False))
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(_text_summary(summary))
+        print("\n".join([*summary["stated_defaults"], _text_summary(summary)]))
     return 0
 
 

@@ -93,7 +93,7 @@ def _identity(plan: Plan, point: Point) -> dict[str, Any]:
     for key in PROVENANCE_KEYS:
         row[key] = _cell(trace.header.get(key))
     row["trace_header"] = json.dumps(trace.header, sort_keys=True)
-    row.update({"dataflow": plan.dataflow, "objective": plan.objective})
+    row.update({"dataflow": point.dataflow, "objective": plan.objective})
     if point.hw is not None:
         row.update(area_proxy(point.hw))
     else:

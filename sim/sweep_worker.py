@@ -28,6 +28,7 @@ from sim.scheduler import schedule_ops
 from sim.trace import PHASES, Trace, read_trace
 
 __all__ = ["Outcome", "Task", "cached_trace", "init_worker", "metric_columns", "metrics_of",
+           "remember_trace",
            "run_task", "trace_cache_size"]
 
 _TRACES: dict[tuple[str, str], Trace] = {}
@@ -44,6 +45,12 @@ def cached_trace(path: str, content_hash: str) -> Trace:
     if trace is None:
         trace = _TRACES[(path, content_hash)] = read_trace(path)
     return trace
+
+
+def remember_trace(path: str, content_hash: str, trace: Trace) -> None:
+    """Put a trace read elsewhere into this process's cache (a Dask worker gets them shipped:
+    it needs no shared file system)."""
+    _TRACES[(path, content_hash)] = trace
 
 
 def trace_cache_size() -> int:

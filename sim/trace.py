@@ -324,15 +324,24 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def read_trace(path: str | Path, tensors: str | Path | None = None) -> Trace:
     """Read ``NAME.csv`` and, if present, ``NAME.tensors.csv`` (or the given tensor file).
 
+    A SCALE-Sim topology CSV (``Layer,M,N,K,`` or convolution rows) is read too, each layer one
+    ``fwd`` product (``sim.foreign.scalesim``; header ``defaults`` lists what it assumed).
+
     Raises:
         TraceError: missing file, bad header, missing columns or bad values (one line).
     """
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"{path}: trace file not found")
-    header = _read_header(path)
+    from sim.foreign import foreign_trace  # lazy: sim.foreign builds on this module
+
+    foreign = foreign_trace(path)  # a SCALE-Sim topology CSV, lowered to products
+    if foreign is not None:
+        header, raw_ops = {"format": FORMAT, **foreign[0]}, foreign[1]
+    else:
+        header, raw_ops = _read_header(path), _read_csv(path)
     version = FORMATS[header["format"]]
-    ops = validate_ops(_read_csv(path), str(path), version=version)
+    ops = validate_ops(raw_ops, str(path), version=version)
     tensor_path = Path(tensors) if tensors is not None else tensors_path_for(path)
     tensor_df = None
     if tensors is not None or tensor_path.is_file():
