@@ -108,8 +108,8 @@ class _ChunkedLMLoss(torch.autograd.Function):
                     # d(mean CE)/d logits = softmax - onehot, formed in place over the logits.
                     probs = logits.sub_(lse[:, None]).exp_()
                     probs[torch.arange(len(tgt)), tgt] -= 1.0
+                    _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
                     grad[s : s + chunk] = probs @ weight
-                _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
             del logits
         if grad is not None:
             with _running(exit_layer, "bwd_input"):
