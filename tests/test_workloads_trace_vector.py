@@ -12,7 +12,7 @@ import pytest
 from workloads.trace import FORMAT, Trace, TraceFormatWarning, record_trace
 from workloads.tuning import actcomp
 
-SEQ, BATCH, RANK = 16, 2, 4
+SEQ, BATCH, RANK = 16, 2, 4  # SEQ = head_dim: dV and dP have one shape (folding must keep dP apart)
 A_BYTES = 2  # a_bits = 16
 ROOT = Path(__file__).resolve().parents[1]
 LAYER_MODULES = {"input_layernorm", "post_attention_layernorm", "self_attn", "attn_softmax", "act_fn", "mlp",
@@ -172,12 +172,15 @@ def test_rows_are_in_execution_order_and_folded(traces):
             assert ops.loc[first, "module"] == "input_layernorm"
             qk, soft, pv = (fwd.index[fwd["module"] == m][0] for m in ("attn_qk", "attn_softmax", "attn_pv"))
             assert qk + 1 == soft and soft < pv
-        # A fusable row reads the product just before it: no vector row between them.
+        # A fusable row reads the whole output of the product just before it: no vector row between.
         for idx in ops.index[ops["fusable"]]:
-            assert ops.loc[idx - 1, "kind"] == "matmul"
+            above, row = ops.loc[idx - 1], ops.loc[idx]
+            assert above["kind"] == "matmul" and above["M"] * above["N"] == row["elements"]
+            assert above["count"] == row["count"] and row["read_bytes"] >= row["elements"] * row["a_bits"] // 8
+        # Identical consecutive rows are folded into count, except a product a fusable row reads.
         keys = [c for c in ops.columns if c != "count"]
         same = (ops[keys] == ops[keys].shift()).all(axis=1)
-        assert not same.any()
+        assert not (same & ~ops["fusable"].shift(-1, fill_value=False)).any()
 
 
 def test_a_bits_set_the_bytes_of_floating_tensors(tiny, traces):

@@ -260,11 +260,13 @@ def _attention_recording(model: nn.Module) -> Iterator[None]:
 
 
 def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold runs of identical consecutive rows (e.g. the head's equal chunks) into ``count``."""
+    """Fold runs of identical consecutive rows (e.g. the head's equal chunks) into ``count``,
+    except a product a ``fusable`` row reads (that row's ``count`` must stay the product's)."""
     merged: list[dict[str, Any]] = []
     keys = [c for c in OPS_COLUMNS if c != "count"]
-    for row in rows:
-        if merged and all(merged[-1][k] == row[k] for k in keys):
+    for i, row in enumerate(rows):
+        feeds_fusable = i + 1 < len(rows) and rows[i + 1]["fusable"]
+        if merged and not feeds_fusable and all(merged[-1][k] == row[k] for k in keys):
             merged[-1]["count"] += row["count"]
         else:
             merged.append(dict(row))

@@ -152,7 +152,15 @@ class VectorRecorder(TorchDispatchMode):
         attention's softmax, the activation codec)."""
         self.rows.extend(vector_rows(
             layer=site.layer, module=site.module, phase=self.phase, passes=passes, elements=elements,
-            read_bytes=read_bytes, write_bytes=write_bytes, bits=self.a_bits, fusable=fusable, count=count))
+            read_bytes=read_bytes, write_bytes=write_bytes, bits=self.a_bits, count=count,
+            fusable=fusable and self._follows_product(elements, count)))
+
+    def _follows_product(self, elements: int, count: int) -> bool:
+        """Whether the last row is the product whose whole output an op of ``elements`` values
+        (``count`` repeats) reads: the contract's promise for ``fusable`` (docs/trace.md)."""
+        last = self.rows[-1] if self.rows else None
+        return (last is not None and last["kind"] == "matmul" and last["M"] * last["N"] == elements
+                and last["count"] == count)
 
     def add_packing(self, numel: int, stored_bytes: int, *, unpack: bool) -> None:
         """One storage of ``numel`` values packed (forward) or unpacked (backward) by the codec."""
@@ -199,6 +207,7 @@ class VectorRecorder(TorchDispatchMode):
         if not work.known:
             self.unclassified.add(func.overloadpacket.__name__)
         fused = [t for t in work.read if _storage(t) in self._last_product and t.numel() == work.elements]
+        fused = fused if self._follows_product(work.elements, 1) else []
         self._last_product = set()
         if self.phase == "update":
             site = Site(self._region, self._update_layer_of(func, touched))
