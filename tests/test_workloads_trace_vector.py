@@ -86,6 +86,7 @@ def test_vector_rows_exist_for_every_layer_that_ran_and_none_for_the_others(trac
     for tr in traces.values():
         assert tr.header["vector_unclassified"] == []
         assert (tr.vectors()[["M", "N", "K"]] == 0).all().all() and not tr.vectors()["trainable"].any()
+        assert tr.ops[["w_bits", "a_bits"]].isin(range(1, 33)).all().all()  # the contract's range
 
 
 def test_forward_vector_bytes_per_layer_match_the_layer_definition(tiny, traces):

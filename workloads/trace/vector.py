@@ -34,6 +34,7 @@ from workloads.trace.vector_ops import NO_WORK, PRODUCTS, Passes, op_work, tenso
 
 PACK: Passes = (("reduce", 1), ("rsqrt", 1), ("move", 1))  # group absmax, divide by the scale, round and pack
 UNPACK: Passes = (("add", 1),)  # multiply by the group's scale
+MAX_ROW_BITS = 32  # the contract's range of w_bits / a_bits; an int64-only op's bytes carry its width
 
 
 @dataclass(frozen=True)
@@ -211,14 +212,15 @@ class VectorRecorder(TorchDispatchMode):
         self._last_product = set()
         if self.phase == "update":
             site = Site(self._region, self._update_layer_of(func, touched))
-        main = fused[0] if fused else (work.gathered[0][0] if work.gathered else (work.read or work.written)[0])
+        operands = [src for src, _ in work.gathered] + list(work.read) + list(work.written)
+        main = fused[0] if fused else next((t for t in operands if t.is_floating_point()), operands[0])
         read = sum(tensor_bytes(t.numel(), self.bits(t)) for t in work.read)
         read += sum(tensor_bytes(n, self.bits(src)) for src, n in work.gathered)
         write = sum(tensor_bytes(t.numel(), self.bits(t)) for t in work.written)
         self.rows.extend(vector_rows(
             layer=site.layer, module=site.module, phase=site.phase or self.phase, passes=work.passes,
             elements=work.elements,
-            read_bytes=read, write_bytes=write, bits=self.bits(main), fusable=bool(fused)))
+            read_bytes=read, write_bytes=write, bits=min(self.bits(main), MAX_ROW_BITS), fusable=bool(fused)))
 
     def _update_layer_of(self, func: torch._ops.OpOverload, touched: tuple[torch.Tensor, ...]) -> int:
         """The layer of the parameter an update operator works on: torch's single-tensor AdamW
