@@ -85,6 +85,7 @@ def test_vector_rows_exist_for_every_layer_that_ran_and_none_for_the_others(trac
     assert set(va["vector_class"]) == {"add", "exp", "rsqrt", "reduce", "move"}
     for tr in traces.values():
         assert tr.header["vector_unclassified"] == []
+        assert "autograd" not in set(tr.vectors()["module"])  # every backward node traced to its module
         assert (tr.vectors()[["M", "N", "K"]] == 0).all().all() and not tr.vectors()["trainable"].any()
         assert tr.ops[["w_bits", "a_bits"]].isin(range(1, 33)).all().all()  # the contract's range
 

@@ -364,9 +364,10 @@ def _train_step(work: nn.Module, ids: torch.Tensor, plan: StepPlan, log: SavedTe
     work.zero_grad(set_to_none=True)
 
 
-def _update(work: nn.Module, vector: VectorRecorder, config: TuneConfig = TuneConfig()) -> None:
+def _update(work: nn.Module, vector: VectorRecorder) -> None:
     """Gradient clipping and the AdamW step of the trained adapters (``train.tune`` with its
     default options), in steady state: a first, unrecorded step creates the moments."""
+    config = TuneConfig()
     named = [(name, p) for name, p in lora.lora_parameters(work).items() if p.grad is not None]
     params = [p for _, p in named]
     if not params:
@@ -405,7 +406,9 @@ def record_trace(
     seed: int = 0,
 ) -> Trace:
     """Run one real step of ``method`` on ``batch`` random sequences of ``seq_len`` tokens and
-    record every matrix product it executed and every tensor it kept.
+    record every matrix product it executed, its non-matrix work (vector rows: forward,
+    backward, and the update of a tuning step: gradient clipping and AdamW with ``train.tune``'s
+    defaults, in steady state) and every tensor it kept (docs/trace.md, format 2).
 
     - ``vanilla``: LoRA (rank ``lora_rank``) on all layers, forward through all of them, loss at
       the output, backward through all of them;
