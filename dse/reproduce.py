@@ -166,7 +166,7 @@ def _requests(names: list[str], designs: dict[str, Design], policies: dict[str, 
 
 
 def _quality(runs: dict[tuple[str, int], dict[str, Any]], names: list[str], seeds: list[int], steps: int,
-             eq_steps: int | None) -> dict[str, Any]:
+             eq_steps: int | None, eq_fit: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         def point(n: int, name: str = name) -> dict[str, Any]:
@@ -176,6 +176,7 @@ def _quality(runs: dict[tuple[str, int], dict[str, Any]], names: list[str], seed
         entry: dict[str, Any] = {"steps": steps, "at_steps": point(steps), "runs": sorted({runs[name, s]["key"] for s in seeds})}
         if name == "full" and eq_steps is not None:
             entry["equal_time_steps"], entry["equal_time"] = eq_steps, point(eq_steps)
+            entry["equal_time_fit_steps"] = eq_fit
         out[name] = entry
     van = out["vanilla"]["at_steps"]
     for name in names:
@@ -221,14 +222,18 @@ def main(argv: list[str] | None = None) -> int:
                          ablations=ablations)
     main_hw = main_config.name
     lat = table[table["hw"] == main_hw].set_index("config")["latency_ms"]
-    eq_steps = equal_time_steps(args.steps, lat["vanilla"], lat["full"]) if "full" in names else None
+    eq_fit = equal_time_steps(args.steps, lat["vanilla"], lat["full"])
 
     quality_runs = QualityRuns(loaded, fid, data=args.data, root=args.runs)
+    # Equal time is read where it was measured, if a run already has a checkpoint a step or two
+    # short of what fits now (never more steps than fit: the reading can only favour vanilla).
+    plain = _requests(["full"], designs, policies, args.seeds, args.steps, args.curve_steps, None)
+    eq_steps = quality_runs.measured_near(plain, eq_fit) or eq_fit
     reqs = _requests(names, designs, policies, args.seeds, args.steps, args.curve_steps, eq_steps)
     runs = {(r.config, r.seed): quality_runs.run(r) for r in tqdm(reqs, desc="tune + evaluate (config x seed)")}
     untuned = evaluate(loaded, data=args.data, seq_len=fid.seq_len, max_windows=fid.eval_windows,
                        mc_items=fid.mc_items, seed=EVAL_SEED, progress=False)
-    quality = _quality(runs, names, args.seeds, args.steps, eq_steps)
+    quality = _quality(runs, names, args.seeds, args.steps, eq_steps, eq_fit)
     step_s = {n: lat[n] / 1e3 for n in names}
     curves = {n: mean_curve([runs[n, s]["curve"] for s in args.seeds]).assign(
         time_s=lambda f, n=n: f["steps"] * step_s[n]).to_dict("records") for n in names if n in CURVE_CONFIGS}

@@ -174,8 +174,11 @@ def _equal_time(r: dict[str, Any]) -> list[str]:
         return []
     q = r["quality"]["full"]
     return [f"## At equal simulated tuning time on {r['main_hw']}", "",
-            f"The full method's step is shorter, so in vanilla's {r['steps']} steps of simulated time it takes "
-            f"{q['equal_time_steps']} steps (the same data stream, further along): perplexity "
+            f"The full method's step is shorter, so {q['equal_time_fit_steps']} of its steps fit in vanilla's "
+            f"{r['steps']} steps of simulated time"
+            + (f" (measured at {q['equal_time_steps']}, the checkpoint its runs have: never more steps than fit)"
+               if q["equal_time_steps"] != q["equal_time_fit_steps"] else "")
+            + ": perplexity "
             f"{_fmt(eq['perplexity']['mean'], eq['perplexity']['std'], 2)}, top-1 "
             f"{_fmt(eq['top1']['mean'], eq['top1']['std'])}, multiple choice "
             f"{_fmt(eq['accuracy']['mean'], eq['accuracy']['std'])} (vanilla: "

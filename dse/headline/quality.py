@@ -33,6 +33,7 @@ __all__ = ["METRICS", "QualityRuns", "compare", "seed_stats", "separation", "tim
 # Held-out metrics: perplexity (lower is better), next-token top-1 and multiple-choice accuracy.
 METRICS = ("perplexity", "top1", "accuracy")
 NOISE_P = 0.05  # a gap is beyond noise when a two-sided paired t-test over seeds gives p below this
+EQUAL_TIME_SLACK = 0.05  # equal-time quality may be read at a measured checkpoint up to 5% fewer steps
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ class QualityRuns:
         what = {"model": self.loaded.name, "data": self.data, "weights": digest, "tuning": asdict(req.tuning),
                 "fidelity": fid, "mc_eval": self.fid.key()}
         return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def stored(self, req: RunRequest) -> dict[str, Any] | None:
+        """The finished run of ``req``'s computation, whatever its checkpoints (None if none)."""
+        path = self.root / f"{self.key(req)}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def measured_near(self, reqs: Sequence[RunRequest], steps: int, *, slack: float = EQUAL_TIME_SLACK) -> int | None:
+        """The largest checkpoint within ``slack`` (a fraction) at or below ``steps`` that every
+        run of ``reqs`` has already measured with multiple-choice accuracy, if any: a simulator
+        change that moves the equal-time step count by a step or two must not force new runs."""
+        stored = [self.stored(r) for r in reqs]
+        if not stored or any(s is None for s in stored):
+            return None
+        common = set.intersection(*({p["steps"] for p in s["curve"] if p["accuracy"] is not None} for s in stored))
+        near = [c for c in common if steps * (1 - slack) <= c <= steps]
+        return max(near) if near else None
 
     def run(self, req: RunRequest) -> dict[str, Any]:
         """``{"curve": [{steps, perplexity, top1, accuracy, nll, ...}], "key", "seconds"}`` with
