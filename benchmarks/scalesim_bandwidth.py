@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "tests/golden/scalesim_bandwidth.csv",
                         help="golden CSV to write (default: %(default)s)")
+    parser.add_argument("--extra", action="append", default=[], metavar="M,N,K,DF",
+                        help="an extra GEMM case (repeatable), e.g. 128,1536,576,is for the "
+                             "issue's input-stationary example (default: none)")
     parser.add_argument("--worker", nargs=6, metavar=("M", "N", "K", "ROWS", "COLS", "DF"),
                         help="internal: run one SCALE-Sim case and print JSON")
     args = parser.parse_args(argv)
@@ -150,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = [{"tokens": args.tokens, "ops": ";".join(ops), "M": m, "N": n, "K": k, "rows": rows,
               "cols": cols, "dataflow": df}
              for (m, n, k), ops in layer_linear_shapes(args.tokens).items()
-             for df in args.dataflows.split(",")]
+             for df in args.dataflows.split(",") if df]
+    for extra in args.extra:
+        m, n, k, df = extra.split(",")
+        cases.append({"tokens": int(m), "ops": "extra", "M": int(m), "N": int(n), "K": int(k),
+                      "rows": rows, "cols": cols, "dataflow": df})
 
     def key(c: dict) -> tuple:
         return (c["M"], c["N"], c["K"], c["rows"], c["cols"], c["dataflow"])

@@ -5,7 +5,7 @@ script talks to it only through subprocesses. The script has two modes:
 
 * driver (default), run with any Python 3.10+::
 
-      python benchmarks/scalesim_golden.py --scalesim-python /work/scalesim-venv/bin/python \
+      python benchmarks/scalesim_golden.py --scalesim-python /work/venvs/scalesim/bin/python \
           --jobs 2 --out tests/golden/scalesim_gemm.csv
 
   It enumerates the shapes, launches one worker per (shape, array, dataflow) with ``--jobs``
@@ -184,7 +184,7 @@ def _scalesim_version(py: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scalesim-python", default="/work/scalesim-venv/bin/python",
+    parser.add_argument("--scalesim-python", default="/work/venvs/scalesim/bin/python",
                         help="Python of the venv that has scalesim and numpy<2 "
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("tests/golden/scalesim_gemm.csv"),
