@@ -160,9 +160,8 @@ def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int,
     sram_cycles = tile_bytes / sram_bytes_per_cycle
     busy = np.maximum(cyc, sram_cycles)
     axes = (1, 2, 3)
-    keff_full = np.ceil(tiles.tk * per_op(density)[..., 0, 0, 0] / per_op(macs_per_pe)[..., 0, 0, 0]
-                        - 1e-9)  # (ops, T)
-    one_fold = single_fold(tiles.df, tiles.tm, tiles.tn, keff_full, rows, cols)
+    # Whether the full tile (remainders are smaller) holds one fold, (ops, T).
+    one_fold = single_fold(tiles.df, tiles.tm, tiles.tn, keff[:, 0, 0, 0, :], rows, cols)
     overhead = fold_overhead_cycles(tiles.df, rows, cols) * one_fold[:, None, None, None, :]
     busy_continued = np.where(cyc > 0, np.maximum(cyc - overhead, sram_cycles), 0.0)
     psum_total = (count * p_w).sum(axis=axes)
