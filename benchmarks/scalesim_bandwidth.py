@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", action="append", default=[], metavar="M,N,K,DF",
                         help="an extra GEMM case (repeatable), e.g. 128,1536,576,is for the "
                              "issue's input-stationary example (default: none)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="write the CSV from the runs already in <out>.partial.jsonl and "
+                             "run nothing (cases not run are listed in the header)")
     parser.add_argument("--worker", nargs=6, metavar=("M", "N", "K", "ROWS", "COLS", "DF"),
                         help="internal: run one SCALE-Sim case and print JSON")
     args = parser.parse_args(argv)
@@ -171,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             done[key(rec)] = rec
     todo = sorted((c for c in cases if key(c) not in done),
                   key=lambda c: -estimated_cycles(*key(c)))
+    skipped = [key(c) for c in todo] if args.no_run else []
+    if args.no_run:
+        todo = []
 
     def run_case(c: dict) -> dict:
         cmd = ["nice", "-n", "15", args.scalesim_python, __file__, "--worker",
@@ -192,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                                          capture_output=True, text=True).stdout)
     header = {"tool": "SCALE-Sim", **versions, "interface_bandwidth": "USER",
               "words_per_cycle_per_interface": WORDS_PER_CYCLE, "sram_kib": SRAM_KIB,
-              "word_bytes": 1, "command": "python benchmarks/scalesim_bandwidth.py"}
-    ordered = sorted((done[key(c)] for c in cases), key=key)
+              "word_bytes": 1, "command": "python " + " ".join(
+                  [Path(__file__).relative_to(ROOT).as_posix(), *(argv or sys.argv[1:])]),
+              "not_run": [list(k) for k in skipped]}
+    ordered = sorted((done[key(c)] for c in cases if key(c) in done), key=key)
     fields = list(ordered[0])
     tmp_out = args.out.with_name(args.out.name + ".tmp")
     with tmp_out.open("w", newline="") as fh:
