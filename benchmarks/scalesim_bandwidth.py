@@ -122,6 +122,18 @@ def run_worker(m: int, n: int, k: int, rows: int, cols: int, df: str) -> None:
     print(json.dumps(out))
 
 
+def _label(rec: dict) -> dict:
+    """Name an extra case by the SmolLM2 ops of that shape (at 128, 256 or 1024 tokens)."""
+    if rec["ops"] != "extra":
+        return rec
+    shape = (rec["M"], rec["N"], rec["K"])
+    for tokens in (128, 256, 1024):
+        ops = layer_linear_shapes(tokens).get(shape)
+        if ops:
+            return {**rec, "tokens": tokens, "ops": ";".join(ops)}
+    return rec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scalesim-python", default="/work/venvs/scalesim/bin/python",
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
              for df in args.dataflows.split(",") if df]
     for extra in args.extra:
         m, n, k, df = extra.split(",")
-        cases.append({"tokens": int(m), "ops": "extra", "M": int(m), "N": int(n), "K": int(k),
+        cases.append({"tokens": 0, "ops": "extra", "M": int(m), "N": int(n), "K": int(k),
                       "rows": rows, "cols": cols, "dataflow": df})
 
     def key(c: dict) -> tuple:
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
               "word_bytes": 1, "command": "python " + " ".join(
                   [Path(__file__).relative_to(ROOT).as_posix(), *(argv or sys.argv[1:])]),
               "not_run": [list(k) for k in skipped]}
-    ordered = sorted((done[key(c)] for c in cases if key(c) in done), key=key)
+    ordered = [_label(done[key(c)]) for c in cases if key(c) in done]
+    ordered.sort(key=key)
     fields = list(ordered[0])
     tmp_out = args.out.with_name(args.out.name + ".tmp")
     with tmp_out.open("w", newline="") as fh:
