@@ -186,7 +186,8 @@ def write_hwconfig(config: dict, rules: list[str], source: Path, path: Path) -> 
     """Write the translated config with its derivation as the comment header."""
     import yaml
 
-    header = [f"ZigZag peer config, modelled after its example accelerator {source.name} (zigzag-dse 3.9.1, "
+    header = [f"ZigZag peer config, modelled after its example accelerator {source.name} "
+              "(zigzag-dse 3.9.1, "
               "inputs/hardware/; a", "weight-stationary systolic array as in TPU v1: Jouppi et "
               "al., ISCA 2017), translated by",
               "python benchmarks/zigzag_golden.py; do not edit by hand. Energies are ZigZag's "

@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 
 from sim.config import HwConfig
-from sim.dataflow import DATAFLOWS
+from sim.dataflow import DATAFLOWS, STREAMED_DIM
 from sim.energy import energy_j
 from sim.errors import MappingError, SimError
-from sim.dataflow import STREAMED_DIM
 from sim.memory import LOOP_ORDERS, continued_tiles, memory_timing
 from sim.opwork import op_work
 from sim.tiling import buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals

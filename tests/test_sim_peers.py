@@ -100,7 +100,7 @@ def test_energy_objective_moves_toward_zigzag(zigzag: pd.DataFrame) -> None:
     assert 0.8 < energy < 1.2, energy
 
 
-# ----------------------------------------------------------------------------- SCALE-Sim, finite bandwidth
+# ----------------------------------------------------------------------------- SCALE-Sim, bandwidth
 
 @pytest.fixture(scope="module")
 def scalesim_bw() -> pd.DataFrame:
