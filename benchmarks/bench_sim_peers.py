@@ -98,9 +98,25 @@ def _step(table: pd.DataFrame, col: str) -> float:
     return float(LAYERS * (table["count"] * table[col]).sum())
 
 
+def zigzag_examples_markdown() -> list[str]:
+    """Which of ZigZag's example accelerators are the kind of machine we model."""
+    examples = json.loads((GOLDEN / "zigzag_examples.json").read_text())
+    match = [n for n, e in examples.items()
+             if len(e["sizes"] or []) == 2 and len(e["systolic_dimensions"]) == 2]
+    other = [f"{n} ({' x '.join(str(x) for x in e['sizes'] or [])})"
+             for n, e in examples.items() if n not in match]
+    return [f"Of ZigZag's example accelerators (`tests/golden/zigzag_examples.json`, written by "
+            f"`python benchmarks/zigzag_golden.py`), only {', '.join(match)} is a 2-D array "
+            "with both dimensions systolic, the machine our model describes; it is translated "
+            "to hwconfigs/zigzag_tpu_like.yaml. The others are arrays of three or four "
+            "dimensions, in-memory-computing macros (aimc, dimc), or 2-D arrays that declare no "
+            "systolic dimension (eyeriss_like is row-stationary, with register files for every "
+            f"operand in each PE): {', '.join(other)}.", ""]
+
+
 def zigzag_markdown(tables: dict[tuple[str, str], pd.DataFrame]) -> list[str]:
     t = tables[ZZ_SETTINGS[0]]
-    lines = ["### ZigZag (tpu_like)", "",
+    lines = ["### ZigZag (tpu_like)", "", *zigzag_examples_markdown(),
              "Per GEMM, ours with the ws dataflow and the latency objective (ZigZag's tpu_like "
              "mapping unrolls its K x C, our N x K: weight-stationary; ZigZag minimized "
              "latency). Latency in cycles (ZigZag: `latency_total2` = ideal + stalls + "

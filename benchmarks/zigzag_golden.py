@@ -111,6 +111,23 @@ def _memory(acc: dict, name: str) -> dict:
     return acc["memories"][name]
 
 
+def example_arrays(inputs: Path) -> dict[str, dict]:
+    """Array shape of every example accelerator ZigZag ships: which ones match our model.
+
+    Ours is a 2-D systolic array with SRAM buffers; only a 2-D array that declares its
+    dimensions systolic is the same kind of machine.
+    """
+    import yaml
+
+    out = {}
+    for path in sorted((inputs / "hardware").glob("*.yaml")):
+        array = yaml.safe_load(path.read_text()).get("operational_array", {})
+        out[path.stem] = {"sizes": array.get("sizes"),
+                          "systolic_dimensions": array.get("systolic_dimensions", []),
+                          "memories": sorted(yaml.safe_load(path.read_text()).get("memories", {}))}
+    return out
+
+
 def translate_tpu_like(acc: dict) -> tuple[dict, list[str]]:
     """Our hardware config (dict) for ZigZag's tpu_like YAML, and the rules used, as comments.
 
@@ -241,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     config, rules = translate_tpu_like(yaml.safe_load(source.read_text()))
     write_hwconfig(config, rules, source, args.hw_out)
     print(f"wrote {args.hw_out}")
+    examples = example_arrays(inputs)
+    (args.out.parent / "zigzag_examples.json").write_text(json.dumps(examples, indent=2) + "\n")
     if args.translate_only:
         return 0
 
