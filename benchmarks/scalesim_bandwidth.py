@@ -7,6 +7,11 @@ filter 512 KiB, ofmap 256 KiB) and its DRAM bandwidth (25.6 GB/s at 1 GHz: 25 wo
 per interface). SCALE-Sim counts one byte per word, so our side of the comparison uses 8-bit
 operands (``sim.validation.scalesim_bandwidth_hw``). Modes, as in scalesim_golden.py:
 
+* setting the venv up (numpy<2, see /work/shared/DESIGN.md)::
+
+      python -m venv /work/venvs/scalesim
+      /work/venvs/scalesim/bin/pip install scalesim==3.0.0 "numpy<2"
+
 * driver (default), project Python::
 
       python benchmarks/scalesim_bandwidth.py --scalesim-python /work/venvs/scalesim/bin/python

@@ -5,7 +5,12 @@ it counts accesses of every operand, charges each access its CACTI-derived energ
 latency from the ideal MAC cycles plus the stalls of memory ports that cannot keep up, the
 initial on-loading and the final off-loading. It pins numpy>=2 and many other packages, so it
 lives in its own venv and this script talks to it only through subprocesses, as
-``benchmarks/scalesim_golden.py`` does for SCALE-Sim. Modes:
+``benchmarks/scalesim_golden.py`` does for SCALE-Sim. Setting the venv up::
+
+    python -m venv /work/venvs/zigzag
+    /work/venvs/zigzag/bin/pip install zigzag-dse six tqdm   # 3.9.1 imports six undeclared
+
+Modes:
 
 * driver (default), run with the project's Python::
 
