@@ -131,6 +131,15 @@ def test_scalesim_writes_every_fold_of_partial_sums(scalesim_bw: pd.DataFrame) -
     assert (t["ours_dram_ofmap"] <= t["dram_ofmap_writes"] * (1 + 1e-3)).all()
 
 
+def test_scalesim_reads_once_only_what_fits_half_its_buffer(scalesim_bw: pd.DataFrame) -> None:
+    t = scalesim_bw
+    for size, reads, half in ((t["M"] * t["K"], t["dram_ifmap_reads"], 128 * 1024),
+                              (t["K"] * t["N"], t["dram_filter_reads"], 256 * 1024)):
+        fits = size <= half
+        np.testing.assert_allclose(reads[fits], size[fits], rtol=1e-3)
+        assert (reads[~fits] > 1.5 * size[~fits]).all()
+
+
 def test_least_traffic_reads_never_exceed_scalesim(scalesim_bw: pd.DataFrame) -> None:
     t = scalesim_bw
     compulsory = t["M"] * t["K"] + t["K"] * t["N"]
