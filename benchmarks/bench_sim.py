@@ -41,7 +41,7 @@ import bench_sim_peers  # noqa: E402
 from sim import load_hw, simulate_gemm, simulate_trace  # noqa: E402
 from sim.roofline import plot_roofline  # noqa: E402
 from sim.scheduler import unique_ops  # noqa: E402
-from sim.trace import OPS_COLUMNS, read_trace  # noqa: E402
+from sim.trace import V1_COLUMNS, read_trace  # noqa: E402
 from sim.validation import compare_with_golden, read_golden, scalesim_like_hw  # noqa: E402
 
 # SmolLM2-135M (config.json of HuggingFaceTB/SmolLM2-135M-Instruct).
@@ -126,7 +126,7 @@ def synthetic_step(seed: int = 0) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
               "policy": f"synthetic LUC-like, seed {seed}", "seq_len": SEQ, "batch": BATCH,
               "lora_rank": LORA_RANK, "a_bits": 16,
               "note": "SYNTHETIC: generated analytically by benchmarks/bench_sim.py"}
-    return header, pd.DataFrame(rows, columns=list(OPS_COLUMNS)), pd.DataFrame(tensors)
+    return header, pd.DataFrame(rows, columns=list(V1_COLUMNS)), pd.DataFrame(tensors)
 
 
 def write_trace(path: Path, header: dict, ops: pd.DataFrame, tensors: pd.DataFrame) -> None:

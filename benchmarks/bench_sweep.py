@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -427,7 +428,12 @@ def write_markdown(path: Path, *, argv: list[str], wall: float, stats: dict, rer
         f"![where the time goes at each config's best point]({plots['time_png']})",
         "",
     ]
-    path.write_text("\n".join(lines))
+    # Sections other benchmarks own (<!-- BEGIN name --> ... <!-- END name -->, e.g. the Dask
+    # one of bench_sweep_dask.py) are kept at the end of the page.
+    old = path.read_text() if path.is_file() else ""
+    blocks = [m.group(0) for m in re.finditer(r"<!-- BEGIN (\w+) -->.*?<!-- END \1 -->", old,
+                                               re.S)]
+    path.write_text("\n".join(lines) + "".join(f"\n{b}\n" for b in blocks))
 
 
 def main() -> None:

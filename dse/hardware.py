@@ -17,7 +17,7 @@ import sim
 from dse.space import Design
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
-from workloads.trace import Trace, record_trace
+from workloads.trace import FORMAT, Trace, record_trace
 from workloads.tuning import actcomp
 from workloads.tuning.schedule import Window, default_exits, make_windows
 
@@ -27,6 +27,7 @@ class StepCost:
     """Simulated cost of one tuning step of a design (mean over its schedule's windows)."""
 
     latency_s: float
+    vector_s: float  # part of latency_s spent on non-matrix work (the vector unit)
     energy_j: float
     dram_bytes: float
     peak_memory_bytes: int  # largest over the windows
@@ -59,7 +60,9 @@ class TraceBank:
         if key in self._memo:
             return self._memo[key]
         tag = actcomp.cache_tag(act_bits)
-        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}.csv"
+        # The trace format names the file: traces an older recorder cached are not reused.
+        version = FORMAT.rsplit("/", 1)[-1]
+        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
         if path.is_file():
             trace = Trace.load(path)
         else:
@@ -89,6 +92,7 @@ def simulate_design(
     n = len(results)
     return StepCost(
         latency_s=sum(r["latency_s"] for r in results) / n,
+        vector_s=sum(r["vector_latency_s"] for r in results) / n,
         energy_j=sum(r["energy_j"] for r in results) / n,
         dram_bytes=sum(r["dram_bytes"] for r in results) / n,
         peak_memory_bytes=max(int(r["peak_memory_bytes"]) for r in results),

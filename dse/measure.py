@@ -11,7 +11,8 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ from workloads.models import LoadedModel, cache_dir
 from workloads.tuning import actcomp, lora
 from workloads.tuning.train import TuneConfig, tune
 from workloads.tuning.voting import RULES, ExitVoter, variant_name
+
+
+EVAL_SEED = 0  # the held-out evaluation set (multiple-choice items) is the same for every run
+# 2: distractors from the same passage, items drawn with EVAL_SEED (1: other passages, the run's seed)
+MC_EVAL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,10 @@ class Fidelity:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields: dict[str, Any] = asdict(self)
+        if self.mc_items > 0:  # the multiple-choice set changed with EVAL_VERSION; perplexity did not
+            fields["mc_eval"] = MC_EVAL_VERSION
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def tune_config(tuning: Tuning, fid: Fidelity) -> TuneConfig:
@@ -60,6 +69,33 @@ def tune_config(tuning: Tuning, fid: Fidelity) -> TuneConfig:
     )
 
 
+def compressed_copy(
+    loaded: LoadedModel, policy: Policy | None, fid: Fidelity, *, data: str | None = None, progress: bool = False
+) -> LoadedModel:
+    """A deep copy of the model, compressed with ``policy`` (calibrated on ``fid.calib_windows``
+    windows of the calibration split) when one is given. The caller's model is never modified."""
+    work = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name, loaded.source)
+    if policy is not None:
+        from workloads import data as data_mod
+        from workloads.luc.compress import compress_model
+
+        calib = data_mod.split_windows(
+            loaded.tokenizer, "calibration", fid.seq_len, source=data, max_windows=fid.calib_windows
+        )
+        compress_model(work.model, policy, calib, progress=progress)
+    return work
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-1 of every parameter's name, shape, dtype and bytes: two models with the same digest
+    compute the same function, so a tuning run of one is a tuning run of the other."""
+    h = hashlib.sha1()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
+        h.update(p.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def measure(
     loaded: LoadedModel,
     tuning: Tuning,
@@ -68,54 +104,75 @@ def measure(
     policy: Policy | None = None,
     data: str | None = None,
     progress: bool = False,
+    checkpoints: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Tune (and first compress, with ``policy``) a deep copy of the model and evaluate it.
 
-    Returns ``{"nll", "perplexity", "accuracy", "per_exit", "vote", "exits", "seconds"}`` where
-    the headline numbers are those of the design's voting rule (or its single exit). The
-    caller's model is never modified.
+    Returns ``{"answer", "nll", "perplexity", "top1", "accuracy", "tokens", "variants", "curve",
+    "seconds"}`` where the headline numbers are those of the design's voting rule (or its single
+    exit) after ``fid.steps`` steps, and ``curve`` lists the same numbers (``steps`` first) at each
+    of ``checkpoints`` (step counts up to ``fid.steps``, evaluated along the one run) and at
+    ``fid.steps``. The caller's model is never modified.
     """
-    start = time.perf_counter()
-    work = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name, loaded.source)
-    if policy is not None:
-        from workloads.luc.compress import compress_model
-        from workloads import data as data_mod
+    work = compressed_copy(loaded, policy, fid, data=data, progress=progress)
+    return measure_model(work, tuning, fid, data=data, progress=progress, checkpoints=checkpoints)
 
-        calib = data_mod.split_windows(
-            loaded.tokenizer, "calibration", fid.seq_len, source=data, max_windows=fid.calib_windows
-        )
-        compress_model(work.model, policy, calib, progress=progress)
-    result = tune(work, tune_config(tuning, fid), data=data, progress=progress, account_tensors=False)
+
+def measure_model(
+    work: LoadedModel,
+    tuning: Tuning,
+    fid: Fidelity,
+    *,
+    data: str | None = None,
+    progress: bool = False,
+    checkpoints: Sequence[int] = (),
+    mc_checkpoints: Collection[int] | None = None,
+) -> dict[str, Any]:
+    """``measure`` on a model copy the caller owns (it is tuned in place). Multiple-choice
+    accuracy is scored at ``mc_checkpoints`` only (default: every checkpoint); elsewhere it is None."""
+    start = time.perf_counter()
+    bad = [c for c in checkpoints if not 1 <= c <= fid.steps]
+    if bad:
+        raise ValueError(f"checkpoints {bad} outside 1..{fid.steps} steps")
+    curve: list[dict[str, Any]] = []
+    along = set(checkpoints) - {fid.steps}
+
+    def at(n: int) -> Fidelity:
+        return fid if mc_checkpoints is None or n in mc_checkpoints else replace(fid, mc_items=0)
+
+    def after_step(n: int, result: Any) -> None:
+        if n in along:
+            curve.append({"steps": n, **_evaluate(work, result, tuning, at(n), data)})
+
+    result = tune(work, tune_config(tuning, fid), data=data, progress=progress, account_tensors=False,
+                  after_step=after_step)
+    final = _evaluate(work, result, tuning, at(fid.steps), data)
+    curve.append({"steps": fid.steps, **final})
+    del result
+    return {**final, "curve": curve, "seconds": time.perf_counter() - start}
+
+
+def _evaluate(work: LoadedModel, result: Any, tuning: Tuning, fid: Fidelity, data: str | None) -> dict[str, Any]:
+    """Every exit and voting rule on the held-out split; the design's answer first. The
+    evaluation set (windows, multiple-choice items) is fixed: it does not follow ``fid.seed``."""
     voter = ExitVoter(result.model, result.exits, rules=RULES)
     scores = {
-        variant: evaluate(
-            work,
-            data=data,
-            split=fid.split,
-            seq_len=fid.seq_len,
-            max_windows=fid.eval_windows,
-            mc_items=fid.mc_items,
-            seed=fid.seed,
-            scorer=voter.scorer(variant),
-            progress=False,
-        )
+        variant: evaluate(work, data=data, split=fid.split, seq_len=fid.seq_len, max_windows=fid.eval_windows,
+                          mc_items=fid.mc_items, seed=EVAL_SEED, scorer=voter.scorer(variant), progress=False)
         for variant in voter.variants
     }
-    del voter, result, work
+    del voter
     answer = variant_name(rule=tuning.vote) if len(scores) > 1 and tuning.exits > 1 else variant_name(
         exit_layer=max(int(v.split(":")[1]) for v in scores if v.startswith("exit:"))
     )
     if answer not in scores:  # a single-exit design has no vote
         answer = next(v for v in scores if v.startswith("exit:"))
-    brief = {v: {"nll": s["nll"], "perplexity": s["perplexity"], "accuracy": s["accuracy"]} for v, s in scores.items()}
+    keys = ("nll", "perplexity", "top1", "accuracy")
     return {
         "answer": answer,
-        "nll": scores[answer]["nll"],
-        "perplexity": scores[answer]["perplexity"],
-        "accuracy": scores[answer]["accuracy"],
+        **{k: scores[answer][k] for k in keys},
         "tokens": scores[answer]["tokens"],
-        "variants": brief,
-        "seconds": time.perf_counter() - start,
+        "variants": {v: {k: s[k] for k in keys} for v, s in scores.items()},
     }
 
 

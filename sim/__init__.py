@@ -1,7 +1,9 @@
 """Cycle-approximate simulator of edge accelerators running LLM tuning traces.
 
 Pure numpy/pandas (no torch): a hardware YAML and a trace (docs/trace.md) in, per-op cycles,
-stalls, DRAM traffic, energy, roofline bounds and the step's memory footprint out.
+stalls, DRAM traffic, energy, roofline bounds (one ``OpCost`` record per op, summed into every
+total) and the step's memory footprint out. Matrix products run on the PE array, the trace's
+vector rows (format 2) on the vector unit.
 
 Example:
     >>> import sim
@@ -11,15 +13,18 @@ Example:
 """
 from sim.api import simulate_gemm, simulate_trace
 from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw
+from sim.cost import OpCost
 from sim.dataflow import DATAFLOWS
-from sim.errors import ConfigError, MappingError, SimError, TraceError
+from sim.errors import (ConfigError, MappingError, SimError, SimWarning, TraceError,
+                        TraceFormatWarning)
 from sim.report import Footprint, GemmResult, SimResult
 from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
 from sim.trace import Trace, read_trace, validate_ops, validate_tensors
 
 __all__ = [
     "DATAFLOWS", "OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
-    "MappingError", "SimError", "SimResult", "Trace", "TraceError", "apply_overrides",
-    "evaluate_op", "hw_from_dict", "load_hw", "read_trace", "schedule_ops", "simulate_gemm",
-    "simulate_trace", "validate_ops", "validate_tensors",
+    "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "Trace", "TraceError",
+    "TraceFormatWarning", "apply_overrides", "evaluate_op", "hw_from_dict", "load_hw",
+    "read_trace", "schedule_ops", "simulate_gemm", "simulate_trace", "validate_ops",
+    "validate_tensors",
 ]

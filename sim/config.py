@@ -11,6 +11,12 @@ A config file looks like this (every section and key is listed in ``docs/results
            double_buffering: true}
     dram: {bandwidth_gbps: 25.6, capacity_gib: 4, energy_pj_per_bit: 4.0}
     energy: {mac_pj: 0.4, sram_pj_per_byte: 1.2, static_mw: 50}
+    vector: {lanes: 32, elements_per_cycle: {add: 1, exp: 0.25, rsqrt: 0.25, reduce: 1, move: 1},
+             fusion: none}
+
+``vector`` is optional (see ``Vector`` for its stated defaults: ``lanes = pe.cols``, exp and
+rsqrt at a quarter of add, energy per element from ``energy.mac_pj``, no fusion); so is
+``vector.pj_per_element`` ({add, exp, rsqrt, reduce, move} in pJ).
 
 Unknown keys are rejected, sizes must be positive, numbers finite and within 1e-9..1e12 of
 their unit (or 0), and every error is one line naming the field:
@@ -36,10 +42,12 @@ from pydantic import (
 )
 
 from sim.errors import ConfigError
+from sim.foreign import translate_hw
 
 __all__ = [
-    "Area", "Dram", "Energy", "HwConfig", "PEArray", "Precision", "PrecisionModel", "Sparsity",
-    "SparsitySupport", "Sram", "apply_overrides", "hw_from_dict", "load_hw", "parse_nm",
+    "VECTOR_PJ_PER_MAC", "Area", "Dram", "Energy", "HwConfig", "PEArray", "Precision",
+    "PrecisionModel", "Sparsity", "SparsitySupport", "Sram", "Vector", "VectorEnergy",
+    "VectorFusion", "VectorRates", "apply_overrides", "hw_from_dict", "load_hw", "parse_nm",
 ]
 
 
@@ -264,8 +272,63 @@ class Area(_Strict):
     sram_um2_per_kib: float = Field(gt=0, description="SRAM area per KiB, um^2")
 
 
+class VectorRates(_Strict):
+    """Elements one vector lane completes per cycle, per op class (docs/trace.md)."""
+
+    add: float = Field(1.0, gt=0, description="add, sub, mul, compare, ... per lane per cycle")
+    exp: float = Field(0.25, gt=0, description="exp, log, sigmoid, SiLU, tanh per lane per cycle")
+    rsqrt: float = Field(0.25, gt=0, description="rsqrt, sqrt, divide per lane per cycle")
+    reduce: float = Field(1.0, gt=0,
+                          description="elements folded into a sum/max per lane per cycle")
+    move: float = Field(1.0, gt=0, description="copy, cast, gather, pack per lane per cycle")
+
+
+class VectorEnergy(_Strict):
+    """Dynamic energy of one element of each op class, pJ (SRAM and DRAM bytes are extra)."""
+
+    add: float = Field(ge=0, description="pJ per add-class element")
+    exp: float = Field(ge=0, description="pJ per exp-class element")
+    rsqrt: float = Field(ge=0, description="pJ per rsqrt-class element")
+    reduce: float = Field(ge=0, description="pJ per reduce-class element")
+    move: float = Field(ge=0, description="pJ per move-class element")
+
+
+class VectorFusion(StrEnum):
+    """``elementwise``: a ``fusable`` vector row reads the product it follows straight from the
+    array's output buffer instead of DRAM; ``none``: every vector row reads DRAM."""
+
+    none = "none"
+    elementwise = "elementwise"
+
+
+# Default energy of one vector element relative to energy.mac_pj, used when a config gives no
+# vector.pj_per_element. add/reduce/move: a 16-bit add is 0.4 pJ against 1.5 pJ for a 16-bit
+# multiply plus add (Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm), so 0.27 of a
+# MAC; a move is charged like an add (an upper bound: it does no arithmetic). exp/rsqrt: a
+# special-function unit evaluates a table lookup plus a quadratic (Oberman and Siu, "A
+# high-performance area-efficient multifunction interpolator", ARITH 2005): about two MACs.
+VECTOR_PJ_PER_MAC = {"add": 0.27, "exp": 2.0, "rsqrt": 2.0, "reduce": 0.27, "move": 0.27}
+
+
+class Vector(_Strict):
+    """The vector unit beside the array (norms, softmax, activations, residuals, optimizer).
+
+    Optional: a config without it gets ``lanes = pe.cols`` (one lane per array column, as wide
+    as the array's output row, like the TPU's activation/vector unit), the default rates (exp
+    and rsqrt at a quarter of add, the ratio of special-function to FP32 add throughput per SM
+    in the CUDA C++ Programming Guide's arithmetic-instruction table), energy per element from
+    ``VECTOR_PJ_PER_MAC`` x ``energy.mac_pj``, and no fusion.
+    """
+
+    lanes: int | None = Field(None, gt=0, description="parallel lanes (default: pe.cols)")
+    elements_per_cycle: VectorRates = VectorRates()
+    pj_per_element: VectorEnergy | None = Field(
+        None, description="pJ per element by class (default: VECTOR_PJ_PER_MAC x mac_pj)")
+    fusion: VectorFusion = VectorFusion.none
+
+
 class HwConfig(_Strict):
-    """A whole accelerator: PE array, precision, sparsity, SRAM, DRAM, energy."""
+    """A whole accelerator: PE array, precision, sparsity, SRAM, DRAM, energy, vector unit."""
 
     name: str = Field(min_length=1)
     clock_mhz: float = Field(gt=0, description="core clock, MHz")
@@ -276,6 +339,19 @@ class HwConfig(_Strict):
     dram: Dram
     energy: Energy
     area: Area | None = None
+    vector: Vector = Vector()
+
+    @property
+    def vector_lanes(self) -> int:
+        """Lanes of the vector unit (``vector.lanes``, default ``pe.cols``)."""
+        return self.vector.lanes if self.vector.lanes is not None else self.pe.cols
+
+    @property
+    def vector_pj_per_element(self) -> dict[str, float]:
+        """pJ per vector element by class (given, or derived from ``energy.mac_pj``)."""
+        if self.vector.pj_per_element is not None:
+            return self.vector.pj_per_element.model_dump()
+        return {c: r * self.energy.mac_pj for c, r in VECTOR_PJ_PER_MAC.items()}
 
     @property
     def pe_count(self) -> int:
@@ -423,7 +499,8 @@ def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str
 
 
 def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> HwConfig:
-    """Read and validate a hardware YAML file.
+    """Read and validate a hardware YAML file, a SCALE-Sim ``.cfg`` or a ZigZag accelerator
+    YAML (translated by ``sim.foreign``; ``sim.foreign.hw_translation`` lists the defaults).
 
     Example:
         >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])  # doctest: +SKIP
@@ -444,7 +521,7 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
                           f"YAML hardware config") from None
     try:
-        data = yaml.safe_load(text)
+        data = None if path.suffix.lower() == ".cfg" else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -453,8 +530,12 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
-    if data is None:
+    if data is None and path.suffix.lower() != ".cfg":
         raise ConfigError(f"{path}: file is empty")
+    # A SCALE-Sim .cfg or a ZigZag accelerator YAML is translated first (sim/foreign).
+    foreign = translate_hw(path, text, data)
+    if foreign is not None:
+        data = foreign.data
     return hw_from_dict(data, overrides, source=str(path))
 
 

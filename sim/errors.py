@@ -20,3 +20,11 @@ class TraceError(SimError):
 
 class MappingError(SimError):
     """No dataflow/tiling fits the hardware for some op (e.g. buffers too small)."""
+
+
+class SimWarning(UserWarning):
+    """Base class of the simulator's warnings: the run goes on, but a result is partial."""
+
+
+class TraceFormatWarning(SimWarning):
+    """The trace is an older format that lacks part of the step (format 1: no vector rows)."""

@@ -17,6 +17,7 @@ from sim.api import simulate_gemm
 from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, cli_main, positive_int
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
+from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
 from sim.scheduler import OBJECTIVES
 
 
@@ -43,14 +44,17 @@ def build_parser() -> OneLineParser:
                       description="Simulate one product out[M,N] = A[M,K] @ B[K,N] (B is the "
                                   "weight operand: its bits and sparsity) on an accelerator.")
     p.add_argument("--hw", required=True, type=Path, metavar="YAML",
-                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml (required)")
+                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml, a SCALE-Sim .cfg "
+                        "or a ZigZag accelerator YAML (required; defaults taken for fields a "
+                        "peer file lacks are printed)")
     p.add_argument("--M", required=True, type=positive_int, help="rows of A and out (required)")
     p.add_argument("--N", required=True, type=positive_int,
                    help="columns of B and out (required)")
     p.add_argument("--K", required=True, type=positive_int,
                    help="reduction length: columns of A, rows of B (required)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default="auto",
-                   help="ws, os, is, or auto to pick the best (default: auto)")
+    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
+                   help="ws, os, is, or auto to pick the best; a SCALE-Sim .cfg given as "
+                        "--hw brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the mapping search minimizes (default: latency)")
     p.add_argument("--rows", type=positive_int, default=None,
@@ -71,7 +75,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (cycles, compute_cycles, stall_cycles, "
                         "utilization 0..1, dram_bytes, roofline_cycles, energy_j in joules, "
-                        "latency_s in seconds, dataflow, tile) instead of text")
+                        "latency_s in seconds, dataflow, tile, stated_defaults) instead of text")
     return p
 
 
@@ -80,13 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     hw = load_hw(args.hw, args.overrides)
-    res = simulate_gemm(hw, args.M, args.N, args.K, dataflow=args.dataflow,
+    peer = hw_translation(args.hw)
+    notes = stated_defaults(peer)
+    res = simulate_gemm(hw, args.M, args.N, args.K,
+                        dataflow=resolve_dataflow(args.dataflow, peer),
                         objective=args.objective, w_bits=args.w_bits, a_bits=args.a_bits,
                         weight_sparsity=args.sparsity, sparsity_pattern=args.pattern,
                         rows=args.rows, cols=args.cols)
     if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
+        print(json.dumps({**res.to_dict(), "stated_defaults": notes}, indent=2))
     else:
+        for line in notes:
+            print(line)
         print(f"{res.hw} {res.rows}x{res.cols}: M={res.M} N={res.N} K={res.K} "
               f"({res.a_bits}/{res.w_bits}-bit, sparsity {res.weight_sparsity} "
               f"{res.sparsity_pattern})")

@@ -17,6 +17,7 @@ from sim.cli import (CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_m
                      write_atomic)
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
+from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
 from sim.scheduler import OBJECTIVES
 from sim.trace import read_trace
 
@@ -25,18 +26,25 @@ def build_parser() -> OneLineParser:
     """The command-line interface (every flag with units and default)."""
     p = OneLineParser(epilog=CONFIG_EPILOG, prog="python -m sim.run",
                       description="Simulate every op of a trace (docs/trace.md) on an "
-                                  "accelerator and report cycles, stalls, DRAM bytes, energy, "
-                                  "roofline bounds and the step's memory footprint.")
+                                  "accelerator (matrix products on the PE array, format-2 "
+                                  "vector rows on its vector unit) and report cycles, stalls, "
+                                  "DRAM bytes, energy, roofline bounds, a breakdown by phase "
+                                  "and op kind, and the step's memory footprint. A format-1 "
+                                  "trace has no vector rows: a warning says so.")
     p.add_argument("--hw", required=True, type=Path, metavar="YAML",
-                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml (required)")
+                   help="hardware config file, e.g. hwconfigs/edge_llm.yaml, a SCALE-Sim .cfg "
+                        "or a ZigZag accelerator YAML (required; defaults taken for fields a "
+                        "peer file lacks are printed)")
     p.add_argument("--trace", required=True, type=Path, metavar="CSV",
-                   help="ops table NAME.csv with its '# {json}' header line (required)")
+                   help="ops table NAME.csv with its '# {json}' header line, or a SCALE-Sim "
+                        "topology CSV (GEMM or convolution rows) (required)")
     p.add_argument("--tensors", type=Path, metavar="CSV", default=None,
                    help="tensor table for the memory footprint (default: NAME.tensors.csv "
                         "next to the trace, if it exists)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default="auto",
+    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
                    help="auto: per-op choice among ws (weight-), os (output-), is (input-"
-                        "stationary); or force one for every op (default: auto)")
+                        "stationary); or force one for every op; a SCALE-Sim .cfg given as --hw "
+                        "brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the per-op mapping search minimizes: latency (cycles), energy "
                         "(joules) or edp (cycles x joules) (default: latency)")
@@ -49,33 +57,55 @@ def build_parser() -> OneLineParser:
     p.add_argument("--roofline-png", type=Path, metavar="PNG", default=None,
                    help="also save a roofline plot of the ops (default: not written)")
     p.add_argument("--json", action="store_true",
-                   help="print the totals as one JSON object (cycles, latency_s in seconds, "
-                        "dram_bytes, energy_j in joules, peak_memory_bytes, fits_in_dram, "
-                        "roofline_cycles, per_phase, per_layer) instead of a text summary")
+                   help="print the totals as one JSON object (total_cycles, latency_s in "
+                        "seconds, matmul_cycles, vector_cycles, vector_latency_s, dram_bytes, "
+                        "energy_j in joules, every other per-op cost field summed, "
+                        "peak_memory_bytes, fits_in_dram, roofline_cycles, breakdowns "
+                        "per_phase, per_layer, per_kind, per_vector_module, per_vector_class, "
+                        "and stated_defaults: one line per default a peer file took) instead of "
+                        "a text summary")
     return p
 
 
 def _text_summary(s: dict) -> str:
+    ms = 1e3
     lines = [
         f"hw {s['hw']}  dataflow {s['dataflow']}  objective {s['objective']}  "
-        f"ops {s['ops']} ({s['products']} products)",
-        f"total {s['total_cycles']:,} cycles = {s['latency_s'] * 1e3:.3f} ms  "
+        f"ops {s['ops']} ({s['products']} products, {s['vector_ops']} vector ops)",
+        f"total {s['total_cycles']:,} cycles = {s['latency_s'] * ms:.3f} ms  "
         f"(compute {s['compute_cycles']:,}, stall {s['stall_cycles']:,}; roofline "
         f"{s['roofline_cycles']:,}, ratio {s['roofline_ratio']:.2f})",
+        f"matmul {s['matmul_latency_s'] * ms:.4f} ms, vector {s['vector_latency_s'] * ms:.4f} ms "
+        f"({s['vector_cycles'] / max(s['total_cycles'], 1):.1%} of the step)",
         f"DRAM {s['dram_bytes'] / 2**20:.2f} MiB (compulsory "
-        f"{s['compulsory_bytes'] / 2**20:.2f} MiB)  energy {s['energy_j'] * 1e3:.3f} mJ  "
+        f"{s['compulsory_bytes'] / 2**20:.2f} MiB, fused away "
+        f"{s['fused_bytes'] / 2**20:.2f} MiB)  energy {s['energy_j'] * 1e3:.3f} mJ  "
         f"utilization {s['utilization']:.1%}",
     ]
     if s["peak_memory_bytes"] is not None:
         lines.append(f"memory {s['peak_memory_bytes'] / 2**20:.1f} MiB of "
                      f"{s['dram_capacity_bytes'] / 2**20:.0f} MiB DRAM: "
                      f"{'fits' if s['fits_in_dram'] else 'DOES NOT FIT'}")
-    lines.append("phase        ops      cycles   stall%   DRAM MiB   energy mJ")
+    clock_hz = s["clock_mhz"] * 1e6
+    lines.append("phase          ops   matmul ms   vector ms   stall%   DRAM MiB   energy mJ")
     for phase, row in s["per_phase"].items():
-        stall = row["stall_cycles"] / row["cycles"] if row["cycles"] else 0.0
-        lines.append(f"{phase:<10} {row['ops']:>5} {row['cycles']:>11,} {stall:>8.1%} "
+        lines.append(f"{phase:<12} {row['ops']:>5} {row['matmul_cycles'] / clock_hz * ms:>11.4f} "
+                     f"{row['vector_cycles'] / clock_hz * ms:>11.4f} {_stall(row):>8.1%} "
                      f"{row['dram_bytes'] / 2**20:>10.2f} {row['energy_j'] * 1e3:>11.3f}")
+    for title, key in (("vector module", "per_vector_module"),
+                       ("vector class", "per_vector_class")):
+        if not s[key]:
+            continue
+        lines.append(f"{title:<26} ops          ms   stall%   DRAM MiB   energy mJ")
+        for name, row in sorted(s[key].items(), key=lambda kv: -kv[1]["cycles"]):
+            lines.append(f"{name:<26} {row['ops']:>3} {row['latency_s'] * ms:>11.4f} "
+                         f"{_stall(row):>8.1%} {row['dram_bytes'] / 2**20:>10.2f} "
+                         f"{row['energy_j'] * 1e3:>11.3f}")
     return "\n".join(lines)
+
+
+def _stall(row: dict) -> float:
+    return row["stall_cycles"] / row["cycles"] if row["cycles"] else 0.0
 
 
 @cli_main
@@ -87,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:
             check_output(out)
     hw = load_hw(args.hw, args.overrides)
+    peer = hw_translation(args.hw)
     trace = read_trace(args.trace, args.tensors)
-    result = simulate_trace(trace, hw, dataflow=args.dataflow, objective=args.objective)
+    result = simulate_trace(trace, hw, dataflow=resolve_dataflow(args.dataflow, peer),
+                            objective=args.objective)
     summary = result.summary()
     summary["trace"] = str(args.trace)
+    summary["stated_defaults"] = stated_defaults(peer, trace.header)
     # Outputs are written only after everything above succeeded (nothing half-written).
     if args.ops_csv is not None:
         write_atomic(args.ops_csv, lambda tmp: result.ops.to_csv(tmp, index=False))
@@ -101,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(_text_summary(summary))
+        print("\n".join([*summary["stated_defaults"], _text_summary(summary)]))
     return 0
 
 

@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 
 from sim.config import HwConfig
+from sim.cost import OpCost, cost_columns
 from sim.dataflow import DATAFLOWS, STREAMED_DIM
 from sim.energy import energy_j
 from sim.errors import MappingError, SimError
 from sim.memory import LOOP_ORDERS, continued_tiles, memory_timing
 from sim.opwork import op_work
 from sim.tiling import buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals
+from sim.vector import vector_costs
 
 __all__ = ["OBJECTIVES", "OP_KEY", "evaluate_op", "evaluate_shapes", "evaluate_variants",
            "schedule_ops", "unique_ops"]
@@ -55,12 +57,12 @@ def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bit
                 dataflow: str = "auto", objective: str = "latency") -> dict[str, Any]:
     """Best mapping of one product ``out[m, n] = A[m, k] @ B[k, n]`` on ``hw``.
 
-    Returns a flat dict for one product (multiply by ``count`` for repeats): ``cycles``,
-    ``compute_cycles``, ``stall_cycles``, ``utilization``, ``dram_bytes``,
-    ``compulsory_bytes``, ``sram_bytes``, ``energy_j``, ``macs``, ``macs_effective``,
-    ``roofline_cycles`` (with ``compute_roof_cycles`` and ``memory_roof_cycles``),
-    ``roofline_ratio``, ``bound``, ``dataflow``, ``loop_order``, ``tile_m``, ``tile_n``,
-    ``tile_k``. Cycles are core clock cycles, bytes are bytes, energy is joules.
+    Returns a flat dict for one product (multiply by ``count`` for repeats): the fields of
+    ``sim.cost.OpCost`` (``cycles``, ``compute_cycles``, ``stall_cycles``, ``dram_bytes``,
+    ``compulsory_bytes``, ``sram_access_bytes``, ``energy_j``, ``macs``, ``macs_effective``,
+    ``roofline_cycles`` with ``compute_roof_cycles`` and ``memory_roof_cycles``, ...), then
+    ``utilization``, ``roofline_ratio``, ``bound``, ``dataflow``, ``loop_order``, ``tile_m``,
+    ``tile_n``, ``tile_k``. Cycles are core clock cycles, bytes are bytes, energy is joules.
 
     Raises:
         MappingError: no tiling of this op fits the SRAM buffers.
@@ -125,31 +127,21 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
     results = []
     for v in range(g):
         cyc, en = cycles_all[:, v, :], energy[:, v, :]
-        ok = np.isfinite(cyc)
-        if objective == "latency":
-            best = np.lexsort((en.ravel(), cyc.ravel()))[0]
-        elif objective == "energy":
-            best = np.lexsort((cyc.ravel(), np.where(ok, en, np.inf).ravel()))[0]
-        else:
-            best = int(np.argmin(np.where(ok, cyc * en, np.inf).ravel()))
-        order_i, tile_i = np.unravel_index(best, cyc.shape)
+        order_i, tile_i = _best(cyc, en, objective)
         cycles = float(cyc[order_i, tile_i])
         compute_cycles = float(mem.compute_cycles[order_i, v, tile_i])
         roof = max(compute_roof[v], memory_roof[v])
+        cost = OpCost(
+            cycles=cycles, compute_cycles=compute_cycles, stall_cycles=cycles - compute_cycles,
+            dram_bytes=float(mem.dram_bytes[order_i, v, tile_i]),
+            compulsory_bytes=float(compulsory[v]),
+            sram_access_bytes=float(sram[order_i, v, tile_i]),
+            energy_j=float(en[order_i, tile_i]), macs=macs, macs_effective=float(macs_eff[v]),
+            roofline_cycles=float(roof), compute_roof_cycles=float(compute_roof[v]),
+            memory_roof_cycles=float(memory_roof[v]))
         results.append({
-            "cycles": cycles,
-            "compute_cycles": compute_cycles,
-            "stall_cycles": cycles - compute_cycles,
+            **cost.as_dict(),
             "utilization": float(compute_roof[v] / cycles),
-            "dram_bytes": float(mem.dram_bytes[order_i, v, tile_i]),
-            "compulsory_bytes": float(compulsory[v]),
-            "sram_bytes": float(sram[order_i, v, tile_i]),
-            "energy_j": float(en[order_i, tile_i]),
-            "macs": macs,
-            "macs_effective": float(macs_eff[v]),
-            "roofline_cycles": float(roof),
-            "compute_roof_cycles": float(compute_roof[v]),
-            "memory_roof_cycles": float(memory_roof[v]),
             "roofline_ratio": float(cycles / roof),
             "bound": "compute" if compute_roof[v] >= memory_roof[v] else "memory",
             "dataflow": DATAFLOWS[int(tiles.df[tile_i])],
@@ -161,22 +153,48 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
     return results
 
 
+def _best(cycles: np.ndarray, energy: np.ndarray, objective: str) -> tuple[int, int]:
+    """(loop order, candidate) of the best mapping of one variant; arrays (orders, candidates),
+    ``inf`` cycles where the candidate does not fit."""
+    ok = np.isfinite(cycles)
+    if objective == "latency":
+        best = np.lexsort((energy.ravel(), cycles.ravel()))[0]
+    elif objective == "energy":
+        best = np.lexsort((cycles.ravel(), np.where(ok, energy, np.inf).ravel()))[0]
+    else:
+        best = int(np.argmin(np.where(ok, cycles * energy, np.inf).ravel()))
+    order_i, tile_i = np.unravel_index(best, cycles.shape)
+    return int(order_i), int(tile_i)
+
+
 _VARIANT_CHUNK = 32
-
-# Columns of one product that scale with ``count`` when a trace row repeats a product.
-_ADDITIVE = ("cycles", "compute_cycles", "stall_cycles", "dram_bytes", "compulsory_bytes",
-             "sram_bytes", "energy_j", "macs", "macs_effective", "roofline_cycles",
-             "compute_roof_cycles", "memory_roof_cycles")
-
+# Columns of a per-op result beside the cost record (an empty table still has them).
+_RESULT_COLUMNS = (*cost_columns(), "utilization", "roofline_ratio", "bound", "dataflow",
+                   "loop_order", "tile_m", "tile_n", "tile_k")
 
 def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
                  objective: str = "latency") -> pd.DataFrame:
-    """Map every op of a validated ops table; one row out per row in.
+    """Cost every op of a validated ops table; one row out per row in, in order.
 
-    Identical products (same ``OP_KEY``) are evaluated once. Additive columns are totals over
-    the row's ``count`` products (the products run one after another).
+    Products (``kind = matmul``; every row of a table without ``kind``) get the best mapping,
+    identical ones (same ``OP_KEY``) searched once; vector rows are costed by ``sim.vector``.
+    The ``OpCost`` columns are totals over the row's ``count`` repeats (they run one after
+    another), beside ``utilization``, ``roofline_ratio``, ``bound``, ``dataflow``,
+    ``loop_order`` and ``tile_*``.
     """
     _check_choice(dataflow, objective)
+    is_vector = (ops["kind"] == "vector").to_numpy() if "kind" in ops else np.zeros(len(ops), bool)
+    parts = [_schedule_products(hw, ops[~is_vector], dataflow=dataflow, objective=objective)]
+    if is_vector.any():
+        parts.append(vector_costs(hw, ops))
+    result = pd.concat([p for p in parts if len(p)], axis=0).reindex(ops.index) \
+        if len(parts) > 1 else parts[0]
+    return pd.concat([ops, result], axis=1)
+
+
+def _schedule_products(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str, objective: str
+                       ) -> pd.DataFrame:
+    """Mapping-search results of the product rows of ``ops`` (same index), cost x ``count``."""
     keys = [tuple(row) for row in ops[list(OP_KEY)].itertuples(index=False, name=None)]
     # Distinct products, grouped by shape: one vectorized search per shape.
     by_shape: dict[tuple[int, int, int], list[tuple[Any, ...]]] = {}
@@ -193,16 +211,18 @@ def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
                 dataflow=dataflow, objective=objective)
             cache.update(zip(chunk, found, strict=True))
     records = [cache[key] for key in keys]
-    result = pd.DataFrame.from_records(records, index=ops.index)
+    result = pd.DataFrame.from_records(records, index=ops.index,
+                                       columns=None if records else _RESULT_COLUMNS)
     count = ops["count"].to_numpy(dtype=float)
-    for col in _ADDITIVE:
-        result[col] = result[col].to_numpy() * count
-    return pd.concat([ops, result], axis=1)
+    for col in cost_columns():
+        result[col] = result[col].to_numpy(dtype=float) * count
+    return result
 
 
 def unique_ops(ops: pd.DataFrame) -> int:
     """Number of distinct products (mapping searches) in an ops table."""
-    return int(ops[list(OP_KEY)].drop_duplicates().shape[0])
+    products = ops[ops["kind"] == "matmul"] if "kind" in ops else ops
+    return int(products[list(OP_KEY)].drop_duplicates().shape[0])
 
 
 def evaluate_shapes(hw: HwConfig, shapes: Sequence[tuple[int, int, int]], **kw: Any

@@ -36,9 +36,10 @@ from typing import Any
 
 import pandas as pd
 
-from sim.cli import OneLineParser, one_line, positive_int
+from sim.cli import OneLineParser, deferred_warnings, one_line, positive_int, print_warnings
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
+from sim.foreign import hw_translation, stated_defaults
 from sim.scheduler import OBJECTIVES
 from sim.sweep_plan import (
     GridAxis,
@@ -79,7 +80,8 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def prepare(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
-            grid: Iterable[str] | Mapping[str, Sequence[Any]] = (), *, dataflow: str = "auto",
+            grid: Iterable[str] | Mapping[str, Sequence[Any]] = (), *,
+            dataflow: str | None = None,
             objective: str = "latency", overrides: Iterable[str] | Mapping[str, Any] = ()
             ) -> Plan:
     """Validate all inputs and build the plan (reads configs and traces; writes nothing).
@@ -137,7 +139,7 @@ def _tasks(plan: Plan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[
         assert hw is not None
         traces = tuple((str(plan.traces[p.trace].path), plan.traces[p.trace].content_hash)
                        for p in points)
-        tasks.append((Task(task_id=task_id, hw=hw, traces=traces, dataflow=plan.dataflow,
+        tasks.append((Task(task_id=task_id, hw=hw, traces=traces, dataflow=points[0].dataflow,
                            objective=plan.objective), points))
     return tasks, invalid
 
@@ -175,11 +177,23 @@ def _stats(plan: Plan, table: pd.DataFrame, *, computed: int, skipped: int, wall
         "by_status": {str(k): int(v) for k, v in status.items()}, "complete": complete,
         "configs": [c.label for c in plan.configs],
         "grid": {a.key: list(a.values) for a in plan.axes}, "grid_points": plan.grid_size,
-        "traces": [t.label for t in plan.traces], "dataflow": plan.dataflow,
+        "traces": [t.label for t in plan.traces], "dataflow": plan.dataflow or "per config",
         "objective": plan.objective, "wall_s": round(wall_s, 3), "out": str(out),
         "files": {k: str(v) for k, v in written.items()},
         "best": best_summary(table, [a.key for a in plan.axes]),
+        "stated_defaults": _stated_defaults(plan),
     }
+
+
+def _stated_defaults(plan: Plan) -> list[str]:
+    """Defaults taken for fields that peer files (SCALE-Sim, ZigZag) lack, one line each."""
+    lines = []
+    for config in plan.configs:
+        lines += [f"{config.label}: {line}" for line in stated_defaults(
+            hw_translation(config.path))]
+    for trace in plan.traces:
+        lines += [f"{trace.label}: {line}" for line in stated_defaults(None, trace.header)]
+    return lines
 
 
 def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
@@ -211,9 +225,10 @@ def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
                    complete=complete)
     head = [f"sweep: {len(plan.configs)} config(s) x {plan.grid_size} grid point(s) x "
             f"{len(plan.traces)} trace(s) = {len(plan.points)} points; dataflow "
-            f"{plan.dataflow}, objective {plan.objective}",
+            f"{plan.dataflow or 'per config'}, objective {plan.objective}",
             f"done {stats['done']} ({computed} computed now, {skipped} reused from "
             f"{OUT_FILES['jsonl']}){'' if complete else '; INTERRUPTED, rerun to resume'}",
+            *stats["stated_defaults"],
             "best = lowest latency among points that ran and fit in DRAM; latency and energy "
             "per step"]
     text = summary_text(table, [a.key for a in plan.axes], header_lines=head)
@@ -225,10 +240,11 @@ def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
 
 def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
               grid: Iterable[str] | Mapping[str, Sequence[Any]] = (), *,
-              out: str | Path, dataflow: str = "auto", objective: str = "latency",
+              out: str | Path, dataflow: str | None = None, objective: str = "latency",
               workers: int = 1, overrides: Iterable[str] | Mapping[str, Any] = (),
               heatmap: Sequence[str] | str | None = None, plots: bool = True,
-              checkpoint_s: float = 10.0, progress: Progress | None = None) -> pd.DataFrame:
+              checkpoint_s: float = 10.0, progress: Progress | None = None,
+              scheduler: str | None = None) -> pd.DataFrame:
     """Run (or resume) a sweep and write its outputs into ``out``.
 
     Args:
@@ -237,7 +253,8 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
         grid: ``["pe.rows=8,16", "dram.bandwidth_gbps=4,8"]`` or ``{"pe.rows": [8, 16]}``;
             the sweep runs their cartesian product (no grid: each config as is).
         out: output folder (created); a folder with earlier points resumes them.
-        dataflow: ``auto`` (per-op choice) or a fixed ``ws``/``os``/``is``.
+        dataflow: ``auto`` (per-op choice) or a fixed ``ws``/``os``/``is``; None (default):
+            each config's own, i.e. the Dataflow of a SCALE-Sim .cfg, else auto.
         objective: per-op mapping objective: ``latency``, ``energy`` or ``edp``.
         workers: processes (1: run in this process; 0: one per CPU core).
         overrides: fixed ``key=value`` overrides applied to every point before the grid's.
@@ -245,6 +262,8 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
         plots: write the PNG plots.
         checkpoint_s: rewrite ``sweep.csv`` at least this often during the run, seconds.
         progress: called as ``progress(done, total)`` after every finished task.
+        scheduler: a Dask scheduler address (``tcp://HOST:8786``): run the tasks on that
+            cluster instead of local processes (``sim.sweep_dask``; ``workers`` is ignored).
 
     Returns:
         The sweep table (one row per finished point, plan order); ``table.attrs["sweep"]`` is
@@ -262,6 +281,10 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
     heat_keys = _check_heatmap(heatmap, plan.axes)
     out = Path(out)
     _check_out(out)
+    if scheduler:
+        from sim.sweep_dask import check_cluster
+
+        check_cluster(scheduler)  # an unreachable cluster is a user error: nothing written
     out.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     n_workers = (os.cpu_count() or 1) if workers == 0 else workers
@@ -307,7 +330,11 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
             if invalid:
                 finish_points(invalid, [Outcome("error", p.error or "invalid config", {}, 0.0)
                                         for p in invalid])
-            if tasks and n_workers <= 1:
+            if tasks and scheduler:
+                from sim.sweep_dask import run_tasks_dask
+
+                run_tasks_dask(tasks, plan, scheduler, finish_points)
+            elif tasks and n_workers <= 1:
                 for task, points in tasks:
                     _, outcomes = run_task(task)
                     finish_points(points, outcomes)
@@ -355,9 +382,11 @@ def build_parser() -> OneLineParser:
         description="Sweep hardware configs x a grid of config overrides x traces through the "
                     "simulator. Writes OUT/sweep.csv (+ sweep.parquet if pyarrow is "
                     "installed; one row per point: config, swept values, trace provenance, "
-                    "latency_s in seconds, cycles, compute/stall cycles per phase, utilization, "
-                    "dram_bytes, energy_j in joules, peak_memory_bytes, fits_in_dram, "
-                    "roofline_ratio, pe_count, sram_bytes, area_mm2), points.jsonl (the resume "
+                    "latency_s in seconds, every per-op cost field summed (cycles, "
+                    "dram_bytes, energy_j in joules, ...), compute/stall/vector cycles per "
+                    "phase, matmul_cycles, vector_cycles, vector_latency_s, utilization, "
+                    "peak_memory_bytes, fits_in_dram, roofline_ratio, pe_count, sram_bytes "
+                    "(SRAM capacity), area_mm2), points.jsonl (the resume "
                     "log), summary.txt, summary.json and PNG plots. A point that fails is a "
                     "row with status infeasible (its tensors exceed DRAM capacity) or error "
                     "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
@@ -369,11 +398,13 @@ def build_parser() -> OneLineParser:
                "(nothing written), 130 interrupted by Ctrl-C or SIGTERM (finished points "
                "kept; rerun to resume).")
     p.add_argument("--hw", required=True, nargs="+", metavar="YAML",
-                   help="hardware config files or quoted globs, e.g. 'hwconfigs/*.yaml' "
-                        "(required; a glob that matches nothing is an error)")
+                   help="hardware config files or quoted globs, e.g. 'hwconfigs/*.yaml'; "
+                        "SCALE-Sim .cfg and ZigZag accelerator YAMLs too (required; a glob "
+                        "that matches nothing is an error)")
     p.add_argument("--trace", required=True, nargs="+", metavar="CSV",
-                   help="trace files NAME.csv (docs/trace.md); NAME.tensors.csv next to each "
-                        "is used for peak memory when present (required)")
+                   help="trace files NAME.csv (docs/trace.md) or SCALE-Sim topology CSVs; "
+                        "NAME.tensors.csv next to each is used for peak memory when present "
+                        "(required)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="sweep a hardware field over comma-separated values, same dotted keys "
                         "and YAML values as sim.run --set, in that field's units (e.g. "
@@ -383,9 +414,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="fixed override applied to every config before the grid's, e.g. "
                         "--set clock_mhz=500 (repeatable; default: none)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default="auto",
+    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
                    help="auto: per-op best of ws (weight-), os (output-), is (input-"
-                        "stationary); or one dataflow for every op (default: auto)")
+                        "stationary); or one dataflow for every op; each SCALE-Sim .cfg in --hw "
+                        "brings its own Dataflow unless this flag is given (default: auto)")
     p.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="what the per-op mapping search minimizes: latency (cycles), energy "
                         "(joules) or edp (default: latency)")
@@ -394,6 +426,11 @@ def build_parser() -> OneLineParser:
                         "resumed (required)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes; 0 = one per CPU core (default: 1, in-process)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run the points on the Dask distributed cluster of this scheduler "
+                        "(start it with `dask scheduler`, port 8786 by default, and `dask "
+                        "worker tcp://HOST:8786`); keys, resume and --out work as with local "
+                        "processes, --workers is ignored (default: none, local processes)")
     p.add_argument("--heatmap", default=None, metavar="KEY1,KEY2",
                    help="two --grid keys for the latency heat map (default: the first two "
                         "grid keys with 2+ values; no heat map with fewer)")
@@ -441,11 +478,13 @@ def main(argv: list[str] | None = None) -> int:
     # A polite kill (SIGTERM) saves like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
-                          dataflow=args.dataflow, objective=args.objective,
-                          workers=args.workers, overrides=args.overrides,
-                          heatmap=args.heatmap, plots=not args.no_plots,
-                          checkpoint_s=float(args.checkpoint_s), progress=update)
+        with deferred_warnings() as messages:
+            table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
+                              dataflow=args.dataflow, objective=args.objective,
+                              workers=args.workers, overrides=args.overrides,
+                              heatmap=args.heatmap, plots=not args.no_plots,
+                              checkpoint_s=float(args.checkpoint_s), progress=update,
+                              scheduler=args.scheduler)
     except SweepInterrupted as exc:
         close()
         s = exc.stats
@@ -468,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     close()
+    print_warnings(messages)
     stats = table.attrs["sweep"]
     if args.json:
         print(json.dumps(stats, indent=2))

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from sim.config import HwConfig, hw_from_dict, load_hw
 from sim.dataflow import DATAFLOWS
 from sim.errors import ConfigError, SimError
+from sim.foreign import hw_translation
 from sim.scheduler import OBJECTIVES
 from sim.sweep_worker import cached_trace
 from sim.trace import tensors_path_for
@@ -61,6 +62,7 @@ class ConfigInfo:
     path: Path
     hw: HwConfig
     label: str  # unique name used in tables and plots (the config's ``name`` if unique)
+    dataflow: str | None = None  # fixed by the file (a SCALE-Sim .cfg's Dataflow), or None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Point:
     key: str  # content key (see module docstring)
     hw: HwConfig | None  # resolved config; None when the overrides are invalid
     error: str | None = None  # one-line reason when hw is None
+    dataflow: str = "auto"  # the dataflow this point runs (requested, or its config's)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class Plan:
     axes: tuple[GridAxis, ...]
     traces: tuple[TraceInfo, ...]
     points: tuple[Point, ...]
-    dataflow: str
+    dataflow: str | None  # as requested; None: each config's own (auto unless it fixes one)
     objective: str
     fixed: dict[str, Any] = field(default_factory=dict)
 
@@ -250,8 +253,9 @@ def load_configs(paths: Sequence[Path]) -> tuple[ConfigInfo, ...]:
     """Validate every base config (a broken file is a user error for the whole sweep)."""
     hws = [load_hw(p) for p in paths]
     labels = _unique_labels([hw.name for hw in hws], paths)
-    return tuple(ConfigInfo(path=p, hw=hw, label=lab)
-                 for p, hw, lab in zip(paths, hws, labels, strict=True))
+    peers = [hw_translation(p) for p in paths]
+    return tuple(ConfigInfo(path=p, hw=hw, label=lab, dataflow=peer.dataflow if peer else None)
+                 for p, hw, lab, peer in zip(paths, hws, labels, peers, strict=True))
 
 
 def file_hash(paths: Iterable[Path]) -> str:
@@ -308,13 +312,14 @@ def point_key(hw: Mapping[str, Any], trace_hash: str, dataflow: str, objective: 
 
 
 def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
-               traces: Sequence[TraceInfo], *, dataflow: str = "auto",
+               traces: Sequence[TraceInfo], *, dataflow: str | None = None,
                objective: str = "latency", fixed: Mapping[str, Any] | None = None) -> Plan:
     """Every config x grid point x trace, with resolved configs and content keys.
 
     Overrides are ``fixed`` (``--set``) then the grid point's values (the grid wins).
+    ``dataflow`` None runs each config with its own (a SCALE-Sim .cfg fixes one), else auto.
     """
-    if dataflow not in ("auto", *DATAFLOWS):
+    if dataflow is not None and dataflow not in ("auto", *DATAFLOWS):
         raise SweepError(f"--dataflow must be auto, {', '.join(DATAFLOWS)} (got {dataflow!r})")
     if objective not in OBJECTIVES:
         raise SweepError(f"--objective must be one of {', '.join(OBJECTIVES)} "
@@ -323,6 +328,7 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
     points: list[Point] = []
     for ci, info in enumerate(configs):
         base = info.hw.model_dump(mode="json", exclude_none=True)
+        point_dataflow = dataflow or info.dataflow or "auto"
         for combo in grid_points(axes):
             overrides = {**fixed, **{a.key: v for a, v in zip(axes, combo, strict=True)}}
             hw: HwConfig | None
@@ -337,8 +343,8 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
                 resolved = {"invalid": True, "base": base, "overrides": overrides}
             for ti, trace in enumerate(traces):
                 points.append(Point(index=len(points), config=ci, grid=tuple(combo), trace=ti,
-                                    key=point_key(resolved, trace.content_hash, dataflow,
-                                                  objective),
-                                    hw=hw, error=error))
+                                    key=point_key(resolved, trace.content_hash,
+                                                  point_dataflow, objective),
+                                    hw=hw, error=error, dataflow=point_dataflow))
     return Plan(configs=tuple(configs), axes=tuple(axes), traces=tuple(traces),
                 points=tuple(points), dataflow=dataflow, objective=objective, fixed=fixed)

@@ -19,7 +19,8 @@ from sim.trace import PHASES
 
 __all__ = ["choose_heatmap_keys", "plot_heatmap", "plot_pareto", "plot_time"]
 
-_PHASE_COLORS = {"fwd": "tab:blue", "bwd_input": "tab:orange", "bwd_weight": "tab:green"}
+_PHASE_COLORS = {"fwd": "tab:blue", "bwd_input": "tab:orange", "bwd_weight": "tab:green",
+                 "update": "tab:purple"}
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float) -> tuple[Any, np.ndarray]:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sim.config import HwConfig
 from sim.sweep_plan import Plan, Point
-from sim.trace import PHASES
+from sim.sweep_worker import metric_columns
 
 __all__ = [
     "DEFAULT_PE_UM2", "DEFAULT_SRAM_UM2_PER_KIB", "METRIC_COLUMNS", "PROVENANCE_KEYS",
@@ -38,14 +38,8 @@ DEFAULT_SRAM_UM2_PER_KIB = 1500.0  # um^2 per KiB of SRAM when the config has no
 
 PROVENANCE_KEYS: tuple[str, ...] = ("model", "method", "policy", "window", "seq_len", "batch")
 
-METRIC_COLUMNS: tuple[str, ...] = (
-    "latency_s", "cycles", "compute_cycles", "stall_cycles",
-    *(f"{c}_{p}" for p in PHASES for c in ("cycles", "compute_cycles", "stall_cycles")),
-    *(f"latency_{p}_s" for p in PHASES),
-    "utilization", "dram_bytes", "compulsory_bytes", "energy_j", "edp_js", "macs",
-    "roofline_cycles", "roofline_ratio", "ops", "products", "peak_memory_bytes",
-    "dram_capacity_bytes", "fits_in_dram",
-)
+# One per metric of a point: derived from the cost record (sim.cost) in sim.sweep_worker.
+METRIC_COLUMNS: tuple[str, ...] = metric_columns()
 
 
 def area_proxy(hw: HwConfig) -> dict[str, Any]:
@@ -99,7 +93,7 @@ def _identity(plan: Plan, point: Point) -> dict[str, Any]:
     for key in PROVENANCE_KEYS:
         row[key] = _cell(trace.header.get(key))
     row["trace_header"] = json.dumps(trace.header, sort_keys=True)
-    row.update({"dataflow": plan.dataflow, "objective": plan.objective})
+    row.update({"dataflow": point.dataflow, "objective": plan.objective})
     if point.hw is not None:
         row.update(area_proxy(point.hw))
     else:

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +21,15 @@ from typing import Any
 import pandas as pd
 
 from sim.config import HwConfig
-from sim.errors import SimError
+from sim.cost import cost_columns
+from sim.errors import SimError, TraceFormatWarning
 from sim.report import SimResult, footprint
 from sim.scheduler import schedule_ops
 from sim.trace import PHASES, Trace, read_trace
 
-__all__ = ["Outcome", "Task", "cached_trace", "init_worker", "metrics_of", "run_task",
-           "trace_cache_size"]
+__all__ = ["Outcome", "Task", "cached_trace", "init_worker", "metric_columns", "metrics_of",
+           "remember_trace",
+           "run_task", "trace_cache_size"]
 
 _TRACES: dict[tuple[str, str], Trace] = {}
 
@@ -42,6 +45,12 @@ def cached_trace(path: str, content_hash: str) -> Trace:
     if trace is None:
         trace = _TRACES[(path, content_hash)] = read_trace(path)
     return trace
+
+
+def remember_trace(path: str, content_hash: str, trace: Trace) -> None:
+    """Put a trace read elsewhere into this process's cache (a Dask worker gets them shipped:
+    it needs no shared file system)."""
+    _TRACES[(path, content_hash)] = trace
 
 
 def trace_cache_size() -> int:
@@ -72,6 +81,8 @@ def init_worker(traces: Sequence[tuple[str, str]]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the CLI's SIGTERM-to-KeyboardInterrupt handler; undo it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The parent read every trace while planning and reports their warnings once.
+    warnings.simplefilter("ignore", TraceFormatWarning)
     for path, content_hash in traces:
         cached_trace(path, content_hash)
 
@@ -97,35 +108,45 @@ class Outcome:
     seconds: float  # wall time spent on this point in the worker, s
 
 
+_PER_PHASE = ("cycles", "compute_cycles", "stall_cycles", "vector_cycles")
+
+
+def metric_columns() -> tuple[str, ...]:
+    """Names of the per-point metrics ``metrics_of`` returns, in sweep-table order: every
+    ``OpCost`` field (``sim.cost``), latency, per-phase cycles and per-kind time, ratios,
+    counts and memory."""
+    return (
+        "latency_s", *cost_columns(),
+        *(f"{c}_{p}" for p in PHASES for c in _PER_PHASE),
+        *(f"latency_{p}_s" for p in PHASES),
+        "matmul_cycles", "vector_cycles", "matmul_latency_s", "vector_latency_s",
+        "utilization", "edp_js", "roofline_ratio", "ops", "products", "vector_ops",
+        "peak_memory_bytes", "dram_capacity_bytes", "fits_in_dram",
+    )
+
+
 def metrics_of(result: SimResult) -> dict[str, Any]:
-    """Flat JSON-ready metrics of one simulated trace (cycles in core cycles, bytes, joules)."""
+    """Flat JSON-ready metrics of one simulated trace (cycles in core cycles, bytes, joules),
+    keyed by ``metric_columns()`` plus ``dataflow_mix``."""
     s = result.summary()
     clock_hz = result.hw.clock_mhz * 1e6
-    out: dict[str, Any] = {
-        "latency_s": float(s["latency_s"]),
-        "cycles": int(s["total_cycles"]),
-        "compute_cycles": int(s["compute_cycles"]),
-        "stall_cycles": int(s["stall_cycles"]),
-        "utilization": float(s["utilization"]),
-        "dram_bytes": int(s["dram_bytes"]),
-        "compulsory_bytes": int(s["compulsory_bytes"]),
-        "energy_j": float(s["energy_j"]),
-        "edp_js": float(s["energy_j"]) * float(s["latency_s"]),
-        "macs": int(s["macs"]),
-        "roofline_cycles": int(s["roofline_cycles"]),
-        "roofline_ratio": float(s["roofline_ratio"]),
-        "ops": int(s["ops"]),
-        "products": int(s["products"]),
-        "peak_memory_bytes": s["peak_memory_bytes"],
-        "dram_capacity_bytes": int(s["dram_capacity_bytes"]),
-        "fits_in_dram": s["fits_in_dram"],
-        "dataflow_mix": s["dataflow_mix"],
-    }
+    out: dict[str, Any] = {"latency_s": float(s["latency_s"])}
+    for name in cost_columns():
+        out[name] = s["total_cycles" if name == "cycles" else name]
     for phase in PHASES:
         row = s["per_phase"].get(phase)
-        for col in ("cycles", "compute_cycles", "stall_cycles"):
+        for col in _PER_PHASE:
             out[f"{col}_{phase}"] = int(row[col]) if row else 0
         out[f"latency_{phase}_s"] = (row["cycles"] / clock_hz) if row else 0.0
+    for key in ("matmul_cycles", "vector_cycles", "ops", "products", "vector_ops",
+                "dram_capacity_bytes"):
+        out[key] = int(s[key])
+    for key in ("matmul_latency_s", "vector_latency_s", "utilization", "roofline_ratio"):
+        out[key] = float(s[key])
+    out["edp_js"] = float(s["energy_j"]) * float(s["latency_s"])
+    out["peak_memory_bytes"] = s["peak_memory_bytes"]
+    out["fits_in_dram"] = s["fits_in_dram"]
+    out["dataflow_mix"] = s["dataflow_mix"]
     return out
 
 

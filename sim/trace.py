@@ -1,14 +1,18 @@
 """Reading and validating traces (the contract in docs/trace.md).
 
 A trace is ``NAME.csv`` (ops, first line ``# {json header}``) and optionally
-``NAME.tensors.csv`` (tensors live during the step). Every problem a user can cause ends in a
-``TraceError`` whose one-line message names the file, the row (1-based, as in the data rows)
-and the column.
+``NAME.tensors.csv`` (tensors live during the step). Format 2 (``edgellm-trace/2``) has matrix
+products (``kind = matmul``) and vector rows (``kind = vector``); format 1 has products only,
+is read with every row a product, and raises a ``TraceFormatWarning`` (vector work missing).
+
+Every problem a user can cause ends in a ``TraceError`` whose one-line message names the file,
+the row (1-based, as in the data rows) and the column.
 """
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +20,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.errors import TraceError
+from sim.errors import TraceError, TraceFormatWarning
 
-__all__ = ["OPS_COLUMNS", "PHASES", "TENSOR_COLUMNS", "TENSOR_KINDS", "Trace", "read_trace",
-           "tensors_path_for", "validate_ops", "validate_tensors"]
+__all__ = ["FORMAT", "FORMAT_V1", "KINDS", "MATMUL_PHASES", "OPS_COLUMNS", "PHASES",
+           "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS",
+           "Trace", "read_trace", "tensors_path_for", "validate_ops", "validate_tensors"]
 
-FORMAT = "edgellm-trace/1"
+FORMAT = "edgellm-trace/2"
+FORMAT_V1 = "edgellm-trace/1"
+FORMATS = {FORMAT_V1: 1, FORMAT: 2}
 HEADER_KEYS = ("format", "model", "method", "seq_len", "batch")
-OPS_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
-               "w_bits", "a_bits", "trainable", "count")
-PHASES = ("fwd", "bwd_input", "bwd_weight")
+V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
+              "w_bits", "a_bits", "trainable", "count")
+VECTOR_COLUMNS = ("kind", "vector_class", "elements", "read_bytes", "write_bytes", "fusable")
+OPS_COLUMNS = V1_COLUMNS + VECTOR_COLUMNS
+KINDS = ("matmul", "vector")
+VECTOR_CLASSES = ("add", "exp", "rsqrt", "reduce", "move")
+MATMUL_PHASES = ("fwd", "bwd_input", "bwd_weight")
+PHASES = (*MATMUL_PHASES, "update")  # update: optimizer step and clipping, vector rows only
+# The format-2 columns of a product (and of every row of a format-1 trace).
+MATMUL_DEFAULTS: dict[str, Any] = {"kind": "matmul", "vector_class": "", "elements": 0,
+                                   "read_bytes": 0, "write_bytes": 0, "fusable": False}
 TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
 TENSOR_KINDS = ("weight", "lora_weight", "activation", "gradient", "optimizer", "kv_cache")
 _PATTERN = re.compile(r"^(dense|unstructured|(\d+):(\d+))$")
@@ -43,11 +58,22 @@ class Trace:
     tensors: pd.DataFrame | None = None
     path: Path | None = None
 
+    @property
+    def version(self) -> int:
+        """Trace format version from the header (2 when there is none, e.g. a table in code)."""
+        return FORMATS.get(str(self.header.get("format", FORMAT)), 2)
+
 
 def tensors_path_for(ops_path: Path) -> Path:
     """``NAME.tensors.csv`` next to ``NAME.csv``."""
     name = ops_path.name[:-4] if ops_path.name.endswith(".csv") else ops_path.name
     return ops_path.with_name(f"{name}.tensors.csv")
+
+
+def _short_repr(value: Any) -> str:
+    """A header value for an error message, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _where(source: str, idx: int) -> str:
@@ -98,44 +124,101 @@ def _require_columns(df: pd.DataFrame, required: tuple[str, ...], source: str) -
                          f"(see docs/trace.md)")
 
 
-def validate_ops(df: pd.DataFrame, source: str = "<ops>") -> pd.DataFrame:
+def _infer_version(df: pd.DataFrame) -> int:
+    """2 when any format-2 column is present (then all are required), else 1."""
+    return 2 if any(c in df.columns for c in VECTOR_COLUMNS) else 1
+
+
+def validate_ops(df: pd.DataFrame, source: str = "<ops>", *, version: int | None = None
+                 ) -> pd.DataFrame:
     """Check and normalize an ops table; returns a new DataFrame with clean dtypes.
+
+    ``version`` 1 reads only the format-1 columns and makes every row a product (``kind =
+    matmul``, the format-2 columns at their matmul values); 2 requires every column of
+    ``OPS_COLUMNS``. ``None`` picks 2 when the table has any format-2 column, else 1.
 
     Raises:
         TraceError: a missing column or an out-of-range value (one line naming row and column).
     """
-    _require_columns(df, OPS_COLUMNS, source)
+    version = _infer_version(df) if version is None else version
+    required = OPS_COLUMNS if version >= 2 else V1_COLUMNS
+    _require_columns(df, required, source)
     if df.empty:
         raise TraceError(f"{source}: the ops table has no rows")
     out = df.copy()
+    if version < 2:
+        for col, value in MATMUL_DEFAULTS.items():
+            out[col] = value
+        kind = np.full(len(df), "matmul", dtype=object)
+    else:
+        kind = _choice_column(df, "kind", KINDS, source)
+        out["kind"] = kind
+    is_vector = kind == "vector"
     out["layer"] = _int_column(df, "layer", source, lo=-1, what="an integer >= -1")
     for col in ("M", "N", "K"):
-        out[col] = _int_column(df, col, source, lo=1, what="an integer > 0")
+        if version < 2:
+            out[col] = _int_column(df, col, source, lo=1, what="an integer > 0")
+            continue
+        out[col] = _int_column(df, col, source, what="an integer")
+        _require_where(out[col].to_numpy() > 0, ~is_vector, df, col, source,
+                       "an integer > 0 (got {value}; kind is matmul)")
     for col in ("w_bits", "a_bits"):
         out[col] = _int_column(df, col, source, lo=1, hi=32, what="an integer in 1..32")
     out["count"] = _int_column(df, "count", source, lo=1, what="an integer >= 1")
     out["trainable"] = _bool_column(df, "trainable", source)
+    out["weight_sparsity"] = _sparsity_column(df, source)
+    out["module"] = _module_column(df, source)
+    out["phase"] = _choice_column(df, "phase", PHASES, source)
+    _require_where(out["phase"].to_numpy() != "update", ~is_vector, df, "phase", source,
+                   f"one of {', '.join(MATMUL_PHASES)} in a matrix product (got {{value}}; "
+                   f"update is for vector rows)")
+    out["sparsity_pattern"] = _pattern_column(df, out["weight_sparsity"].to_numpy(), source)
+    if version >= 2:
+        _vector_columns(df, out, is_vector, source)
+    return out.reset_index(drop=True)
 
+
+def _require_where(ok: np.ndarray, rows: np.ndarray, df: pd.DataFrame, col: str, source: str,
+                   must: str) -> None:
+    """Raise for the first of ``rows`` where ``ok`` fails: ``column COL must be MUST``."""
+    bad = rows & ~ok
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TraceError(f"{_where(source, i)}: column {col} must be "
+                         f"{must.format(value=_show(df[col].iloc[i]))}")
+
+
+def _choice_column(df: pd.DataFrame, col: str, allowed: tuple[str, ...], source: str
+                   ) -> np.ndarray:
+    values = df[col].fillna("").astype(str).str.strip()
+    bad = ~values.isin(allowed)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TraceError(f"{_where(source, i)}: column {col} must be one of "
+                         f"{', '.join(allowed)} (got {_show(df[col].iloc[i])})")
+    return values.to_numpy(dtype=object)
+
+
+def _sparsity_column(df: pd.DataFrame, source: str) -> np.ndarray:
     sparsity = pd.to_numeric(df["weight_sparsity"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(sparsity) | (sparsity < 0) | (sparsity >= 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise TraceError(f"{_where(source, i)}: column weight_sparsity must be in [0, 1) "
                          f"(got {_show(df['weight_sparsity'].iloc[i])})")
-    out["weight_sparsity"] = sparsity
+    return sparsity
 
-    out["module"] = df["module"].astype(str).str.strip()
-    empty = (out["module"] == "") | df["module"].isna()
+
+def _module_column(df: pd.DataFrame, source: str) -> pd.Series:
+    module = df["module"].astype(str).str.strip()
+    empty = (module == "") | df["module"].isna()
     if empty.any():
         raise TraceError(f"{_where(source, int(np.flatnonzero(empty.to_numpy())[0]))}: "
                          f"column module is empty")
-    out["phase"] = df["phase"].astype(str).str.strip()
-    bad_phase = ~out["phase"].isin(PHASES)
-    if bad_phase.any():
-        i = int(np.flatnonzero(bad_phase.to_numpy())[0])
-        raise TraceError(f"{_where(source, i)}: column phase must be one of "
-                         f"{', '.join(PHASES)} (got {_show(df['phase'].iloc[i])})")
+    return module
 
+
+def _pattern_column(df: pd.DataFrame, sparsity: np.ndarray, source: str) -> np.ndarray:
     # pandas' string dtype keeps a missing cell missing through astype(str): make it "".
     patterns = df["sparsity_pattern"].fillna("").astype(str).str.strip().str.lower()
     for i, pattern in enumerate(patterns):
@@ -146,8 +229,38 @@ def validate_ops(df: pd.DataFrame, source: str = "<ops>") -> pd.DataFrame:
         if pattern == "dense" and sparsity[i] > 0:
             raise TraceError(f"{_where(source, i)}: weight_sparsity {sparsity[i]} > 0 needs "
                              f"sparsity_pattern unstructured or N:M (got dense)")
-    out["sparsity_pattern"] = patterns.to_numpy()
-    return out.reset_index(drop=True)
+    return patterns.to_numpy()
+
+
+def _vector_columns(df: pd.DataFrame, out: pd.DataFrame, is_vector: np.ndarray,
+                    source: str) -> None:
+    """Format-2 columns and the rules that tie them to ``kind`` (writes into ``out``)."""
+    is_matmul = ~is_vector
+    for col in ("M", "N", "K"):
+        _require_where(out[col].to_numpy() == 0, is_vector, df, col, source,
+                       "0 when kind is vector (got {value})")
+    _require_where(out["weight_sparsity"].to_numpy() == 0, is_vector, df, "weight_sparsity",
+                   source, "0 when kind is vector (got {value})")
+    _require_where(out["sparsity_pattern"].to_numpy() == "dense", is_vector, df,
+                   "sparsity_pattern", source, "dense when kind is vector (got {value})")
+    classes = df["vector_class"].fillna("").astype(str).str.strip().str.lower().to_numpy()
+    _require_where(np.isin(classes, VECTOR_CLASSES), is_vector, df, "vector_class", source,
+                   f"one of {', '.join(VECTOR_CLASSES)} when kind is vector (got {{value}})")
+    _require_where(classes == "", is_matmul, df, "vector_class", source,
+                   "empty when kind is matmul (got {value})")
+    out["vector_class"] = classes
+    for col in ("elements", "read_bytes", "write_bytes"):
+        out[col] = _int_column(df, col, source, lo=0, what="an integer >= 0")
+        _require_where(out[col].to_numpy() == 0, is_matmul, df, col, source,
+                       "0 when kind is matmul (got {value})")
+    out["fusable"] = _bool_column(df, "fusable", source)
+    _require_where(~out["fusable"].to_numpy(), is_matmul, df, "fusable", source,
+                   "false when kind is matmul (got {value})")
+    # The product a fusable row reads from must be in this table (and, in a table several
+    # traces were concatenated into, then in the same trace).
+    after_product = np.maximum.accumulate(np.where(is_matmul, np.arange(len(df)), -1)) >= 0
+    _require_where(after_product, out["fusable"].to_numpy(), df, "fusable", source,
+                   "false when no matmul row comes before it (got {value}; kind is vector)")
 
 
 def validate_tensors(df: pd.DataFrame, source: str = "<tensors>") -> pd.DataFrame:
@@ -187,8 +300,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     missing = [k for k in HEADER_KEYS if k not in header]
     if missing:
         raise TraceError(f"{path}: header is missing key(s) {', '.join(missing)}")
-    if header["format"] != FORMAT:
-        raise TraceError(f"{path}: header format must be {FORMAT!r} (got {header['format']!r})")
+    if not isinstance(header["format"], str) or header["format"] not in FORMATS:
+        raise TraceError(f"{path}: header format must be {FORMAT_V1!r} or {FORMAT!r} "
+                         f"(got {_short_repr(header['format'])})")
     return header
 
 
@@ -210,18 +324,34 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def read_trace(path: str | Path, tensors: str | Path | None = None) -> Trace:
     """Read ``NAME.csv`` and, if present, ``NAME.tensors.csv`` (or the given tensor file).
 
+    A SCALE-Sim topology CSV (``Layer,M,N,K,`` or convolution rows) is read too, each layer one
+    ``fwd`` product (``sim.foreign.scalesim``; header ``defaults`` lists what it assumed).
+
     Raises:
         TraceError: missing file, bad header, missing columns or bad values (one line).
     """
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"{path}: trace file not found")
-    header = _read_header(path)
-    ops = validate_ops(_read_csv(path), str(path))
+    from sim.foreign import foreign_trace  # lazy: sim.foreign builds on this module
+
+    foreign = foreign_trace(path)  # a SCALE-Sim topology CSV, lowered to products
+    if foreign is not None:
+        header, raw_ops = {"format": FORMAT, **foreign[0]}, foreign[1]
+    else:
+        header, raw_ops = _read_header(path), _read_csv(path)
+    version = FORMATS[header["format"]]
+    ops = validate_ops(raw_ops, str(path), version=version)
     tensor_path = Path(tensors) if tensors is not None else tensors_path_for(path)
     tensor_df = None
     if tensors is not None or tensor_path.is_file():
         if not tensor_path.is_file():
             raise TraceError(f"{tensor_path}: tensor table not found")
         tensor_df = validate_tensors(_read_csv(tensor_path), str(tensor_path))
+    if version < 2:
+        # Only once the whole trace is valid: a rejected file gets its one-line error alone.
+        warnings.warn(TraceFormatWarning(
+            f"{path}: trace format {FORMAT_V1} has no vector rows, so the step's non-matrix "
+            f"work (norms, softmax, activations, residuals, loss, optimizer update) is not "
+            f"charged; re-record the trace for format {FORMAT} (docs/trace.md)"), stacklevel=2)
     return Trace(ops=ops, header=header, tensors=tensor_df, path=path)

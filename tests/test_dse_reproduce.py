@@ -1,5 +1,5 @@
-"""The headline experiment end to end on the tiny model: every configuration tuned, evaluated
-and simulated, the equal-time row, and the written page."""
+"""The headline experiment end to end on the tiny model: every configuration under one scheduler,
+seeds, learning curves, time to quality, shared runs, and the written page."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from dse import reproduce
+from dse.headline import quality as hq
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "tiny", "--steps", "2", "--curve-steps", "1", "2", "4", "--batch", "2", "--seq-len", "32",
+        "--eval-windows", "2", "--mc-items", "4", "--window", "2", "--act-bits", "16", "--seeds", "0", "1", "2"]
 
 
 @pytest.fixture()
@@ -17,58 +20,69 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path / "cache"))
 
 
-def test_reproduce_tiny_writes_the_page(cache, tmp_path, capsys):
-    md = tmp_path / "headline.md"
-    argv = ["--model", "tiny", "--steps", "2", "--batch", "2", "--seq-len", "32", "--eval-windows", "2",
-            "--mc-items", "4", "--window", "1", "--sparsity", "0.3", "--bits", "4", "--adaptive-lr", "0.005",
-            "--all-hw", str(ROOT / "hwconfigs" / "*.yaml"), "--md", str(md), "--json"]
-    assert reproduce.main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
-    quality = {r["config"]: r for r in result["quality"]}
-    assert set(quality) == set(reproduce.CONFIGS) | {reproduce.EQUAL_TIME}
-    assert quality["vanilla"]["lr"] == 0.002 and quality["adaptive"]["lr"] == quality["full"]["lr"] == 0.005
-    # The full method is faster, so it gets more steps in vanilla's simulated time.
-    hw = [r for r in result["hardware"] if r["hw"] == "edge_llm"]
-    lat = {r["config"]: r["latency_ms"] for r in hw}
-    assert lat["full"] < lat["vanilla"]
-    assert quality[reproduce.EQUAL_TIME]["steps"] == int(2 * lat["vanilla"] / lat["full"]) > 2
-    assert all(r["perplexity"] > 1 and 0 <= r["accuracy"] <= 1 for r in result["quality"])
-    # Every hardware config has every configuration; vanilla is the unit of speed-up.
-    n_hw = len(list((ROOT / "hwconfigs").glob("*.yaml")))
-    assert len(result["hardware"]) == n_hw * len(reproduce.CONFIGS)
-    assert all(r["speedup"] == pytest.approx(1.0) for r in result["hardware"] if r["config"] == "vanilla")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("headline")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGELLM_CACHE", str(tmp / "cache"))
+    md = tmp / "headline.md"
+    argv = [*TINY, "--sparsity", "0.3", "--all-hw", str(ROOT / "hwconfigs" / "*.yaml"), "--md", str(md), "--json"]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert reproduce.main(argv) == 0
+    mp.undo()
+    return json.loads(out.getvalue()), md
+
+
+def test_every_configuration_runs_under_the_same_dataflow(tiny_run):
+    result, _ = tiny_run
+    rows = [r for r in result["hardware"] if not r["ablation"]]
+    assert {r["dataflow"] for r in rows} == {"auto"}
+    assert {r["config"] for r in rows} == set(reproduce.CONFIGS)
+    ablation = [r for r in result["hardware"] if r["ablation"]]
+    assert {r["config"] for r in ablation} == {"full, ws only", "vanilla, ws only"}
+    assert {r["dataflow"] for r in ablation} == {"ws"}
+    assert all(r["vector_ms"] > 0 for r in result["hardware"])  # the non-matrix work is charged
+
+
+def test_quality_is_a_distribution_over_seeds(tiny_run):
+    result, md = tiny_run
+    for name, q in result["quality"].items():
+        ppl = q["at_steps"]["perplexity"]
+        assert len(ppl["per_seed"]) == 3 and ppl["std"] >= 0 and ppl["mean"] > 1, name
+        assert q["at_steps"]["top1"]["mean"] is not None, name
+    full = result["quality"]["full"]
+    assert full["equal_time_steps"] >= 2 and full["equal_time"]["perplexity"]["mean"] > 1
+    ttq = result["time_to_quality"]
+    assert set(ttq) >= {"threshold_perplexity", "vanilla_s", "method_s", "speedup"}
+    assert {c for c in result["curves"]} == {"vanilla", "qlora", "full"}
+    assert [p["steps"] for p in result["curves"]["vanilla"]] == [1, 2, 4]
     page = md.read_text()
-    assert "## At equal simulated tuning time on edge_llm" in page and "python -m dse.reproduce" in page
+    assert "## Targets" in page and "## Time to quality" in page and "python -m dse.reproduce" in page
     assert md.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads(md.with_suffix(".json").read_text())["quality"] == result["quality"]
+    assert (md.parent / "headline_curves.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads(md.with_suffix(".json").read_text())
+    assert saved["quality"] == result["quality"]
 
 
-def test_reproduce_without_accuracy_items(cache, tmp_path, capsys):
-    md = tmp_path / "h.md"
-    argv = ["--model", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "32", "--eval-windows", "1",
-            "--mc-items", "0", "--window", "1", "--configs", "vanilla,full", "--all-hw",
-            str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(md), "--equal-time-lr", "0.001", "--json"]
-    assert reproduce.main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert [r["config"] for r in result["quality"]] == ["vanilla", "full", reproduce.EQUAL_TIME]
-    assert [r["lr"] for r in result["quality"]] == [0.002, 0.002, 0.001]  # the longer run's own rate
-    page = md.read_text()
-    assert "## At equal simulated tuning time" in page and "accuracy +" not in page
+def test_identical_computations_share_one_run(tiny_run):
+    """top-W LoRA and adaptive with one exit are the same computation: one run serves both."""
+    result, _ = tiny_run
+    q = result["quality"]
+    assert q["top-w"]["runs"] == q["adaptive"]["runs"]
+    assert q["top-w"]["at_steps"]["perplexity"] == q["adaptive"]["at_steps"]["perplexity"]
+    assert q["vanilla"]["runs"] != q["adaptive"]["runs"]
+    assert any("top-w" in n and "adaptive" in n for n in result["notes"])
 
 
-@pytest.mark.parametrize("flag", ["--lr", "--adaptive-lr", "--equal-time-lr"])
 @pytest.mark.parametrize("value", ["0", "-1e-3", "nan", "fast"])
-def test_reproduce_refuses_bad_learning_rate(flag, value, capsys):
+def test_reproduce_refuses_bad_learning_rate(value, capsys):
     with pytest.raises(SystemExit) as info:
-        reproduce.main([flag, value])
-    assert info.value.code == 2 and flag in capsys.readouterr().err
-
-
-def test_equal_time_lr_needs_the_equal_time_run(cache, tmp_path, capsys):
-    for extra in (["--no-equal-time"], ["--configs", "vanilla,luc"]):
-        with pytest.raises(SystemExit) as info:
-            reproduce.main(["--model", "tiny", "--equal-time-lr", "0.001", "--md", str(tmp_path / "h.md"), *extra])
-        assert info.value.code == 2 and "--equal-time-lr" in capsys.readouterr().err
+        reproduce.main(["--lr", value])
+    assert info.value.code == 2 and "--lr" in capsys.readouterr().err
 
 
 def test_equal_time_steps_spend_the_speed_up():
@@ -76,46 +90,45 @@ def test_equal_time_steps_spend_the_speed_up():
     assert reproduce.equal_time_steps(32, 100.0, 200.0) == 16 and reproduce.equal_time_steps(1, 1.0, 5.0) == 1
 
 
-def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys):
+@pytest.mark.parametrize("configs,word", [("vanilla,turbo", "turbo"), ("luc,full", "vanilla")])
+def test_reproduce_refuses_unknown_config(cache, tmp_path, capsys, configs, word):
     with pytest.raises(SystemExit) as info:
-        reproduce.main(["--model", "tiny", "--configs", "vanilla,turbo", "--md", str(tmp_path / "h.md")])
+        reproduce.main(["--model", "tiny", "--configs", configs, "--md", str(tmp_path / "h.md")])
     assert info.value.code == 2 and not (tmp_path / "h.md").exists()
-    assert "turbo" in capsys.readouterr().err
+    assert word in capsys.readouterr().err
 
 
-def test_luc_equal_to_vanilla_is_explained_only_when_it_is():
-    import pandas as pd
-
-    same = pd.DataFrame({"config": ["vanilla", "luc"], "perplexity": [12.5, 12.5]})
-    other = pd.DataFrame({"config": ["vanilla", "luc"], "perplexity": [12.5, 13.1]})
-    dense_4bit = reproduce.Plan(sparsity=0.0, bits=4.0)
-    assert "Q4_1" in " ".join(reproduce.same_as_vanilla(same, dense_4bit))
-    assert reproduce.same_as_vanilla(other, dense_4bit) == []
-    assert reproduce.same_as_vanilla(same, reproduce.Plan(sparsity=0.3)) == []
-
-
-def test_packed_activations_and_8_bit_head_shrink_the_full_methods_step(cache, tmp_path, capsys, monkeypatch):
-    from workloads.tuning import actcomp
-
-    monkeypatch.setattr(actcomp, "MIN_NUMEL", 1)  # the tiny model's activations are small
-    memory, latency = {}, {}
-    for head, act in ((16, 16), (8, 16), (8, 4)):
-        argv = ["--model", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "32", "--eval-windows", "1",
-                "--mc-items", "0", "--window", "2", "--sparsity", "0", "--configs", "vanilla,full", "--no-equal-time",
-                "--all-hw", str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--md", str(tmp_path / "h.md"),
-                "--head-bits", str(head), "--act-bits", str(act), "--json"]
-        assert reproduce.main(argv) == 0
-        result = json.loads(capsys.readouterr().out)
-        full = next(r for r in result["hardware"] if r["config"] == "full")
-        memory[head, act], latency[head, act] = full["memory_mib"], full["latency_ms"]
-        assert result["policy"].get("head_bits", 16) == head
-    assert memory[8, 16] < memory[16, 16] and latency[8, 16] < latency[16, 16]  # the head's bytes and products
-    assert memory[8, 4] < memory[8, 16] and latency[8, 4] == latency[8, 16]  # packing saves memory, not time
-    assert "activations for backward at 4 bits" in (tmp_path / "h.md").read_text()
-
-
-@pytest.mark.parametrize("flag,value", [("--head-bits", "9"), ("--act-bits", "12"), ("--act-bits", "1")])
-def test_reproduce_refuses_bad_bits(flag, value, capsys):
+@pytest.mark.parametrize("flag,value", [("--head-bits", "9"), ("--act-bits", "12"), ("--act-bits", "1"),
+                                        ("--seeds", "1 1")])
+def test_reproduce_refuses_bad_values(flag, value, capsys):
     with pytest.raises(SystemExit) as info:
-        reproduce.main([flag, value])
+        reproduce.main([flag, *value.split()])
     assert info.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_time_to_quality_interpolates_and_bounds():
+    van = [[{"steps": 32, "perplexity": 10.0}]] * 2
+    method = [[{"steps": 32, "perplexity": 12.0}, {"steps": 64, "perplexity": 11.0}, {"steps": 128, "perplexity": 9.0}]]
+    ttq = hq.time_to_quality(van, method, steps=32, vanilla_step_s=1.0, method_step_s=0.25)
+    # log-linear between 64 (11) and 128 (9): ln 11 -> ln 9 crosses ln 10 at 64 + 64 * 0.4749
+    assert ttq["reached"] and ttq["method_steps"] == pytest.approx(64 + 64 * 0.47490, rel=1e-4)
+    assert ttq["speedup"] == pytest.approx(32 / (ttq["method_steps"] * 0.25))
+    never = hq.time_to_quality(van, [method[0][:2]], steps=32, vanilla_step_s=1.0, method_step_s=0.25)
+    assert not never["reached"] and never["speedup"] is None and never["speedup_upper_bound"] == pytest.approx(2.0)
+
+
+def test_paired_comparison_over_seeds():
+    same = hq.compare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same["p"] is None and not same["beyond_noise"]
+    shifted = hq.compare([1.5, 2.6, 3.4], [1.0, 2.0, 3.0])
+    assert shifted["beyond_noise"] and shifted["diff"] == pytest.approx(0.5)
+    noisy = hq.compare([1.5, 1.4, 3.6], [1.0, 2.0, 3.0])
+    assert not noisy["beyond_noise"]
+
+
+def test_separation_needs_more_than_sampling_noise():
+    untuned = {"perplexity": 20.0, "top1": 0.40, "accuracy": 0.50, "tokens": 20_000}
+    tuned = {"perplexity": [12.0, 12.2, 12.1], "top1": [0.45, 0.451, 0.452], "accuracy": [0.52, 0.50, 0.51]}
+    rows = {r["metric"]: r for r in hq.separation(untuned, tuned, items=200)}
+    assert rows["perplexity"]["separates"] and rows["top1"]["separates"]
+    assert not rows["accuracy"]["separates"]  # 1 point on 200 items is inside the sampling error

@@ -130,7 +130,8 @@ def test_trace_lists_packed_activations_at_their_bits(pack_small, tiny):
     exact = record_trace(tiny, method="adaptive", window=2, seq_len=16, batch=2)
     packed = record_trace(tiny, method="adaptive", window=2, seq_len=16, batch=2, act_bits=4)
     assert packed.header["act_bits"] == 4 and exact.header["act_bits"] == 16
-    assert packed.ops.equals(exact.ops)  # packing changes memory, not the products
+    # Packing changes memory, not the products (its own work is vector rows: test_workloads_trace_vector).
+    assert packed.matmuls().reset_index(drop=True).equals(exact.matmuls().reset_index(drop=True))
     act, act4 = (t.tensors[t.tensors["kind"] == "activation"] for t in (exact, packed))
     assert list(act["numel"]) == list(act4["numel"])
     floats = act4["bits"] == 4

@@ -22,8 +22,10 @@ def test_scorer_matches_full_logits(tiny):
     ids = torch.randint(0, len(tiny.tokenizer), (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logp = torch.log_softmax(tiny.model(ids).logits, -1)[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
-        assert torch.allclose(model_scorer(tiny.model)(ids, 0), logp, atol=1e-5)
-        assert torch.allclose(model_scorer(tiny.model)(ids, 7), logp[:, 7:], atol=1e-5)
+        assert torch.allclose(model_scorer(tiny.model)(ids, 0).logprob, logp, atol=1e-5)
+        assert torch.allclose(model_scorer(tiny.model)(ids, 7).logprob, logp[:, 7:], atol=1e-5)
+        top1 = tiny.model(ids).logits[:, :-1].argmax(-1) == ids[:, 1:]
+        assert torch.equal(model_scorer(tiny.model)(ids, 0).top1, top1)
 
 
 def test_oracle_and_adversary_accuracy(tiny):

@@ -48,7 +48,7 @@ def test_forward_macs_equal_the_analytic_count(tiny, traces):
 
 
 def test_adaptive_has_backward_only_in_the_window_and_nothing_above_the_exit(traces):
-    ops = traces["adaptive"].ops
+    ops = traces["adaptive"].matmuls()
     assert ops["layer"].max() == 2
     bwd = ops[ops["phase"] != "fwd"]
     assert set(bwd["layer"]) == {2, -1}
@@ -59,7 +59,7 @@ def test_adaptive_has_backward_only_in_the_window_and_nothing_above_the_exit(tra
 
 
 def test_vanilla_backward_follows_autograd(traces):
-    ops = traces["vanilla"].ops
+    ops = traces["vanilla"].matmuls()
     base = ops[ops["module"].isin(LINEAR_MODULES)]
     # Frozen base weights never get weight gradients.
     assert not (base["phase"] == "bwd_weight").any()
@@ -81,7 +81,8 @@ def test_inference_has_no_backward_and_no_training_state(traces):
     tr = traces["inference"]
     assert set(tr.ops["phase"]) == {"fwd"}
     assert set(tr.tensors["kind"]) == {"weight"}
-    assert set(tr.ops.loc[tr.ops["layer"] == -1, "module"]) == {"exit_head", "lm_head"}
+    products = tr.matmuls()
+    assert set(products.loc[products["layer"] == -1, "module"]) == {"exit_head", "lm_head"}
 
 
 def test_linear_and_attention_shapes_follow_the_contract(tiny, traces):
@@ -133,7 +134,7 @@ def test_head_bits_annotate_head_products_and_the_embedding(tiny, traces):
     base = traces["adaptive"]
     policy = Policy.uniform(4, 0.0, 4, group_size=32, head_bits=8)
     re = base.with_policy(policy)
-    head = re.ops["module"].isin(["lm_head", "exit_head"])
+    head = re.ops["module"].isin(["lm_head", "exit_head"]) & (re.ops["kind"] == "matmul")
     assert (re.ops.loc[head & (re.ops["phase"] != "bwd_weight"), "w_bits"] == 8).all()
     assert (base.with_policy(Policy.uniform(4, 0.0, 4)).ops.loc[head, "w_bits"] == 16).all()
     emb = re.tensors[re.tensors["name"] == "embed_tokens.weight"].iloc[0]
@@ -183,7 +184,8 @@ def test_trace_cli(tmp_path, cli_env):
     summary = json.loads(proc.stdout)
     assert summary["header"]["window"] == [2, 3] and summary["header"]["policy"] == str(policy)
     assert out.is_file() and (tmp_path / "t.tensors.csv").is_file()
-    assert Trace.load(out).ops["w_bits"].isin([8, 16]).all()
+    assert Trace.load(out).matmuls()["w_bits"].isin([8, 16]).all()
+    assert summary["vector_rows"] > 0 and all(summary["vector_bytes"][p] > 0 for p in ("fwd", "bwd_input", "update"))
     bad = subprocess.run([sys.executable, "-m", "workloads.trace", "--model", "tiny", "--exit-layer", "7",
                           "--out", str(tmp_path / "x.csv")], capture_output=True, text=True, env=cli_env)
     assert bad.returncode == 2 and "exit-layer" in bad.stderr and not (tmp_path / "x.csv").exists()

@@ -20,7 +20,7 @@ from workloads.tuning.head import exit_loss, exit_stats
 from workloads.tuning.schedule import Window, default_exits, make_windows, schedule
 from workloads.tuning.step import StepPlan, step_loss
 from workloads.tuning.train import TuneConfig, tune
-from workloads.tuning.voting import ExitVoter, combine
+from workloads.tuning.voting import ExitVoter, vote_logprobs
 
 IDS = torch.randint(0, 250, (2, 24), generator=torch.Generator().manual_seed(0))
 
@@ -105,35 +105,42 @@ def test_config_refuses_a_learning_rate_torch_would_not_take(lr):
         TuneConfig(lr=lr).validate(4)
 
 
-def test_voting_rules_are_proper_distributions(fresh):
-    """Brute force: score every vocabulary token as the target; each rule's probabilities sum to 1
-    per position, and max_conf picks the exit with the highest top probability."""
+def test_voting_rules_are_proper_distributions():
+    """Each rule's voted distribution sums to 1 per position; max_conf takes, per position, the
+    exit with the highest top probability; mean is the average of the exits' probabilities."""
+    logp = torch.log_softmax(torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0)) * 3, dim=-1)
+    for rule in ("max_conf", "mean", "entropy"):
+        total = vote_logprobs(logp, rule).exp().sum(-1)
+        assert torch.allclose(total, torch.ones(5), atol=1e-5), rule
+    best = logp.amax(-1).argmax(0)
+    assert torch.equal(vote_logprobs(logp, "max_conf"), logp[best, torch.arange(5)])
+    assert torch.allclose(vote_logprobs(logp, "mean").exp(), logp.exp().mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown voting rule"):
+        vote_logprobs(logp, "median")
+
+
+def test_voter_top1_is_the_argmax_of_each_variant(fresh):
+    """Top-1 of an exit and of a vote is whether the target is the arg-max of its distribution."""
     model = _perturbed_lora(fresh.model, range(4))
-    ids = IDS[:1, :6]
-    vocab = model.config.vocab_size
+    voter = ExitVoter(model, [1, 3])
     with torch.no_grad():
-        hidden = run_layers(model, ids, capture=[1, 3])
-    per_rule: dict[str, list[torch.Tensor]] = {"max_conf": [], "mean": [], "entropy": []}
-    for v in range(vocab):
-        forced = ids.clone()
-        forced[0, -1] = v  # the last position's target becomes token v
-        stats = [exit_stats(model, hidden[e], forced, exit_layer=e, start=4) for e in (1, 3)]
-        for rule in per_rule:
-            per_rule[rule].append(combine(stats, rule)[0, 0])
-    for rule, logps in per_rule.items():
-        total = torch.logsumexp(torch.stack(logps), 0).exp().item()
-        assert math.isclose(total, 1.0, rel_tol=1e-4), rule
-    stats = [exit_stats(model, hidden[e], ids, exit_layer=e) for e in (1, 3)]
-    best = torch.stack([s.max_logprob for s in stats]).argmax(0)
-    chosen = torch.where(best == 0, stats[0].target_logprob, stats[1].target_logprob)
-    assert torch.equal(combine(stats, "max_conf"), chosen)
+        hidden = run_layers(model, IDS, capture=[1, 3])
+        logp = torch.stack([torch.log_softmax(model.get_base_model().lm_head(
+            model.get_base_model().model.norm(hidden[e][:, 2:-1])).float(), -1) for e in (1, 3)])
+    targets = IDS[:, 3:]
+    for variant, dist in [("exit:1", logp[0]), ("exit:3", logp[1]),
+                          ("vote:mean", vote_logprobs(logp.flatten(1, 2), "mean").view_as(logp[0]))]:
+        got = voter.scorer(variant)(IDS, 2)
+        assert torch.equal(got.top1, dist.argmax(-1) == targets), variant
+        assert torch.allclose(got.logprob, dist.gather(-1, targets[..., None])[..., 0], atol=1e-5), variant
 
 
 def test_voter_final_exit_is_the_model_scorer(tiny):
     voter = ExitVoter(tiny.model, [1, 3])
     with torch.no_grad():
         ref = model_scorer(tiny.model)(IDS, 5)
-    assert torch.allclose(voter.scorer("exit:3")(IDS, 5), ref, atol=1e-5)
+    assert torch.allclose(voter.scorer("exit:3")(IDS, 5).logprob, ref.logprob, atol=1e-5)
+    assert torch.equal(voter.scorer("exit:3")(IDS, 5).top1, ref.top1)
     res = evaluate(tiny, seq_len=32, max_windows=3, mc_items=8, progress=False, scorer=voter.scorer("vote:mean"))
     assert math.isfinite(res["perplexity"]) and 0 <= res["accuracy"] <= 1
 
@@ -203,6 +210,7 @@ def test_voting_scorer_matches_the_voter(tiny):
 
     voter = ExitVoter(tiny.model, [1, 3])
     for rule in ("max_conf", "mean", "entropy"):
-        assert torch.equal(voting_scorer(tiny.model, [1, 3], rule)(IDS, 2), voter.scorer(f"vote:{rule}")(IDS, 2))
+        assert torch.equal(voting_scorer(tiny.model, [1, 3], rule)(IDS, 2).logprob,
+                           voter.scorer(f"vote:{rule}")(IDS, 2).logprob)
     # One exit: nothing to vote on, the scorer is that exit's.
-    assert torch.equal(voting_scorer(tiny.model, [3])(IDS, 0), voter.scorer("exit:3")(IDS, 0))
+    assert torch.equal(voting_scorer(tiny.model, [3])(IDS, 0).logprob, voter.scorer("exit:3")(IDS, 0).logprob)

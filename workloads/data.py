@@ -173,6 +173,9 @@ class ChoiceItem:
     label: int
 
 
+DISTRACTORS = ("same_passage", "other_passages")
+
+
 def choice_items(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
@@ -181,30 +184,49 @@ def choice_items(
     context_tokens: int = 32,
     continuation_tokens: int = 16,
     n_choices: int = 4,
+    distractors: str = "same_passage",
     seed: int = 0,
 ) -> list[ChoiceItem]:
     """Multiple-choice continuation items: the true next chunk of a passage against
-    ``n_choices - 1`` chunks drawn from *other* passages. Returns up to ``n_items`` items."""
+    ``n_choices - 1`` continuations drawn from other chunks of the *same* passage
+    (``distractors="same_passage"``: same topic and style, so only the local continuation tells
+    them apart) or from *other* passages (``"other_passages"``: the topic alone often gives the
+    answer away). Returns up to ``n_items`` items; with ``same_passage`` a passage needs at least
+    ``n_choices`` chunks of ``context_tokens + continuation_tokens`` tokens to give items.
+
+    Raises:
+        UserError: the text is too small for any item, or an unknown ``distractors``.
+    """
+    if distractors not in DISTRACTORS:
+        raise UserError(f"unknown distractors '{distractors}': use one of {', '.join(DISTRACTORS)}")
     span = context_tokens + continuation_tokens
     chunks: list[tuple[int, torch.Tensor]] = []  # (passage index, tokens)
+    by_passage: dict[int, list[int]] = {}
     for pid, ids in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
         for start in range(0, len(ids) - span + 1, span):
+            by_passage.setdefault(pid, []).append(len(chunks))
             chunks.append((pid, torch.tensor(ids[start : start + span], dtype=torch.long)))
-    passages_seen = {pid for pid, _ in chunks}
-    if len(passages_seen) < 2 or not chunks:
-        raise UserError("the evaluation text is too small for multiple-choice items")
+    if distractors == "same_passage":
+        usable = [i for pid, idx in by_passage.items() if len(idx) >= n_choices for i in idx]
+    else:
+        usable = list(range(len(chunks))) if len(by_passage) >= 2 else []
+    if not usable:
+        raise UserError(f"the evaluation text is too small for multiple-choice items ({distractors} distractors)")
     rng = random.Random(seed)
-    order = list(range(len(chunks)))
-    rng.shuffle(order)
+    rng.shuffle(usable)
     items = []
-    for idx in order[:n_items]:
+    for idx in usable[:n_items]:
         pid, tokens = chunks[idx]
-        distractors: list[torch.Tensor] = []
-        while len(distractors) < n_choices - 1:
-            other_pid, other = chunks[rng.randrange(len(chunks))]
-            if other_pid != pid:
-                distractors.append(other[context_tokens:])
+        if distractors == "same_passage":
+            others = [chunks[j][1] for j in rng.sample([j for j in by_passage[pid] if j != idx], n_choices - 1)]
+        else:
+            others = []
+            while len(others) < n_choices - 1:
+                other_pid, other = chunks[rng.randrange(len(chunks))]
+                if other_pid != pid:
+                    others.append(other)
+        wrong = [o[context_tokens:] for o in others]
         label = rng.randrange(n_choices)
-        choices = distractors[:label] + [tokens[context_tokens:]] + distractors[label:]
+        choices = wrong[:label] + [tokens[context_tokens:]] + wrong[label:]
         items.append(ChoiceItem(tokens[:context_tokens], torch.stack(choices), label))
     return items

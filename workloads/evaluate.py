@@ -29,17 +29,25 @@ def evaluate(
     batch_size: int = 8,
     max_windows: int | None = None,
     mc_items: int = 200,
+    mc_distractors: str = data_mod.DISTRACTORS[0],
     seed: int = 0,
     scorer: Scorer | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Perplexity over the split's non-overlapping ``seq_len`` windows and accuracy over
-    ``mc_items`` multiple-choice items drawn (with ``seed``) from the same split."""
+    """Perplexity and next-token top-1 accuracy over the split's non-overlapping ``seq_len``
+    windows, and accuracy over ``mc_items`` multiple-choice items drawn (with ``seed``) from the
+    same split, with ``mc_distractors`` (``workloads.data.choice_items``).
+
+    Returns a dict: ``perplexity``, ``nll`` (nats/token), ``top1`` (share of predicted tokens that
+    are the arg-max; None if the scorer gives no top-1), ``accuracy`` (multiple choice; None
+    without items), ``tokens``, ``windows``, ``seq_len``, ``split``, ``data``, ``mc_items``,
+    ``mc_choices``, ``mc_distractors``."""
     scorer = scorer or model_scorer(loaded.model)
     texts = data_mod.load_split(split, data)
     windows = data_mod.windows(data_mod.tokenize(loaded.tokenizer, texts), seq_len, max_windows=max_windows)
     ppl = perplexity(scorer, windows, batch_size=batch_size, progress=progress)
-    items = data_mod.choice_items(loaded.tokenizer, texts, n_items=mc_items, seed=seed) if mc_items > 0 else []
+    items = (data_mod.choice_items(loaded.tokenizer, texts, n_items=mc_items, distractors=mc_distractors, seed=seed)
+             if mc_items > 0 else [])
     acc = choice_accuracy(scorer, items, batch_items=max(1, batch_size // 2), progress=progress) if items else None
     return {
         "split": split,
@@ -49,9 +57,11 @@ def evaluate(
         "tokens": ppl.tokens,
         "perplexity": ppl.perplexity,
         "nll": ppl.nll,
+        "top1": ppl.top1,
         "accuracy": acc.accuracy if acc else None,
         "mc_items": acc.items if acc else 0,
         "mc_choices": acc.choices if acc else 0,
+        "mc_distractors": mc_distractors,
     }
 
 
@@ -111,8 +121,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m workloads.evaluate",
-        description="Perplexity (non-overlapping windows) and multiple-choice continuation accuracy "
-        "(true next chunk vs 3 distractors from other passages, by log-likelihood) on held-out text.",
+        description="Perplexity and next-token top-1 accuracy (non-overlapping windows) and multiple-choice "
+        "continuation accuracy (true next chunk vs 3 distractors, by log-likelihood) on held-out text.",
     )
     add_model_args(parser)
     parser.add_argument(
@@ -147,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiple-choice items (32-token context, 16-token continuations, 4 choices); 0 skips "
         "accuracy (default: %(default)s)",
     )
+    parser.add_argument(
+        "--mc-distractors",
+        default=data_mod.DISTRACTORS[0],
+        choices=data_mod.DISTRACTORS,
+        help="where the wrong continuations come from: other chunks of the same passage (same topic: "
+        "only the local continuation tells them apart) or other passages (the topic alone often "
+        "gives the answer away) (default: %(default)s)",
+    )
     return parser
 
 
@@ -177,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             max_windows=args.max_windows,
             mc_items=args.mc_items,
+            mc_distractors=args.mc_distractors,
             seed=args.seed,
         )
     )
@@ -187,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         acc = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.3f} ({result['mc_items']} items)"
         print(
             f"{result['model']} on {result['data']}/{result['split']}: perplexity {result['perplexity']:.3f} "
-            f"over {result['tokens']} tokens ({result['windows']} windows of {result['seq_len']}), "
-            f"accuracy {acc}, {result['seconds']:.1f} s"
+            f"and next-token top-1 {result['top1']:.3f} over {result['tokens']} tokens ({result['windows']} "
+            f"windows of {result['seq_len']}), multiple-choice accuracy {acc}, {result['seconds']:.1f} s"
         )
     return 0
 

@@ -31,10 +31,13 @@ def _exits(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m workloads.trace",
-        description="Run one real torch step and write its trace (docs/trace.md): one row per matrix "
+        description="Run one real torch step and write its trace (docs/trace.md, format 2): one row per matrix "
         "product executed (forward, backward to inputs, backward to weights, attention, heads, LoRA), "
-        "recorded by hooks on the modules that ran, annotated with the policy's sparsity and bits, plus "
-        "the tensor table (NAME.tensors.csv) of what device memory holds during the step.",
+        "recorded by hooks on the modules that ran, annotated with the policy's sparsity and bits; vector "
+        "rows for the non-matrix work it executed (norms, RoPE, softmax, SiLU and gating, residuals, the "
+        "head's softmax and loss, the embedding gather, gradient clipping and the AdamW update, activation "
+        "packing), with elements and bytes at device precision; plus the tensor table (NAME.tensors.csv) "
+        "of what device memory holds during the step.",
     )
     p.add_argument("--model", default="smollm2-135m",
                    help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "tensors": str(tensors_path(path)),
         "rows": len(trace.ops),
         "macs": {phase: trace.macs(phase) for phase in ("fwd", "bwd_input", "bwd_weight")},
+        "vector_rows": len(trace.vectors()),
+        "vector_bytes": {phase: trace.vector_bytes(phase) for phase in ("fwd", "bwd_input", "update")},
         "memory_bytes": trace.memory_bytes(),
         "memory_by_kind_bytes": {k: int(v) for k, v in trace.tensors.groupby("kind")["bytes"].sum().items()},
         "header": trace.header,
@@ -96,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         macs = ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in summary["macs"].items())
-        print(f"wrote {path} ({summary['rows']} ops; MACs {macs}) and {summary['tensors']} "
+        moved = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in summary["vector_bytes"].items())
+        print(f"wrote {path} ({summary['rows']} rows; MACs {macs}; {summary['vector_rows']} vector rows "
+              f"reading and writing {moved}) and {summary['tensors']} "
               f"({summary['memory_bytes'] / 2**20:.1f} MiB in device memory)")
     return 0
 

@@ -47,8 +47,14 @@ def annotate_ops(
     ``fwd`` and ``bwd_input`` phases (policy sparsity and bits); a LoRA weight (dense,
     ``lora_bits``) for LoRA modules in those phases; the tied head at the policy's
     ``head_bits`` (``dense_bits`` without a policy) for head ops; and an activation (dense, ``a_bits``) otherwise: every
-    ``bwd_weight`` product and all attention products."""
+    ``bwd_weight`` product and all attention products. Vector rows (``kind = vector``) keep
+    their recorded bits: none of their operands is a compressed weight."""
     out = ops.copy()
+    if "kind" in out.columns and (out["kind"] != "matmul").any():
+        products = out["kind"] == "matmul"
+        out.loc[products] = annotate_ops(out[products], policy, a_bits=a_bits, dense_bits=dense_bits,
+                                         lora_bits=lora_bits)
+        return out
     sparsity_of, bits_of = _layer_maps(policy)
     layer = out["layer"].to_numpy()
     module = out["module"].to_numpy()

@@ -9,8 +9,12 @@
   reads the ``q``/``k``/``v`` shapes, delegates to the original implementation, and hooks its
   output for the backward products (including the recomputation of ``Q K^T`` that a
   flash-attention backward does);
-- the exit heads report their products through ``head_product_hooks``.
-Nothing is typed by hand: a product that did not run has no row.
+- the exit heads report their products through ``head_product_hooks``;
+- everything else the step executes (norms, RoPE, activations, residuals, the head's softmax and
+  loss, the optimizer update, activation packing) is recorded as vector rows by
+  ``workloads.trace.vector``, from the operators torch dispatches, the fused attention's shapes
+  and the activation codec's rule.
+Nothing is typed by hand: work that did not run has no row.
 """
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
 from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
+from workloads.trace.vector import Site, VectorRecorder
+from workloads.trace.vector_ops import SOFTMAX, SOFTMAX_BACKWARD, tensor_bytes
 from workloads.tuning import actcomp, lora
 from workloads.tuning.forward import num_layers, run_layers
-from workloads.tuning.head import HeadProduct, exit_loss, exit_stats, head_product_hooks
+from workloads.tuning.head import HeadProduct, exit_stats, head_product_hooks, running_exit
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
 from workloads.tuning.train import TuneConfig
@@ -50,19 +56,46 @@ _ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", d
 
 @dataclass
 class _Recorder:
-    """Collects raw op rows (shapes, phase, trainable) in execution order."""
+    """Collects raw op rows (products: shapes, phase, trainable; vector work) in execution order."""
 
+    num_layers: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     module_stack: list[tuple[str, int]] = field(default_factory=list)
+    vector: VectorRecorder | None = None
 
     def add(self, layer: int, module: str, phase: str, m: int, n: int, k: int, trainable: bool, count: int = 1) -> None:
         self.rows.append(
-            {"layer": layer, "module": module, "phase": phase, "M": m, "N": n, "K": k,
-             "trainable": trainable, "count": count}
+            {"layer": layer, "module": module, "phase": phase, "M": m, "N": n, "K": k, "weight_sparsity": 0.0,
+             "sparsity_pattern": "dense", "w_bits": 0, "a_bits": 0, "trainable": trainable, "count": count,
+             "kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
+             "fusable": False}
         )
 
     def where(self) -> tuple[str, int]:
         return self.module_stack[-1] if self.module_stack else ("head", -1)
+
+    def head_module(self, exit_layer: int) -> str:
+        return "lm_head" if exit_layer == self.num_layers - 1 else "exit_head"
+
+    def site(self) -> Site | None:
+        """Where forward vector work runs: the innermost module, else the running exit head;
+        ``None`` outside both (transformers' mask preparation, a host decision)."""
+        if self.module_stack:
+            name, layer = self.module_stack[-1]
+            return Site(_vector_module(name), lora.layer_of(name + "."))  # "layers.3" itself too
+        head = running_exit()
+        return Site(self.head_module(head[0]), -1, head[1]) if head is not None else None
+
+
+def _vector_module(name: str) -> str:
+    """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
+    decoder layer's adds, ``lora`` for an adapter's scale and sum, else the module's name."""
+    last = name.rsplit(".", 1)[-1]
+    if last.isdigit():
+        return "residual"
+    if last in lora.LINEAR_MODULES or last in ("lora_A", "lora_B"):
+        return "lora"
+    return last
 
 
 def _label(name: str) -> str:
@@ -151,8 +184,10 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
     def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, eager_attention_forward)
-        out, weights = impl(module, query, key, value, attention_mask, **kwargs)
         rec = _ACTIVE.get()
+        paused = rec.vector.paused() if rec is not None and rec.vector is not None else nullcontext()
+        with paused:  # a fused kernel: its work is recorded from the shapes below
+            out, weights = impl(module, query, key, value, attention_mask, **kwargs)
         if rec is None:
             return out, weights
         b, heads, tq, hd = query.shape
@@ -160,6 +195,7 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
         layer = int(getattr(module, "layer_idx", -1))
         count = b * heads  # one product per batch element and query head (GQA shares K/V)
         rec.add(layer, "attn_qk", "fwd", tq, tk, hd, False, count)  # S = Q K^T
+        _softmax_rows(rec, layer, tq, tk, count, SOFTMAX)  # P = softmax(S)
         rec.add(layer, "attn_pv", "fwd", tq, hd, tk, False, count)  # O = P V
         if out.requires_grad:
             need_q, need_k, need_v = query.requires_grad, key.requires_grad, value.requires_grad
@@ -168,10 +204,12 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
             def on_grad(_grad: torch.Tensor) -> None:
                 if recompute:
                     rec.add(layer, "attn_qk", "bwd_input", tq, tk, hd, False, count)  # S again
-                if need_q or need_k:
-                    rec.add(layer, "attn_pv", "bwd_input", tq, tk, hd, False, count)  # dP = dO V^T
+                    _softmax_rows(rec, layer, tq, tk, count, _RECOMPUTE, extra_read=tq)  # P = exp(S - lse)
                 if need_v:
                     rec.add(layer, "attn_pv", "bwd_input", tk, hd, tq, False, count)  # dV = P^T dO
+                if need_q or need_k:
+                    rec.add(layer, "attn_pv", "bwd_input", tq, tk, hd, False, count)  # dP = dO V^T
+                    _softmax_rows(rec, layer, tq, tk, count, SOFTMAX_BACKWARD, extra_read=tq * tk)  # dS
                 if need_q:
                     rec.add(layer, "attn_qk", "bwd_input", tq, hd, tk, False, count)  # dQ = dS K
                 if need_k:
@@ -181,6 +219,23 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
         return out, weights
 
     return attention
+
+
+_RECOMPUTE = (("add", 1), ("exp", 1))  # flash backward: P = exp(S * scale - lse), per element
+
+
+def _softmax_rows(rec: _Recorder, layer: int, tq: int, tk: int, count: int, passes: Any, *,
+                  extra_read: int = 0) -> None:
+    """The attention softmax a fused kernel hides, per batch element and head (``count``), as an
+    unfused device runs it: it reads the ``tq x tk`` scores the product before it wrote (plus
+    ``extra_read`` values: the log-sum-exp rows, or dP beside P in backward) and writes as many
+    (P, or dS). The scale and the causal mask are folded into the exp's argument."""
+    if rec.vector is None:
+        return
+    bits = rec.vector.a_bits
+    rec.vector.add_derived(
+        site=Site("attn_softmax", layer), passes=passes, elements=tq * tk, count=count, fusable=True,
+        read_bytes=tensor_bytes(tq * tk + extra_read, bits), write_bytes=tensor_bytes(tq * tk, bits))
 
 
 @contextmanager
@@ -205,11 +260,13 @@ def _attention_recording(model: nn.Module) -> Iterator[None]:
 
 
 def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold runs of identical consecutive products (e.g. the head's equal chunks) into ``count``."""
+    """Fold runs of identical consecutive rows (e.g. the head's equal chunks) into ``count``,
+    except a product a ``fusable`` row reads (that row's ``count`` must stay the product's)."""
     merged: list[dict[str, Any]] = []
-    keys = ("layer", "module", "phase", "M", "N", "K", "trainable")
-    for row in rows:
-        if merged and all(merged[-1][k] == row[k] for k in keys):
+    keys = [c for c in OPS_COLUMNS if c != "count"]
+    for i, row in enumerate(rows):
+        feeds_fusable = i + 1 < len(rows) and rows[i + 1]["fusable"]
+        if merged and not feeds_fusable and all(merged[-1][k] == row[k] for k in keys):
             merged[-1]["count"] += row["count"]
         else:
             merged.append(dict(row))
@@ -256,6 +313,82 @@ def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _parameter_bits(model: nn.Module) -> dict[int, int]:
+    """Device bits of every parameter's storage, as the tensor table stores it (before a
+    policy): adapters at ``LORA_BITS``, every other weight at ``DENSE_BITS``."""
+    return {p.untyped_storage().data_ptr(): LORA_BITS if ".lora_" in name else DENSE_BITS
+            for name, p in model.named_parameters()}
+
+
+@dataclass
+class _RecordedCodec(actcomp.ActivationCodec):
+    """The activation codec, its host quantization left out of the trace and its device work
+    recorded from the codec's rule instead: each storage packed once in forward (values at
+    ``a_bits`` in, ``actcomp.stored_bits`` out), unpacked at each use in backward."""
+
+    recorder: VectorRecorder | None = None
+    _packs: list[actcomp.Packed] = field(default_factory=list, repr=False)
+
+    def pack(self, tensor: torch.Tensor) -> Any:
+        assert self.recorder is not None
+        with self.recorder.paused(hide_nodes=False):
+            saved = super().pack(tensor)
+        if isinstance(saved, actcomp.View) and not any(p is saved.packed for p in self._packs):
+            self._packs.append(saved.packed)
+            self.recorder.add_packing(saved.packed.numel, _stored_bytes(saved.packed.numel, self.bits), unpack=False)
+        return saved
+
+    def unpack(self, saved: Any) -> torch.Tensor:  # type: ignore[override]
+        assert self.recorder is not None
+        with self.recorder.paused(hide_nodes=False):
+            tensor = actcomp.ActivationCodec.unpack(saved)
+        if isinstance(saved, actcomp.View):
+            self.recorder.add_packing(saved.packed.numel, _stored_bytes(saved.packed.numel, self.bits), unpack=True)
+        return tensor
+
+
+def _stored_bytes(numel: int, bits: int) -> int:
+    return math.ceil(actcomp.stored_bits(numel, bits) / 8)
+
+
+def _train_step(work: nn.Module, ids: torch.Tensor, plan: StepPlan, log: SavedTensorLog,
+                vector: VectorRecorder) -> None:
+    """Forward, backward and the optimizer update of one tuning step, as ``train_step`` runs
+    them, with the vector recorder's phase following along."""
+    vector.phase = "fwd"
+    with log:
+        loss = step_loss(work, ids, plan)
+    vector.phase = "bwd_input"
+    loss.backward()
+    _update(work, vector)
+    work.zero_grad(set_to_none=True)
+
+
+def _update(work: nn.Module, vector: VectorRecorder) -> None:
+    """Gradient clipping and the AdamW step of the trained adapters (``train.tune`` with its
+    default options), in steady state: a first, unrecorded step creates the moments."""
+    config = TuneConfig()
+    named = [(name, p) for name, p in lora.lora_parameters(work).items() if p.grad is not None]
+    params = [p for _, p in named]
+    if not params:
+        return
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    with vector.paused():
+        optimizer.step()
+    tracked = []
+    for name, p in named:
+        layer = lora.layer_of(name)
+        tracked += [(p, LORA_BITS, layer), (p.grad, LORA_BITS, layer)]
+        tracked += [(t, OPTIMIZER_BITS, layer) for t in optimizer.state[p].values() if torch.is_tensor(t)]
+    vector.track(tracked)
+    vector.phase = "update"
+    if config.max_grad_norm is not None:
+        with vector.region("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    with vector.region("adamw"):
+        optimizer.step()
+
+
 def record_trace(
     loaded: LoadedModel,
     *,
@@ -273,7 +406,9 @@ def record_trace(
     seed: int = 0,
 ) -> Trace:
     """Run one real step of ``method`` on ``batch`` random sequences of ``seq_len`` tokens and
-    record every matrix product it executed and every tensor it kept.
+    record every matrix product it executed, its non-matrix work (vector rows: forward,
+    backward, and the update of a tuning step: gradient clipping and AdamW with ``train.tune``'s
+    defaults, in steady state) and every tensor it kept (docs/trace.md, format 2).
 
     - ``vanilla``: LoRA (rank ``lora_rank``) on all layers, forward through all of them, loss at
       the output, backward through all of them;
@@ -317,29 +452,27 @@ def record_trace(
 
     ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    rec = _Recorder()
+    rec = _Recorder(n_layers)
     work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
     if not lora_layers:
         for p in model.parameters():
             p.requires_grad_(False)
     handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
-    codec = (actcomp.ActivationCodec(act_bits, exclude=list(work.parameters()))
+    rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
+                                fixed_bits=_parameter_bits(work))
+    codec = (_RecordedCodec(act_bits, exclude=list(work.parameters()), recorder=rec.vector)
              if act_bits < min(actcomp.EXACT_BITS, a_bits) and plan is not None else None)
     log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec)
 
     def on_head(op: HeadProduct) -> None:
-        module = "lm_head" if op.exit_layer == n_layers - 1 else "exit_head"
-        rec.add(-1, module, op.phase, op.M, op.N, op.K, False)
+        rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
 
     token = _ACTIVE.set(rec)
     try:
-        with _attention_recording(model), head_product_hooks(on_head):
+        with _attention_recording(model), head_product_hooks(on_head), rec.vector:
             if plan is not None:
-                with log:
-                    loss = step_loss(work, ids, plan)
-                loss.backward()
-                work.zero_grad(set_to_none=True)
+                _train_step(work, ids, plan, log, rec.vector)
             else:
                 with torch.no_grad():
                     hidden = run_layers(work, ids, last_layer=max(head_exits), capture=head_exits)
@@ -356,9 +489,7 @@ def record_trace(
             p.requires_grad_(flags.get(name, True))
 
     tensor_rows += _activation_rows(log, a_bits)
-    ops = pd.DataFrame(_merge_repeats(rec.rows))
-    for col in ("weight_sparsity", "sparsity_pattern", "w_bits", "a_bits"):
-        ops[col] = 0
+    ops = pd.DataFrame(_merge_repeats(rec.rows), columns=list(OPS_COLUMNS))
     header: dict[str, Any] = {
         "format": FORMAT,
         "model": loaded.name,
@@ -378,6 +509,7 @@ def record_trace(
         "head_positions": batch * (seq_len - 1),
         "attention": model.config._attn_implementation,
         "torch": torch.__version__,
+        "vector_unclassified": sorted(rec.vector.unclassified),
     }
     raw = Trace(ops[list(OPS_COLUMNS)], pd.DataFrame(tensor_rows, columns=list(TENSOR_COLUMNS)), header)
     return raw.with_policy(policy, label=policy_label)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,21 @@ from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors
 
-FORMAT = "edgellm-trace/1"
-OPS_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
-               "w_bits", "a_bits", "trainable", "count")
+FORMAT = "edgellm-trace/2"
+FORMAT_V1 = "edgellm-trace/1"
+V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
+              "w_bits", "a_bits", "trainable", "count")
+# Format 2: matrix products and non-matrix (vector) work in one table (docs/trace.md).
+VECTOR_COLUMNS = ("kind", "vector_class", "elements", "read_bytes", "write_bytes", "fusable")
+OPS_COLUMNS = V1_COLUMNS + VECTOR_COLUMNS
+
+
+class TraceFormatWarning(UserWarning):
+    """A trace in an older format: it reads, but lacks what newer traces record."""
+
+
+_V1_DEFAULTS = {"kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
+                "fusable": False}
 TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
 
 
@@ -40,9 +53,11 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Trace:
-    """One tuning step (or inference pass) of a real torch run, as matrix products and tensors.
+    """One tuning step (or inference pass) of a real torch run: its matrix products, its
+    non-matrix work and its tensors.
 
-    ``ops`` has the columns of docs/trace.md (one row per product, ``count`` repeats);
+    ``ops`` has the columns of docs/trace.md (one row per product or vector operation pass,
+    ``count`` repeats, ``kind`` telling them apart);
     ``tensors`` lists what lives in device memory during the step; ``header`` is the
     provenance (``format``, ``model``, ``method``, ``seq_len``, ``batch``, ...).
     """
@@ -53,7 +68,8 @@ class Trace:
 
     def with_policy(self, policy: Policy | None, *, label: str | None = None) -> "Trace":
         """The same trace annotated for another compression policy (sparsity, pattern and bits
-        of each op, weight bytes in the tensor table), without running torch again."""
+        of each product, weight bytes in the tensor table), without running torch again.
+        Vector rows stay as recorded: none of their operands is a compressed weight."""
         a_bits = int(self.header.get("a_bits", 16))
         lora_bits = int(self.header.get("lora_bits", 16))
         dense_bits = int(self.header.get("dense_bits", 16))
@@ -65,9 +81,26 @@ class Trace:
         return replace(self, ops=ops[list(OPS_COLUMNS)], tensors=tensors[list(TENSOR_COLUMNS)], header=header)
 
     def macs(self, phase: str | None = None) -> int:
-        """Multiply-accumulates of the step (``M * N * K * count`` summed), optionally of one phase."""
-        ops = self.ops if phase is None else self.ops[self.ops["phase"] == phase]
+        """Multiply-accumulates of the step's products (``M * N * K * count`` summed over
+        ``matmul`` rows), optionally of one phase."""
+        ops = self.matmuls()
+        ops = ops if phase is None else ops[ops["phase"] == phase]
         return int((ops["M"] * ops["N"] * ops["K"] * ops["count"]).sum())
+
+    def matmuls(self) -> pd.DataFrame:
+        """The matrix-product rows."""
+        return self.ops[self.ops["kind"] == "matmul"]
+
+    def vectors(self) -> pd.DataFrame:
+        """The non-matrix (vector) rows."""
+        return self.ops[self.ops["kind"] == "vector"]
+
+    def vector_bytes(self, phase: str | None = None) -> int:
+        """Bytes the step's vector work reads and writes (``(read + write) * count`` summed),
+        optionally of one phase."""
+        ops = self.vectors()
+        ops = ops if phase is None else ops[ops["phase"] == phase]
+        return int(((ops["read_bytes"] + ops["write_bytes"]) * ops["count"]).sum())
 
     def memory_bytes(self) -> int:
         """Sum of the tensor table (docs/trace.md: all listed tensors are live at the peak)."""
@@ -79,14 +112,16 @@ class Trace:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         ops = self.ops.copy()
-        ops["trainable"] = ops["trainable"].map({True: "true", False: "false"})
+        for col in ("trainable", "fusable"):
+            ops[col] = ops[col].map({True: "true", False: "false"})
         _write_atomically(tensors_path(path), self.tensors.to_csv(index=False))
         _write_atomically(path, "# " + json.dumps(self.header) + "\n" + ops.to_csv(index=False))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
-        """Read a trace written by :meth:`save` (or any file following docs/trace.md)."""
+        """Read a trace written by :meth:`save` (or any file following docs/trace.md). A
+        format-1 trace reads as products only, with a warning that its vector work is missing."""
         path = Path(path)
         if not path.is_file():
             raise UserError(f"trace file '{path}' not found")
@@ -99,7 +134,19 @@ class Trace:
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: header is not valid JSON ({exc.msg})") from None
         ops = pd.read_csv(path, comment="#")
-        ops["trainable"] = ops["trainable"].astype(str).str.lower().isin(["true", "1"])
+        if header.get("format") == FORMAT_V1:
+            warnings.warn(f"{path}: trace format 1 has no vector rows: the step's non-matrix work is "
+                          f"missing (record it again for format 2)", TraceFormatWarning, stacklevel=2)
+            for col, value in _V1_DEFAULTS.items():
+                ops[col] = value
+        elif header.get("format") != FORMAT:
+            raise UserError(f"{path}: unknown trace format {header.get('format')!r} (expected {FORMAT!r})")
+        missing = [c for c in OPS_COLUMNS if c not in ops.columns]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} (see docs/trace.md)")
+        for col in ("trainable", "fusable"):
+            ops[col] = ops[col].astype(str).str.lower().isin(["true", "1"])
+        ops["vector_class"] = ops["vector_class"].fillna("").astype(str)
         tpath = tensors_path(path)
         tensors = pd.read_csv(tpath) if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS))
         return cls(ops, tensors, header)

@@ -12,7 +12,7 @@
 from workloads.tuning.schedule import SCHEDULES, Window, default_exits, make_windows, schedule
 from workloads.tuning.step import METHODS, StepPlan, step_loss, train_step
 from workloads.tuning.train import TuneConfig, TuneResult, prepare, tune
-from workloads.tuning.voting import RULES, ExitVoter, combine, voting_scorer
+from workloads.tuning.voting import RULES, ExitVoter, vote_logprobs, voting_scorer
 
 __all__ = [
     "METHODS",
@@ -23,7 +23,6 @@ __all__ = [
     "TuneConfig",
     "TuneResult",
     "Window",
-    "combine",
     "default_exits",
     "make_windows",
     "prepare",
@@ -31,5 +30,6 @@ __all__ = [
     "step_loss",
     "train_step",
     "tune",
+    "vote_logprobs",
     "voting_scorer",
 ]

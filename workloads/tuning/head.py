@@ -39,6 +39,23 @@ class HeadProduct:
 
 HeadHook = Callable[[HeadProduct], None]
 _HOOKS: ContextVar[tuple[HeadHook, ...]] = ContextVar("edgellm_head_hooks", default=())
+_RUNNING: ContextVar[tuple[int, str] | None] = ContextVar("edgellm_running_exit", default=None)
+
+
+def running_exit() -> tuple[int, str] | None:
+    """``(exit layer, phase)`` of the head code running now, ``None`` outside a head: the trace
+    recorder attributes the head's non-matrix work with it. The phase is ``bwd_input`` while
+    the chunked loss forms its gradient inside the forward pass, else ``fwd``."""
+    return _RUNNING.get()
+
+
+@contextmanager
+def _running(exit_layer: int, phase: str = "fwd") -> Iterator[None]:
+    token = _RUNNING.set((exit_layer, phase))
+    try:
+        yield
+    finally:
+        _RUNNING.reset(token)
 
 
 @contextmanager
@@ -87,15 +104,18 @@ class _ChunkedLMLoss(torch.autograd.Function):
             lse = torch.logsumexp(logits, dim=-1)
             total += float((lse - logits.gather(1, tgt[:, None])[:, 0]).sum())
             if grad is not None:
-                # d(mean CE)/d logits = softmax - onehot, formed in place over the logits.
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(tgt)), tgt] -= 1.0
-                grad[s : s + chunk] = probs @ weight
-                _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
+                with _running(exit_layer, "bwd_input"):
+                    # d(mean CE)/d logits = softmax - onehot, formed in place over the logits.
+                    probs = logits.sub_(lse[:, None]).exp_()
+                    probs[torch.arange(len(tgt)), tgt] -= 1.0
+                    _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
+                    grad[s : s + chunk] = probs @ weight
             del logits
         if grad is not None:
+            with _running(exit_layer, "bwd_input"):
+                grad.div_(n)
             # The loss gradient itself, not an activation: activation packing must leave it exact.
-            ctx.save_for_backward(actcomp.keep_exact(grad.div_(n)))
+            ctx.save_for_backward(actcomp.keep_exact(grad))
         return hidden.new_tensor(total / n)
 
     @staticmethod
@@ -113,10 +133,11 @@ def exit_loss(
     weight = head_weight(model)
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("exit_loss needs a frozen LM head (freeze it, or wrap the model with LoRA first)")
-    normed = decoder(model).norm(hidden[:, :-1])
-    flat = normed.reshape(-1, normed.shape[-1])
-    targets = ids[:, 1:].reshape(-1)
-    return _ChunkedLMLoss.apply(flat, weight, targets, chunk, exit_layer)
+    with _running(exit_layer):
+        normed = decoder(model).norm(hidden[:, :-1])
+        flat = normed.reshape(-1, normed.shape[-1])
+        targets = ids[:, 1:].reshape(-1)
+        return _ChunkedLMLoss.apply(flat, weight, targets, chunk, exit_layer)
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,13 @@ def exit_stats(
 ) -> ExitStats:
     """Target log-probability, confidence and entropy of one exit, a chunk of positions at a
     time (the ``[B, T, V]`` logits never exist at once)."""
+    with _running(exit_layer):
+        return _exit_stats(model, hidden, ids, exit_layer=exit_layer, start=start, chunk=chunk)
+
+
+def _exit_stats(
+    model: nn.Module, hidden: torch.Tensor, ids: torch.Tensor, *, exit_layer: int, start: int, chunk: int
+) -> ExitStats:
     weight = head_weight(model)
     normed = decoder(model).norm(hidden[:, start:-1])
     shape = normed.shape[:2]

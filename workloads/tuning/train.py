@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -128,13 +129,16 @@ def tune(
     data: str | None = None,
     progress: bool = True,
     account_tensors: bool = True,
+    after_step: Callable[[int, "TuneResult"], None] | None = None,
 ) -> TuneResult:
     """Tune ``loaded.model`` in place (LoRA via peft) and return what was done and measured.
 
     Memory: the resident-set peak is reset after set-up (so it covers the steps, not model
     loading) where the kernel allows it; ``account_tensors`` also sums, per step, the bytes of
     the tensors autograd keeps for backward (torch's own accounting). With ``act_bits`` < 16
-    those tensors are stored packed (``actcomp``).
+    those tensors are stored packed (``actcomp``). ``after_step(n, result)`` is called after the
+    ``n``-th optimizer step (1-based), e.g. to evaluate along the run for a learning curve; the
+    model is in train mode and keeps training afterwards, so the callback must not change it.
     """
     model, windows = prepare(loaded, config)
     batches = tuning_batches(loaded, config, data=data)
@@ -174,6 +178,8 @@ def tune(
         result.step_seconds.append(time.perf_counter() - start)
         result.losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}", exit=plan.exit_layer)
+        if after_step is not None:
+            after_step(i + 1, result)
     result.peak_rss_bytes = memory.peak_rss_bytes()
     result.parameter_bytes = lora.tensor_bytes(model.parameters())
     result.optimizer_bytes = lora.tensor_bytes(

@@ -20,25 +20,26 @@ import math
 import torch
 from torch import nn
 
-from workloads.metrics import Scorer
-from workloads.tuning.forward import run_layers
-from workloads.tuning.head import DEFAULT_CHUNK, ExitStats, exit_stats
+from workloads.metrics import Scorer, TokenScores, pick
+from workloads.tuning.forward import decoder, run_layers
+from workloads.tuning.head import DEFAULT_CHUNK, head_weight
 
 RULES = ("max_conf", "mean", "entropy")
 DEFAULT_RULE = "max_conf"
 
 
-def combine(stats: list[ExitStats], rule: str) -> torch.Tensor:
-    """Log-probability of each target token ``[B, N]`` under the voted distribution."""
-    target = torch.stack([s.target_logprob for s in stats])  # [E, B, N]
+def vote_logprobs(logprobs: torch.Tensor, rule: str) -> torch.Tensor:
+    """The voted next-token log-distribution ``[N, V]`` from the exits' ``logprobs [E, N, V]``
+    (each normalized over the vocabulary ``V``)."""
     if rule == "max_conf":
-        best = torch.stack([s.max_logprob for s in stats]).argmax(dim=0, keepdim=True)
-        return target.gather(0, best)[0]
+        best = logprobs.amax(dim=-1).argmax(dim=0)  # [N]: the exit with the highest top probability
+        return logprobs[best, torch.arange(logprobs.shape[1])]
     if rule == "mean":
-        return torch.logsumexp(target, dim=0) - math.log(len(stats))
+        return torch.logsumexp(logprobs, dim=0) - math.log(logprobs.shape[0])
     if rule == "entropy":
-        log_w = torch.log_softmax(-torch.stack([s.entropy for s in stats]), dim=0)
-        return torch.logsumexp(target + log_w, dim=0)
+        entropy = -(logprobs.exp() * logprobs).sum(dim=-1)  # [E, N], nats
+        log_w = torch.log_softmax(-entropy, dim=0)
+        return torch.logsumexp(logprobs + log_w[..., None], dim=0)
     raise ValueError(f"unknown voting rule '{rule}': use one of {', '.join(RULES)}")
 
 
@@ -68,34 +69,50 @@ class ExitVoter:
         self.exits = sorted(set(exits))
         self.rules = tuple(rules) if len(self.exits) > 1 else ()
         self.chunk = chunk
-        self._cache: dict[tuple[tuple[int, ...], int, str], dict[str, torch.Tensor]] = {}
+        self._cache: dict[tuple[tuple[int, ...], int, str], dict[str, TokenScores]] = {}
 
     @property
     def variants(self) -> list[str]:
         return [variant_name(exit_layer=e) for e in self.exits] + [variant_name(rule=r) for r in self.rules]
 
-    def compute(self, ids: torch.Tensor, start: int = 0) -> dict[str, torch.Tensor]:
-        """``{variant: log p(target) [B, T-1-start]}`` for every exit and rule."""
+    def compute(self, ids: torch.Tensor, start: int = 0) -> dict[str, TokenScores]:
+        """``{variant: TokenScores [B, T-1-start]}`` for every exit and rule."""
         key = (tuple(ids.shape), start, hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest())
         if key not in self._cache:
             with torch.no_grad():
                 hidden = run_layers(self.model, ids, last_layer=self.exits[-1], capture=self.exits)
-                stats = {
-                    e: exit_stats(self.model, hidden[e], ids, exit_layer=e, start=start, chunk=self.chunk)
-                    for e in self.exits
-                }
-            out = {variant_name(exit_layer=e): s.target_logprob for e, s in stats.items()}
-            for rule in self.rules:
-                out[variant_name(rule=rule)] = combine(list(stats.values()), rule)
-            self._cache[key] = out
+                self._cache[key] = self._score(hidden, ids, start)
         return self._cache[key]
+
+    def _score(self, hidden: dict[int, torch.Tensor], ids: torch.Tensor, start: int) -> dict[str, TokenScores]:
+        """Every exit's distribution, a chunk of positions at a time (``[E, chunk, V]`` at most),
+        so each rule's vote, its target log-probability and its arg-max come from the full
+        distributions."""
+        weight, norm = head_weight(self.model), decoder(self.model).norm
+        normed = [norm(hidden[e][:, start:-1]) for e in self.exits]
+        shape = normed[0].shape[:2]
+        flat = [n.reshape(-1, n.shape[-1]) for n in normed]
+        targets = ids[:, start + 1 :].reshape(-1)
+        parts: dict[str, list[TokenScores]] = {v: [] for v in self.variants}
+        for s in range(0, len(targets), self.chunk):
+            tgt = targets[s : s + self.chunk]
+            logp = torch.stack([torch.log_softmax((f[s : s + self.chunk] @ weight.T).float(), dim=-1) for f in flat])
+            for e, lp in zip(self.exits, logp):
+                parts[variant_name(exit_layer=e)].append(pick(lp, tgt))
+            for rule in self.rules:
+                parts[variant_name(rule=rule)].append(pick(vote_logprobs(logp, rule), tgt))
+            del logp
+        return {
+            v: TokenScores(torch.cat([p.logprob for p in ps]).view(shape), torch.cat([p.top1 for p in ps]).view(shape))
+            for v, ps in parts.items()
+        }
 
     def scorer(self, variant: str) -> Scorer:
         """The ``Scorer`` of one variant (``exit:<layer>`` or ``vote:<rule>``)."""
         if variant not in self.variants:
             raise ValueError(f"unknown variant '{variant}': this voter has {', '.join(self.variants)}")
 
-        def score(ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        def score(ids: torch.Tensor, start: int = 0) -> TokenScores:
             return self.compute(ids, start)[variant]
 
         return score
@@ -109,7 +126,7 @@ def voting_scorer(model: nn.Module, exits: list[int], rule: str = DEFAULT_RULE) 
     voter = ExitVoter(model, exits, rules=(rule,))
     name = variant_name(rule=rule) if len(voter.exits) > 1 else variant_name(exit_layer=voter.exits[0])
 
-    def score(ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def score(ids: torch.Tensor, start: int = 0) -> TokenScores:
         voter.clear()
         return voter.compute(ids, start)[name]
 

@@ -1,0 +1,1 @@
+"""The headline experiment's parts: configurations, measured quality over seeds, the page."""
