@@ -166,7 +166,7 @@ def compare_with_zigzag(golden: pd.DataFrame, hw: HwConfig, *, dataflow: str = "
             "ours_cycles": best["cycles"], "ours_compute_cycles": best["compute_cycles"],
             "ours_dram_bytes": best["dram_bytes"], "ours_energy_pj": best["energy_j"] * 1e12,
             "ours_mac_pj": best["macs_effective"] * hw.energy.mac_pj,
-            "ours_sram_pj": best["sram_bytes"] * hw.energy.sram_pj_per_byte_eff,
+            "ours_sram_pj": best["sram_access_bytes"] * hw.energy.sram_pj_per_byte_eff,
             "ours_dram_pj": best["dram_bytes"] * 8 * hw.dram.energy_pj_per_bit,
             "ours_mapping": (f"{best['dataflow']} {best['tile_m']}x{best['tile_n']}x"
                              f"{best['tile_k']} {best['loop_order']}")})
