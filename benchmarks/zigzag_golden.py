@@ -204,6 +204,21 @@ def translate_tpu_like(acc: dict) -> tuple[dict, list[str]]:
     return config, rules
 
 
+# ZigZag models no vector unit; format-2 traces (vector rows) need one, so this config takes
+# edge_llm's, whose array has the same 32 columns (its justification, repeated).
+_VECTOR = """# Vector unit for the step's non-matrix rows (trace format 2; sim/config.py Vector, sim/vector.py):
+# ZigZag's tpu_like has none; this is edge_llm's (same 32-column array): one lane per array
+# column, as the TPU's vector unit sits beside its matrix unit at the array's width (Norrie et
+# al., "The Design Process for Google's Training Chips: TPUv2 and TPUv3", IEEE Micro 41(2), 2021).
+# exp and rsqrt run at a quarter of add, the ratio of special-function units to FP32 lanes in an
+# NVIDIA A100 SM (CUDA C++ Programming Guide, compute capability 8.0). No fusion.
+vector:
+  lanes: 32
+  elements_per_cycle: {add: 1, exp: 0.25, rsqrt: 0.25, reduce: 1, move: 1}
+  fusion: none
+"""
+
+
 def write_hwconfig(config: dict, rules: list[str], source: Path, path: Path) -> None:
     """Write the translated config with its derivation as the comment header."""
     import yaml
@@ -218,7 +233,7 @@ def write_hwconfig(config: dict, rules: list[str], source: Path, path: Path) -> 
               "here). Rules:"]
     header += [f"- {rule}" for rule in rules]
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(config, sort_keys=False)
-    path.write_text(text)
+    path.write_text(text + _VECTOR)
 
 
 def run_case(python: str, m: int, n: int, k: int) -> dict:
