@@ -40,7 +40,7 @@ from workloads.luc.policy import Policy
 from workloads.models import load_model
 from workloads.tuning.actcomp import check_bits
 
-__all__ = ["CONFIGS", "Plan", "build_parser", "equal_time_steps", "main", "simulate_all"]
+__all__ = ["CONFIGS", "Plan", "build_parser", "equal_time_steps", "fused_variant", "main", "simulate_all"]
 
 CURVE_CONFIGS = ("vanilla", "qlora", "full")  # evaluated along their runs (learning curves)
 DATAFLOWS = ("auto", "ws", "os", "is")
@@ -52,14 +52,19 @@ def equal_time_steps(steps: int, vanilla_s: float, method_s: float) -> int:
     return max(1, int(steps * vanilla_s / method_s))
 
 
+def fused_variant(hw: sim.HwConfig) -> sim.HwConfig:
+    """``hw`` with elementwise fusion (``vector.fusion: elementwise``): the sensitivity of the
+    result to fusing elementwise work into the product that feeds it, named ``<name>_fused``."""
+    return sim.apply_overrides(hw, {"vector.fusion": "elementwise", "name": f"{hw.name}_fused"})
+
+
 def simulate_all(designs: dict[str, Design], policies: dict[str, Policy | None], bank: TraceBank,
-                 hw_paths: list[str], *, ablations: dict[str, str]) -> pd.DataFrame:
+                 hws: list[sim.HwConfig], *, ablations: dict[str, str]) -> pd.DataFrame:
     """One row per (hardware config, configuration): latency, vector time, memory, energy of one
     step. ``ablations`` maps an ablation row's name to the configuration it re-runs under its
     own design's dataflow."""
     rows = []
-    for path in hw_paths:
-        hw = sim.load_hw(path)
+    for hw in hws:
         for name, design in designs.items():
             base = ablations.get(name, name)
             cost = simulate_design(design, policies[base], bank, hw)
@@ -210,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         designs[row] = Design(designs[base].compression, designs[base].tuning, plan.ablation_df)
     bank = TraceBank(loaded, seq_len=256, batch=4)
     paths = {str(Path(p).resolve()): p for p in [*(sorted(glob.glob(args.all_hw)) or [args.hw]), args.hw]}
-    table = simulate_all(designs, {**policies, **{r: policies[b] for r, b in ablations.items()}}, bank,
-                         [paths[k] for k in sorted(paths)], ablations=ablations)
-    main_hw = sim.load_hw(args.hw).name
+    main_config = sim.load_hw(args.hw)
+    hws = [sim.load_hw(paths[k]) for k in sorted(paths)] + [fused_variant(main_config)]
+    table = simulate_all(designs, {**policies, **{r: policies[b] for r, b in ablations.items()}}, bank, hws,
+                         ablations=ablations)
+    main_hw = main_config.name
     lat = table[table["hw"] == main_hw].set_index("config")["latency_ms"]
     eq_steps = equal_time_steps(args.steps, lat["vanilla"], lat["full"]) if "full" in names else None
 

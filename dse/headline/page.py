@@ -115,6 +115,7 @@ def markdown(r: dict[str, Any], *, fig_bars: str, fig_curve: str) -> str:
         "under one fixed dataflow: their gap to the row without the mark is what the scheduler adds, "
         "not a baseline.",
         "",
+        *_charged(r, hw, cols),
         f"![speed-up, memory saving and quality]({fig_bars})",
         "",
         f"## Quality after {r['steps']} steps (mean ± std over {len(r['seeds'])} seeds)",
@@ -146,6 +147,25 @@ def markdown(r: dict[str, Any], *, fig_bars: str, fig_curve: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _charged(r: dict[str, Any], hw: pd.DataFrame, cols: list[str]) -> list[str]:
+    """What the step's cost includes, what it assumes, and the fused sensitivity."""
+    fused = hw[hw["hw"] == f"{r['main_hw']}_fused"]
+    lines = [
+        "What is charged: every matrix product on the array and every non-matrix operation the real torch step "
+        "ran, recorded from it (docs/trace.md, format 2), on the vector unit: unfused, each operation reading "
+        "and writing DRAM at 16 bits, one after another, as torch runs them. That is the upper side; a device "
+        "that fuses elementwise work into the product feeding it pays less. Left out, as no device work: host "
+        "bookkeeping on scalars (the loss value, AdamW's step counter, the clipping coefficient: bytes), "
+        "transformers' mask preparation (the kernel applies the causal mask) and the optimizer's first, "
+        "state-creating step (once per run: zero-filling two moments per trained weight).",
+        "",
+    ]
+    if not fused.empty:
+        lines += [f"The same on `{r['main_hw']}` with `vector.fusion: elementwise` (a sensitivity, not the "
+                  "headline; the same for every configuration):", "", io.markdown_table(fused[cols + ["ablation"]]), ""]
+    return lines
 
 
 def _equal_time(r: dict[str, Any]) -> list[str]:
