@@ -35,7 +35,9 @@ import pandas as pd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_sim_peers  # noqa: E402
 from sim import load_hw, simulate_gemm, simulate_trace  # noqa: E402
 from sim.roofline import plot_roofline  # noqa: E402
 from sim.scheduler import unique_ops  # noqa: E402
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the synthetic trace is written (default: %(default)s)")
     parser.add_argument("--golden", type=Path, default=ROOT / "tests" / "golden" /
                         "scalesim_gemm.csv", help="SCALE-Sim golden CSV (default: %(default)s)")
-    parser.add_argument("--scalesim-python", default="/work/scalesim-venv/bin/python",
+    parser.add_argument("--scalesim-python", default="/work/venvs/scalesim/bin/python",
                         help="Python of the SCALE-Sim venv (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results",
                         help="folder for sim.md and sim_*.png (default: docs/results)")
@@ -529,7 +531,15 @@ def write_report(args, rel, pinned, trace, n_unique, times, result, hw_rows, com
         "| area.pe_um2, area.sram_um2_per_kib (optional) | um^2, for the area proxy |",
         "",
     ]
-    (args.out / "sim.md").write_text("\n".join(lines))
+    page = args.out / "sim.md"
+    text = "\n".join(lines)
+    # The peers section belongs to benchmarks/bench_sim_peers.py: keep it where it stands.
+    if page.exists() and bench_sim_peers.BEGIN in page.read_text():
+        kept = page.read_text().split(bench_sim_peers.BEGIN, 1)[1].split(bench_sim_peers.END)[0]
+        page.write_text(text)
+        bench_sim_peers.patch_page(page, bench_sim_peers.BEGIN + kept + bench_sim_peers.END)
+    else:
+        page.write_text(text)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ script talks to it only through subprocesses. The script has two modes:
 
 * driver (default), run with any Python 3.10+::
 
-      python benchmarks/scalesim_golden.py --scalesim-python /work/scalesim-venv/bin/python \
+      python benchmarks/scalesim_golden.py --scalesim-python /work/venvs/scalesim/bin/python \
           --jobs 2 --out tests/golden/scalesim_gemm.csv
 
   It enumerates the shapes, launches one worker per (shape, array, dataflow) with ``--jobs``
@@ -91,28 +91,39 @@ UseRamulatorTrace: False
 """
 
 
+LINEARS = {  # module: (in features, out features)
+    "q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, KV_DIM), "v_proj": (HIDDEN, KV_DIM),
+    "o_proj": (HIDDEN, HIDDEN), "gate_proj": (HIDDEN, MLP), "up_proj": (HIDDEN, MLP),
+    "down_proj": (MLP, HIDDEN),
+}
+
+
+def layer_linear_shapes(tokens: int) -> dict[tuple[int, int, int], list[str]]:
+    """Distinct (M, N, K) of one decoder layer's linear products, with the ops of each.
+
+    Follows docs/trace.md: linear ``y = x W^T`` gives fwd (T, in -> out), bwd_input
+    (M=T, K=out, N=in) and bwd_weight (M=out, K=T, N=in).
+    """
+    shapes: dict[tuple[int, int, int], list[str]] = {}
+    for name, (d_in, d_out) in LINEARS.items():
+        for shape, phase in (((tokens, d_out, d_in), "fwd"), ((tokens, d_in, d_out), "bwd_input"),
+                             ((d_out, d_in, tokens), "bwd_weight")):
+            shapes.setdefault(shape, []).append(f"{name}.{phase}")
+    return shapes
+
+
 def layer_shapes(tokens: int) -> dict[tuple[int, int, int], list[str]]:
     """Distinct (M, N, K) of one decoder layer's tuning step, with the ops that produce each.
 
-    Follows docs/trace.md: linear ``y = x W^T`` gives fwd (T, in -> out), bwd_input
-    (M=T, K=out, N=in) and bwd_weight (M=out, K=T, N=in); attention per head gives
-    attn_qk (seq, N=seq, K=head_dim) and attn_pv (seq, N=head_dim, K=seq) and their backward
-    products, which reuse those two shapes.
+    The linear products (``layer_linear_shapes``) and attention per head: attn_qk (seq,
+    N=seq, K=head_dim) and attn_pv (seq, N=head_dim, K=seq) and their backward products,
+    which reuse those two shapes.
     """
-    linears = {
-        "q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, KV_DIM), "v_proj": (HIDDEN, KV_DIM),
-        "o_proj": (HIDDEN, HIDDEN), "gate_proj": (HIDDEN, MLP), "up_proj": (HIDDEN, MLP),
-        "down_proj": (MLP, HIDDEN),
-    }
-    shapes: dict[tuple[int, int, int], list[str]] = {}
+    shapes = layer_linear_shapes(tokens)
 
     def add(shape: tuple[int, int, int], label: str) -> None:
         shapes.setdefault(shape, []).append(label)
 
-    for name, (d_in, d_out) in linears.items():
-        add((tokens, d_out, d_in), f"{name}.fwd")
-        add((tokens, d_in, d_out), f"{name}.bwd_input")
-        add((d_out, d_in, tokens), f"{name}.bwd_weight")
     seq = tokens
     add((seq, seq, HEAD_DIM), "attn_qk.fwd")
     add((seq, HEAD_DIM, seq), "attn_pv.fwd")
@@ -173,7 +184,7 @@ def _scalesim_version(py: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scalesim-python", default="/work/scalesim-venv/bin/python",
+    parser.add_argument("--scalesim-python", default="/work/venvs/scalesim/bin/python",
                         help="Python of the venv that has scalesim and numpy<2 "
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("tests/golden/scalesim_gemm.csv"),

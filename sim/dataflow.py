@@ -20,16 +20,26 @@ drain. The formulas follow SCALE-Sim v3's demand matrices (systolic_compute_{ws,
 last result leaves as many cycles after the stream ends.) SCALE-Sim's ``Total Cycles`` is this
 count minus one (it reports the index of the last busy cycle).
 
+A fold's *overhead* is everything but the stream: preload plus skew (ws, is: ``2R + C - 2``) or
+the skew alone (os: ``R + C - 2``). When the next tile only advances the *streamed* dimension
+(ws: m, os: k, is: n) and a tile holds a single fold, the stationary data is still in the PEs
+and the stream simply goes on, so that tile pays no overhead (``sim.tiling``). This is how
+SCALE-Sim runs an op: its fold sequence is fixed by the array, and a finite SRAM only adds
+stalls and DRAM re-reads, never a second preload of the same fold.
+
 Everything here is elementwise numpy over arrays of tiles: no loops over cycles or folds.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DATAFLOWS", "DF_CODE", "fold_cycles", "sram_accesses"]
+__all__ = ["DATAFLOWS", "DF_CODE", "STREAMED_DIM", "fold_overhead_cycles", "fold_cycles",
+           "single_fold", "sram_accesses"]
 
 DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")
 DF_CODE: dict[str, int] = {name: i for i, name in enumerate(DATAFLOWS)}
+# The dimension each dataflow streams through the array (0 m, 1 n, 2 k), per DF_CODE.
+STREAMED_DIM: tuple[int, ...] = (0, 2, 1)
 
 
 def _ceil_div(a: np.ndarray, b: float) -> np.ndarray:
@@ -60,6 +70,27 @@ def fold_cycles(df: np.ndarray | int, m: np.ndarray, n: np.ndarray, k: np.ndarra
     out = np.select([np.asarray(df) == 0, np.asarray(df) == 1], [ws, os_], is_)
     empty = (m <= 0) | (n <= 0) | (k <= 0)
     return np.where(empty, 0.0, out)
+
+
+def fold_overhead_cycles(df: np.ndarray | int, rows: int, cols: int) -> np.ndarray:
+    """Cycles of one fold spent outside the stream: preload plus skew (ws, is) or skew (os)."""
+    skew = float(rows) + float(cols) - 2.0
+    return np.where(np.asarray(df) == 1, skew, float(rows) + skew)
+
+
+def single_fold(df: np.ndarray | int, m: np.ndarray, n: np.ndarray, k: np.ndarray,
+                rows: int, cols: int) -> np.ndarray:
+    """Whether a tile's stationary operand fits the array in one fold (elementwise).
+
+    ws holds B (k rows x n cols), os the output (m rows x n cols), is A (k rows x m cols);
+    ``k`` is the effective reduction length.
+    """
+    df = np.asarray(df)
+    m, n, k = (np.asarray(x, dtype=float) for x in (m, n, k))
+    ws = (k <= rows) & (n <= cols)
+    os_ = (m <= rows) & (n <= cols)
+    is_ = (k <= rows) & (m <= cols)
+    return np.select([df == 0, df == 1], [ws, os_], is_)
 
 
 def sram_accesses(df: np.ndarray | int, m: np.ndarray, n: np.ndarray, k_dense: np.ndarray,

@@ -15,6 +15,12 @@ write-back of i-1) overlaps the compute of iteration i::
 where ``c`` is the mean compute cycles per tile. Without double buffering nothing overlaps:
 ``cycles = dram_bytes/bw + compute``. Both are >= max(compute, dram_bytes/bw), so an op can
 never beat its roofline.
+
+The loop order also decides compute: a tile that only advances the dataflow's streamed
+dimension (every loop inside it has one trip) continues the previous tile's stream when a tile
+holds one fold, and saves that fold's preload and skew (``sim.tiling.TileTotals.continue_saving``).
+So the stationary operand stays in the PEs exactly when the streamed dimension's loop is the
+innermost one that iterates; any other order reloads it for every tile.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from itertools import permutations
 
 import numpy as np
 
-__all__ = ["LOOP_ORDERS", "MemoryTiming", "memory_timing"]
+__all__ = ["LOOP_ORDERS", "MemoryTiming", "continued_tiles", "memory_timing"]
 
 LOOP_ORDERS: tuple[str, ...] = tuple("".join(p) for p in permutations("mnk"))
 _REL = {"A": "mk", "B": "kn", "C": "mn"}
@@ -35,8 +41,12 @@ class MemoryTiming:
 
     dram_bytes: np.ndarray  # bytes read + written
     cycles: np.ndarray  # total cycles including stalls
+    compute_cycles: np.ndarray  # stall-free compute under each loop order
     a_loads: np.ndarray  # A tile fetches (for reporting reuse)
     b_loads: np.ndarray  # B tile fetches
+    a_bytes: np.ndarray  # DRAM bytes of A (reads)
+    b_bytes: np.ndarray  # DRAM bytes of B (reads)
+    out_bytes: np.ndarray  # DRAM bytes of the output: writes plus partial-sum spills and reloads
 
 
 # Loop orders as index arrays: _PERM[o] lists the dims (0 m, 1 n, 2 k) from outer to inner;
@@ -60,11 +70,33 @@ def _loaded(operand: str, more2: np.ndarray, more3: np.ndarray) -> np.ndarray:
     return np.stack([inner, middle, outer])
 
 
+def continued_tiles(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    streamed_dim: np.ndarray) -> np.ndarray:
+    """Tiles that continue the previous tile's stream, per loop order: (orders, T).
+
+    A tile continues when the loop that advanced is the streamed dimension's and every loop
+    inside it has a single trip (so the stationary tile did not change).
+
+    Args:
+        trips: tiles along m, n, k, each shape (T,).
+        streamed_dim: per candidate, the streamed dimension (0 m, 1 n, 2 k), shape (T,).
+    """
+    t = np.stack([np.asarray(x, dtype=float) for x in trips])[_PERM]  # (orders, 3, T)
+    dims = _PERM[:, :, None]  # (orders, 3, 1): dim at each position, outer to inner
+    total = np.zeros((len(LOOP_ORDERS), t.shape[-1]))
+    for p in range(3):  # the loop at position p advanced
+        inner_single = np.prod(t[:, p + 1:, :] == 1, axis=1).astype(bool)
+        advances = np.prod(t[:, :p, :], axis=1) * (t[:, p, :] - 1)
+        total += np.where((dims[:, p, :] == streamed_dim) & inner_single, advances, 0.0)
+    return total
+
+
 def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
                   a_bytes: float | np.ndarray, b_bytes: float | np.ndarray,
                   out_bytes: float | np.ndarray, psum_bytes: float | np.ndarray,
                   compute: np.ndarray, bytes_per_cycle: float,
-                  double_buffering: bool) -> MemoryTiming:
+                  double_buffering: bool, *, continued: np.ndarray | None = None,
+                  continue_saving: np.ndarray | None = None) -> MemoryTiming:
     """Traffic and cycles for every loop order and candidate tiling.
 
     Args:
@@ -73,15 +105,23 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
             or one value per op variant, shape (ops, 1).
         out_bytes: whole output at output precision, bytes (scalar or (ops, 1)).
         psum_bytes: whole output at accumulator precision, bytes (scalar or (ops, 1)).
-        compute: total compute cycles (stall-free), shape (ops, T) or (T,).
+        compute: total compute cycles (stall-free), shape (ops, T) or (T,), with every tile
+            paying its full fold overhead.
         bytes_per_cycle: DRAM bandwidth in bytes per core cycle.
         double_buffering: whether transfers overlap compute.
+        continued: tiles that continue the previous stream per order, (orders, T)
+            (``continued_tiles``); None for none.
+        continue_saving: cycles one such tile saves, (ops, T) (``TileTotals``).
     """
     tm, tn, tk = (np.asarray(x, dtype=float) for x in trips)
     n_iter = tm * tn * tk
     a_tile = a_bytes / (tm * tk)
     b_tile = b_bytes / (tk * tn)
     out_tiles = tm * tn
+    if continued is not None and continue_saving is not None:
+        compute = compute - continued[:, None, :] * continue_saving
+    else:
+        compute = np.broadcast_to(compute, (len(LOOP_ORDERS), *np.shape(compute)))
     c_avg = compute / n_iter
 
     t = np.stack([tm, tn, tk])[_PERM]  # (orders, 3, T): trips from outer to inner
@@ -92,6 +132,8 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
 
     a_loads = 1 + (counts * load_a).sum(axis=0)
     b_loads = 1 + (counts * load_b).sum(axis=0)
+    a_moved = a_loads * a_tile
+    b_moved = b_loads * b_tile
     out_changes = (counts * load_c).sum(axis=0)
     visits = out_changes + 1
     spills = visits - out_tiles  # visits that end in a partial-sum write (and later reload)
@@ -108,4 +150,6 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
                   + avg_store / bytes_per_cycle)
     else:
         cycles = dram / bytes_per_cycle + np.broadcast_to(compute, dram.shape)
-    return MemoryTiming(dram_bytes=dram, cycles=cycles, a_loads=a_loads, b_loads=b_loads)
+    return MemoryTiming(dram_bytes=dram, cycles=cycles, compute_cycles=compute, a_loads=a_loads,
+                        b_loads=b_loads, a_bytes=a_moved, b_bytes=b_moved,
+                        out_bytes=dram - a_moved - b_moved)

@@ -17,12 +17,12 @@ import pandas as pd
 
 from sim.config import HwConfig
 from sim.cost import OpCost, cost_columns
-from sim.dataflow import DATAFLOWS
+from sim.dataflow import DATAFLOWS, STREAMED_DIM
 from sim.energy import energy_j
 from sim.errors import MappingError, SimError
-from sim.memory import LOOP_ORDERS, memory_timing
+from sim.memory import LOOP_ORDERS, continued_tiles, memory_timing
 from sim.opwork import op_work
-from sim.tiling import candidate_tiles, tile_buffer_bytes, tile_totals
+from sim.tiling import buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals
 from sim.vector import vector_costs
 
 __all__ = ["OBJECTIVES", "OP_KEY", "evaluate_op", "evaluate_shapes", "evaluate_variants",
@@ -44,12 +44,12 @@ def _check_choice(dataflow: str, objective: str) -> tuple[str, ...]:
 
 
 def _fits(hw: HwConfig, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    copies = 2.0 if hw.sram.double_buffering else 1.0
+    """Whether buffers holding ``a``, ``b``, ``c`` bytes (all copies) fit the SRAM."""
     s = hw.sram
     if s.unified_kib is not None:
-        return copies * (a + b + c) <= s.unified_kib * 1024
-    return ((copies * a <= (s.input_kib or 0) * 1024) & (copies * b <= (s.weight_kib or 0) * 1024)
-            & (copies * c <= (s.output_kib or 0) * 1024))
+        return a + b + c <= s.unified_kib * 1024
+    return ((a <= (s.input_kib or 0) * 1024) & (b <= (s.weight_kib or 0) * 1024)
+            & (c <= (s.output_kib or 0) * 1024))
 
 
 def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bits: int = 16,
@@ -91,7 +91,9 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
     acc = float(hw.pe.accum_bits)
 
     tiles = candidate_tiles(dataflows, m, n, k, rows, cols)
-    fit = _fits(hw, *tile_buffer_bytes(tiles, col(a_b), col(b_b), acc))  # (variants, T)
+    copies = buffer_copies(tiles, m, n, k, double_buffering=hw.sram.double_buffering)
+    fit = _fits(hw, *(x * c for x, c in zip(tile_buffer_bytes(tiles, col(a_b), col(b_b), acc),
+                                            copies)))  # (variants, T)
     no_fit = np.flatnonzero(~fit.any(axis=1))
     if no_fit.size:
         i = int(no_fit[0])
@@ -106,9 +108,12 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
     a_bytes = m * k * a_b / 8.0
     b_bytes = k * n * b_b / 8.0
     out_bytes = m * n * a_b / 8.0
+    streamed = np.take(STREAMED_DIM, tiles.df.astype(int))
     mem = memory_timing(totals.trips, col(a_bytes), col(b_bytes), col(out_bytes),
                         m * n * acc / 8.0, totals.compute_cycles, hw.dram_bytes_per_cycle,
-                        hw.sram.double_buffering)
+                        hw.sram.double_buffering,
+                        continued=continued_tiles(totals.trips, streamed),
+                        continue_saving=totals.continue_saving)
     macs = float(m) * n * k
     macs_eff = macs * density
     sram = totals.sram_array_bytes + mem.dram_bytes
@@ -124,7 +129,7 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int
         cyc, en = cycles_all[:, v, :], energy[:, v, :]
         order_i, tile_i = _best(cyc, en, objective)
         cycles = float(cyc[order_i, tile_i])
-        compute_cycles = float(totals.compute_cycles[v, tile_i])
+        compute_cycles = float(mem.compute_cycles[order_i, v, tile_i])
         roof = max(compute_roof[v], memory_roof[v])
         cost = OpCost(
             cycles=cycles, compute_cycles=compute_cycles, stall_cycles=cycles - compute_cycles,

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.dataflow import DF_CODE, fold_cycles, sram_accesses
+from sim.dataflow import DF_CODE, fold_cycles, fold_overhead_cycles, single_fold, sram_accesses
 
-__all__ = ["TileSet", "candidate_tiles", "dim_candidates", "tile_buffer_bytes", "tile_totals"]
+__all__ = ["TileSet", "buffer_copies", "candidate_tiles", "dim_candidates", "tile_buffer_bytes",
+           "tile_totals"]
 
 # Up to 4096 ways: a vocabulary-wide LM head (49152) must still split into tiles that fit a
 # small SRAM; the loop stops at the array unit, so small dimensions pay nothing for it.
@@ -90,6 +91,22 @@ def tile_buffer_bytes(tiles: TileSet, a_bits: float | np.ndarray, b_bits: float 
             tiles.tm * tiles.tn * accum_bits / 8.0)
 
 
+def buffer_copies(tiles: TileSet, m: int, n: int, k: int, *, double_buffering: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies of each tile a buffer must hold: (A, B, output), each shape (T,).
+
+    Double buffering keeps a second copy so the next tile loads while this one computes; a
+    tile that is the whole operand never changes (loaded once before compute, or, for the
+    output, written once after it), so it needs one copy even with double buffering. This is
+    how ZigZag keeps an operand resident in a level that holds it whole.
+    """
+    two = 2.0 if double_buffering else 1.0
+    a = np.where((tiles.tm >= m) & (tiles.tk >= k), 1.0, two)
+    b = np.where((tiles.tk >= k) & (tiles.tn >= n), 1.0, two)
+    c = np.where((tiles.tm >= m) & (tiles.tn >= n), 1.0, two)
+    return a, b, c
+
+
 def _classes(dim: int, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sizes and counts of the full and the remainder tiles of one dimension, shape (2, T)."""
     full = np.floor(dim / tile)
@@ -108,6 +125,10 @@ class TileTotals:
     compute_cycles: np.ndarray  # sum over tiles of max(array cycles, SRAM-port cycles)
     array_cycles: np.ndarray  # sum over tiles of the fold formula
     sram_array_bytes: np.ndarray  # bytes the array moves to/from SRAM (A, B, psums)
+    # Mean cycles a tile saves when it continues the previous tile's stream (same single
+    # fold still in the PEs, only the streamed dimension advanced): its fold overhead, less
+    # what the SRAM ports would still take. 0 for tiles of more than one fold.
+    continue_saving: np.ndarray
 
 
 def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int,
@@ -136,13 +157,21 @@ def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int,
     a_r, b_r, p_w = sram_accesses(tiles.df, ms, ns, ks, keff, rows, cols)
     a_b, b_b = per_op(a_bits), per_op(b_bits)
     tile_bytes = a_r * a_b / 8.0 + b_r * b_b / 8.0 + 2.0 * p_w * accum_bits / 8.0
-    busy = np.maximum(cyc, tile_bytes / sram_bytes_per_cycle)
+    sram_cycles = tile_bytes / sram_bytes_per_cycle
+    busy = np.maximum(cyc, sram_cycles)
     axes = (1, 2, 3)
+    # Whether the full tile (remainders are smaller) holds one fold, (ops, T).
+    one_fold = single_fold(tiles.df, tiles.tm, tiles.tn, keff[:, 0, 0, 0, :], rows, cols)
+    overhead = fold_overhead_cycles(tiles.df, rows, cols) * one_fold[:, None, None, None, :]
+    busy_continued = np.where(cyc > 0, np.maximum(cyc - overhead, sram_cycles), 0.0)
     psum_total = (count * p_w).sum(axis=axes)
     sram_bytes = ((count * (a_r * a_b + b_r * b_b)).sum(axis=axes) / 8.0
                   + (2.0 * psum_total - m * n) * accum_bits / 8.0)
     trips = (cm.sum(0), cn.sum(0), ck.sum(0))
-    return TileTotals(n_tiles=trips[0] * trips[1] * trips[2], trips=trips,
-                      compute_cycles=(count * busy).sum(axis=axes),
+    n_tiles = trips[0] * trips[1] * trips[2]
+    compute = (count * busy).sum(axis=axes)
+    return TileTotals(n_tiles=n_tiles, trips=trips, compute_cycles=compute,
                       array_cycles=(count * cyc).sum(axis=axes),
-                      sram_array_bytes=sram_bytes)
+                      sram_array_bytes=sram_bytes,
+                      continue_saving=(compute - (count * busy_continued).sum(axis=axes))
+                      / n_tiles)

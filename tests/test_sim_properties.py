@@ -97,10 +97,14 @@ def test_chosen_tiles_fit_the_buffers(hw: HwConfig, op: dict) -> None:
     assert 1 <= r["tile_k"] <= op["k"]
     work = op_work(hw, np.array([op["w_bits"]]), np.array([op["a_bits"]]),
                    np.array([op["weight_sparsity"]]), [op["sparsity_pattern"]])
-    copies = 2 if hw.sram.double_buffering else 1
-    a = r["tile_m"] * r["tile_k"] * op["a_bits"] / 8 * copies
-    b = r["tile_k"] * r["tile_n"] * work.b_bits[0] / 8 * copies
-    c = r["tile_m"] * r["tile_n"] * hw.pe.accum_bits / 8 * copies
+    # Double buffering holds two copies of a tile, except of one that is the whole operand
+    # (it never changes: sim.tiling.buffer_copies).
+    two = 2 if hw.sram.double_buffering else 1
+    whole_m, whole_n, whole_k = (r["tile_m"] >= op["m"], r["tile_n"] >= op["n"],
+                                 r["tile_k"] >= op["k"])
+    a = r["tile_m"] * r["tile_k"] * op["a_bits"] / 8 * (1 if whole_m and whole_k else two)
+    b = r["tile_k"] * r["tile_n"] * work.b_bits[0] / 8 * (1 if whole_k and whole_n else two)
+    c = r["tile_m"] * r["tile_n"] * hw.pe.accum_bits / 8 * (1 if whole_m and whole_n else two)
     s = hw.sram
     if s.unified_kib is not None:
         assert a + b + c <= s.unified_kib * 1024
