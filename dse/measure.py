@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,12 @@ def measure_model(
     progress: bool = False,
     checkpoints: Sequence[int] = (),
     mc_checkpoints: Collection[int] | None = None,
+    on_checkpoint: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """``measure`` on a model copy the caller owns (it is tuned in place). Multiple-choice
-    accuracy is scored at ``mc_checkpoints`` only (default: every checkpoint); elsewhere it is None."""
+    accuracy is scored at ``mc_checkpoints`` only (default: every checkpoint); elsewhere it is None.
+    ``on_checkpoint(curve)`` is called with the curve so far after each checkpoint along the run
+    (so a caller can keep what a long run measured if it is interrupted)."""
     start = time.perf_counter()
     bad = [c for c in checkpoints if not 1 <= c <= fid.steps]
     if bad:
@@ -143,6 +146,8 @@ def measure_model(
     def after_step(n: int, result: Any) -> None:
         if n in along:
             curve.append({"steps": n, **_evaluate(work, result, tuning, at(n), data)})
+            if on_checkpoint is not None:
+                on_checkpoint(list(curve))
 
     result = tune(work, tune_config(tuning, fid), data=data, progress=progress, account_tensors=False,
                   after_step=after_step)

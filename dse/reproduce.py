@@ -71,12 +71,30 @@ def simulate_all(designs: dict[str, Design], policies: dict[str, Policy | None],
             rows.append({"hw": hw.name, "config": name, "dataflow": design.dataflow, "ablation": name in ablations,
                          "latency_ms": cost.latency_s * 1e3, "vector_ms": cost.vector_s * 1e3,
                          "memory_mib": cost.peak_memory_bytes / 2**20, "energy_mj": cost.energy_j * 1e3,
+                         "dram_mb": cost.dram_bytes / 1e6,
                          "fits": cost.fits, "utilization": cost.utilization})
     table = pd.DataFrame(rows)
     base = table[table["config"] == "vanilla"].set_index("hw")
     table["speedup"] = [base.loc[h, "latency_ms"] / v for h, v in zip(table["hw"], table["latency_ms"])]
     table["memory_saving"] = [base.loc[h, "memory_mib"] / v for h, v in zip(table["hw"], table["memory_mib"])]
     return table
+
+
+def uncharged(model: Any, designs: dict[str, Design], vanilla_step: pd.Series) -> dict[str, Any]:
+    """Size of the device work the simulator leaves out, for the page: the optimizer's first,
+    state-creating step zero-fills AdamW's two float32 moments for every trained LoRA weight
+    (rank ``DEFAULT_RANK`` on the seven linear modules of each tuned layer), once per run.
+    ``vanilla_step`` is vanilla's simulated step on the main config (``dram_mb``: its DRAM traffic)."""
+    from workloads.tuning.lora import DEFAULT_RANK, LINEAR_MODULES
+
+    per_layer = [sum(DEFAULT_RANK * (m.in_features + m.out_features)
+                     for name, m in layer.named_modules() if name.split(".")[-1] in LINEAR_MODULES)
+                 for layer in model.model.layers]
+    trained = {n: sum(per_layer[-d.tuning.window:]) if d.tuning.method == "adaptive" else sum(per_layer)
+               for n, d in designs.items()}
+    zero_fill_mb = 2 * 4 * max(trained.values()) / 1e6
+    return {"lora_params": trained, "optimizer_init_mb": zero_fill_mb,
+            "optimizer_init_share_of_step": zero_fill_mb / vanilla_step["dram_mb"] if vanilla_step["dram_mb"] else None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of finished tuning runs (one JSON per run, named by what determines it: weights "
                    "digest, tuning, fidelity, seed); runs found there are not repeated, new ones are added "
                    "(default: the user cache folder's headline/)")
+    p.add_argument("--skip-equal-time", action="store_true",
+                   help="do not tune the full method for the steps that fit in vanilla's simulated time (the page "
+                   "gives the count and says it was not measured; time to quality still bounds it)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
 
@@ -174,9 +195,10 @@ def _quality(runs: dict[tuple[str, int], dict[str, Any]], names: list[str], seed
             return {m: seed_stats([p[m] for p in pts]) for m in METRICS}
 
         entry: dict[str, Any] = {"steps": steps, "at_steps": point(steps), "runs": sorted({runs[name, s]["key"] for s in seeds})}
-        if name == "full" and eq_steps is not None:
-            entry["equal_time_steps"], entry["equal_time"] = eq_steps, point(eq_steps)
+        if name == "full":
             entry["equal_time_fit_steps"] = eq_fit
+            if eq_steps is not None:
+                entry["equal_time_steps"], entry["equal_time"] = eq_steps, point(eq_steps)
         out[name] = entry
     van = out["vanilla"]["at_steps"]
     for name in names:
@@ -228,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     # Equal time is read where it was measured, if a run already has a checkpoint a step or two
     # short of what fits now (never more steps than fit: the reading can only favour vanilla).
     plain = _requests(["full"], designs, policies, args.seeds, args.steps, args.curve_steps, None)
-    eq_steps = quality_runs.measured_near(plain, eq_fit) or eq_fit
+    eq_steps = None if args.skip_equal_time else quality_runs.measured_near(plain, eq_fit) or eq_fit
     reqs = _requests(names, designs, policies, args.seeds, args.steps, args.curve_steps, eq_steps)
     runs = {(r.config, r.seed): quality_runs.run(r) for r in tqdm(reqs, desc="tune + evaluate (config x seed)")}
     untuned = evaluate(loaded, data=args.data, seq_len=fid.seq_len, max_windows=fid.eval_windows,
@@ -249,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
               "quality": quality, "time_to_quality": ttq, "curves": curves,
               "separation": separation(untuned, tuned, fid.mc_items),
               "hardware": table.to_dict("records"), "policy": luc.to_dict() if luc is not None else None,
+              "uncharged": uncharged(loaded.model, designs, table[(table["hw"] == main_hw)
+                                                                    & (table["config"] == "vanilla")].iloc[0]),
               "notes": _notes(quality_runs.shared), "runs": {f"{c}/{s}": r for (c, s), r in runs.items()}}
     figs = (md_path.stem + ".png", md_path.stem + "_curves.png")
     page.bars_figure(result, md_path.parent / figs[0])

@@ -2,6 +2,7 @@
 seeds, learning curves, time to quality, shared runs, and the written page."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -78,6 +79,26 @@ def test_identical_computations_share_one_run(tiny_run):
     assert any("top-w" in n and "adaptive" in n for n in result["notes"])
 
 
+def test_left_out_work_is_named_with_its_size(tiny_run):
+    """The page names what the simulator does not charge, each with a size; the LoRA count is the
+    tiny model's own (rank 8 on the seven linears of every layer for vanilla, the window for adaptive)."""
+    from workloads.models import load_model
+
+    result, md = tiny_run
+    u = result["uncharged"]
+    model = load_model("tiny", seed=0).model
+    cfg = model.config
+    kv = cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    per_layer = 8 * (2 * (h + h) + 2 * (h + kv) + 3 * (h + f))
+    assert u["lora_params"]["vanilla"] == per_layer * cfg.num_hidden_layers
+    assert u["lora_params"]["adaptive"] == per_layer * 2  # --window 2
+    assert u["optimizer_init_mb"] == pytest.approx(8 * per_layer * cfg.num_hidden_layers / 1e6)
+    assert 0 < u["optimizer_init_share_of_step"] < 1
+    page = md.read_text()
+    assert "Left out, with its size" in page and "MB once per run" in page and "causal mask" in page
+
+
 @pytest.mark.parametrize("value", ["0", "-1e-3", "nan", "fast"])
 def test_reproduce_refuses_bad_learning_rate(value, capsys):
     with pytest.raises(SystemExit) as info:
@@ -132,3 +153,34 @@ def test_separation_needs_more_than_sampling_noise():
     rows = {r["metric"]: r for r in hq.separation(untuned, tuned, items=200)}
     assert rows["perplexity"]["separates"] and rows["top1"]["separates"]
     assert not rows["accuracy"]["separates"]  # 1 point on 200 items is inside the sampling error
+
+
+def test_an_interrupted_run_keeps_the_checkpoints_it_reached(cache, tmp_path, monkeypatch):
+    """A long tuning run saves its curve at each checkpoint: killed after two of three, the two
+    are on disk (marked partial), and a request for them alone is served without tuning again."""
+    from dse import measure
+    from dse.headline.quality import QualityRuns, RunRequest
+    from dse.space import Tuning
+    from workloads.models import load_model
+
+    loaded = load_model("tiny", seed=0)
+    fid = measure.Fidelity(steps=4, batch_size=2, seq_len=32, eval_windows=2, split="eval", calib_windows=2)
+    runs = QualityRuns(loaded, fid, data=None, root=tmp_path / "runs")
+    layers = int(loaded.model.config.num_hidden_layers)
+    req = RunRequest("vanilla", Tuning("vanilla", window=layers, exits=1), None, 0, (1, 2, 4))
+    real, calls = measure._evaluate, []
+
+    def killed_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "_evaluate", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(req)
+    stored = runs.stored(req)
+    assert stored["partial"] and [p["steps"] for p in stored["curve"]] == [1, 2]
+    monkeypatch.setattr(measure, "_evaluate", lambda *a, **k: pytest.fail("tuned again"))
+    served = runs.run(dataclasses.replace(req, checkpoints=(1, 2)))
+    assert [p["steps"] for p in served["curve"]] == [1, 2]

@@ -156,11 +156,9 @@ def _charged(r: dict[str, Any], hw: pd.DataFrame, cols: list[str]) -> list[str]:
         "What is charged: every matrix product on the array and every non-matrix operation the real torch step "
         "ran, recorded from it (docs/trace.md, format 2), on the vector unit: unfused, each operation reading "
         "and writing DRAM at 16 bits, one after another, as torch runs them. That is the upper side; a device "
-        "that fuses elementwise work into the product feeding it pays less. Left out, as no device work: host "
-        "bookkeeping on scalars (the loss value, AdamW's step counter, the clipping coefficient: bytes), "
-        "transformers' mask preparation (the kernel applies the causal mask) and the optimizer's first, "
-        "state-creating step (once per run: zero-filling two moments per trained weight).",
+        "that fuses elementwise work into the product feeding it pays less.",
         "",
+        *_left_out(r),
     ]
     if not fused.empty:
         lines += [f"The same on `{r['main_hw']}` with `vector.fusion: elementwise` (a sensitivity, not the "
@@ -168,11 +166,41 @@ def _charged(r: dict[str, Any], hw: pd.DataFrame, cols: list[str]) -> list[str]:
     return lines
 
 
-def _equal_time(r: dict[str, Any]) -> list[str]:
-    eq = r["quality"].get("full", {}).get("equal_time")
-    if eq is None:
+def _left_out(r: dict[str, Any]) -> list[str]:
+    """What the simulator does not charge, each with its size against vanilla's step."""
+    u = r.get("uncharged")
+    if u is None:
         return []
-    q = r["quality"]["full"]
+    hw = pd.DataFrame(r["hardware"])
+    step_mb = float(hw[(hw["hw"] == r["main_hw"]) & (hw["config"] == "vanilla")]["dram_mb"].iloc[0])
+    fid = r["fidelity"]
+    mask_mb = fid["batch_size"] * fid["seq_len"] ** 2 / 1e6  # one boolean causal mask, if built
+    share = "" if not step_mb else f" ({u['optimizer_init_mb'] / max(r['steps'], 1) / step_mb:.3%} of it per step)"
+    return [
+        f"Left out, with its size (vanilla's simulated step moves {step_mb:,.0f} MB of DRAM traffic):",
+        "",
+        f"- the optimizer's first, state-creating step: zero-filling AdamW's two float32 moments for every "
+        f"trained LoRA weight ({max(u['lora_params'].values()):,} in vanilla), "
+        f"{u['optimizer_init_mb']:.1f} MB once per run, {u['optimizer_init_mb'] / max(r['steps'], 1):.2f} MB a step "
+        f"over {r['steps']} steps{share};",
+        f"- transformers' mask preparation: at most one boolean {fid['batch_size']} x {fid['seq_len']} x "
+        f"{fid['seq_len']} causal mask a step, {mask_mb:.2f} MB ({mask_mb / step_mb:.3%}); the attention kernel "
+        "applies the causal mask itself;" if step_mb else "- transformers' mask preparation (a causal mask);",
+        "- host bookkeeping on scalars (the loss value, AdamW's step counter, the clipping coefficient): bytes.",
+        "",
+    ]
+
+
+def _equal_time(r: dict[str, Any]) -> list[str]:
+    q = r["quality"].get("full", {})
+    eq = q.get("equal_time")
+    if eq is None:
+        if q.get("equal_time_fit_steps") is None:
+            return []
+        return [f"## At equal simulated tuning time on {r['main_hw']}", "",
+                f"{q['equal_time_fit_steps']} of the full method's steps fit in vanilla's {r['steps']} steps of "
+                "simulated time. Not measured in this run (`--skip-equal-time`); the time-to-quality section "
+                "below bounds what those steps can reach.", ""]
     return [f"## At equal simulated tuning time on {r['main_hw']}", "",
             f"The full method's step is shorter, so {q['equal_time_fit_steps']} of its steps fit in vanilla's "
             f"{r['steps']} steps of simulated time"

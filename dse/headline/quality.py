@@ -103,8 +103,15 @@ class QualityRuns:
         work, _ = self.start(req.policy)
         copy = LoadedModel(_deepcopy(work.model), work.tokenizer, work.name, work.source)
         fid = replace(self.fid, steps=steps, seed=req.seed)
+
+        def keep(curve: list[dict[str, Any]]) -> None:
+            # An interrupted run keeps the checkpoints it reached (never over a longer stored curve).
+            if cached is None or len(curve) > len(cached["curve"]):
+                write_json(path, {"key": key, "config": req.config, "seed": req.seed, "curve": curve,
+                                  "seconds": None, "partial": True})
+
         result = measure_model(copy, req.tuning, fid, data=self.data, progress=self.progress,
-                               checkpoints=req.checkpoints, mc_checkpoints=set(req.mc_checkpoints))
+                               checkpoints=req.checkpoints, mc_checkpoints=set(req.mc_checkpoints), on_checkpoint=keep)
         del copy
         entry = {"key": key, "config": req.config, "seed": req.seed, "curve": result["curve"],
                  "seconds": result["seconds"]}
