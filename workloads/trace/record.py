@@ -19,6 +19,7 @@ Nothing is typed by hand: work that did not run has no row.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
@@ -30,8 +31,8 @@ import torch
 from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
+from workloads.architecture import PRODUCT_MODULES, architecture, product_shape
 from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
@@ -59,8 +60,9 @@ class _Recorder:
     """Collects raw op rows (products: shapes, phase, trainable; vector work) in execution order."""
 
     num_layers: int
+    labels: dict[str, str]  # Architecture.product_labels
     rows: list[dict[str, Any]] = field(default_factory=list)
-    module_stack: list[tuple[str, int]] = field(default_factory=list)
+    module_stack: list[tuple[str, int, str]] = field(default_factory=list)  # (name, layer, vector label)
     vector: VectorRecorder | None = None
 
     def add(self, layer: int, module: str, phase: str, m: int, n: int, k: int, trainable: bool, count: int = 1) -> None:
@@ -72,7 +74,7 @@ class _Recorder:
         )
 
     def where(self) -> tuple[str, int]:
-        return self.module_stack[-1] if self.module_stack else ("head", -1)
+        return self.module_stack[-1][:2] if self.module_stack else ("head", -1)
 
     def head_module(self, exit_layer: int) -> str:
         return "lm_head" if exit_layer == self.num_layers - 1 else "exit_head"
@@ -81,44 +83,58 @@ class _Recorder:
         """Where forward vector work runs: the innermost module, else the running exit head;
         ``None`` outside both (transformers' mask preparation, a host decision)."""
         if self.module_stack:
-            name, layer = self.module_stack[-1]
-            return Site(_vector_module(name), lora.layer_of(name + "."))  # "layers.3" itself too
+            _, layer, label = self.module_stack[-1]
+            return Site(label, layer)
         head = running_exit()
         return Site(self.head_module(head[0]), -1, head[1]) if head is not None else None
 
 
-def _vector_module(name: str) -> str:
+def _vector_module(name: str, labels: dict[str, str]) -> str:
     """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
-    decoder layer's adds, ``lora`` for an adapter's scale and sum, else the module's name."""
-    last = name.rsplit(".", 1)[-1]
+    decoder layer's adds, ``lora`` for an adapter's scale and sum (the code of peft's wrapper
+    around a product module, or of its ``lora_A`` / ``lora_B``), the product's label for a base
+    product module's own work (a bias add), else the module's name."""
+    parts = name.split(".")
+    last = parts[-1]
     if last.isdigit():
         return "residual"
-    if last in lora.LINEAR_MODULES or last in ("lora_A", "lora_B"):
+    if "lora_A" in parts or "lora_B" in parts:
         return "lora"
+    if last == "base_layer":
+        return labels.get(_inside_layer(name.rsplit(".", 1)[0]), parts[-2])
+    if _inside_layer(name) in labels:
+        return "lora"  # a product module's own Python code runs only when peft wraps it
     return last
 
 
-def _label(name: str) -> str:
-    """``q_proj`` for a (base) linear layer, ``lora_A`` / ``lora_B`` for adapters."""
+def _inside_layer(name: str) -> str:
+    """The path of a module inside its decoder layer (``self_attn.q_proj``), ``""`` outside."""
+    match = lora.LAYER_PATH.search(name)
+    return name[match.end():] if match else ""
+
+
+def _label(name: str, labels: dict[str, str]) -> str:
+    """``q_proj`` for a (base) product module (``attn.c_proj`` where short names collide, see
+    ``Architecture.product_labels``), ``lora_A`` / ``lora_B`` for adapters."""
     parts = name.split(".")
     for tag in ("lora_A", "lora_B"):
         if tag in parts:
             return tag
-    parts = [p for p in parts if p != "base_layer"]
-    return parts[-1]
+    inner = _inside_layer(".".join(p for p in parts if p != "base_layer"))
+    return labels.get(inner, parts[-1])
 
 
-def _linear_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
+def _linear_hooks(model: nn.Module, rec: _Recorder, labels: dict[str, str]) -> list[torch.utils.hooks.RemovableHandle]:
     handles = []
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
+        if not isinstance(mod, PRODUCT_MODULES):
             continue
-        layer, label = lora.layer_of(name), _label(name)
+        layer, label = lora.layer_of(name), _label(name, labels)
 
-        def hook(module: nn.Linear, args: tuple[Any, ...], output: torch.Tensor,
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor,
                  layer: int = layer, label: str = label) -> None:
             x = args[0]
-            k, n = module.in_features, module.out_features
+            k, n = product_shape(module)
             m = x.numel() // k
             trains = module.weight.requires_grad
             rec.add(layer, label, "fwd", m, n, k, trains)
@@ -138,15 +154,15 @@ def _linear_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.Re
     return handles
 
 
-def _module_stack_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
-    """Keep the name of the running module, so saved activations can be labelled."""
+def _module_stack_hooks(model: nn.Module, rec: _Recorder, decoder_path: str) -> list[torch.utils.hooks.RemovableHandle]:
+    """Keep the name of the running module, so saved activations and vector work can be labelled."""
     handles = []
     for name, mod in model.named_modules():
-        clean = _clean_name(name)
-        layer = lora.layer_of(name)
+        clean = _clean_name(name, decoder_path)
+        entry = (clean, lora.layer_of(name), _vector_module(name, rec.labels))
 
-        def pre(_m: nn.Module, _a: Any, clean: str = clean, layer: int = layer) -> None:
-            rec.module_stack.append((clean, layer))
+        def pre(_m: nn.Module, _a: Any, entry: tuple[str, int, str] = entry) -> None:
+            rec.module_stack.append(entry)
 
         def post(_m: nn.Module, _a: Any, _o: Any) -> None:
             rec.module_stack.pop()
@@ -156,9 +172,10 @@ def _module_stack_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.ho
     return handles
 
 
-def _clean_name(name: str) -> str:
-    """Parameter/module names relative to the decoder, without peft's wrappers."""
-    for prefix in ("base_model.model.", "model."):
+def _clean_name(name: str, decoder_path: str) -> str:
+    """Parameter/module names relative to the decoder (``Architecture.decoder_path``: ``model``,
+    ``transformer``, ``model.decoder``), without peft's wrappers."""
+    for prefix in ("base_model.model.", decoder_path + "."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace(".base_layer", "").replace(".default", "")
@@ -180,10 +197,20 @@ def _uses_flash(grad_fn: Any, depth: int = 5) -> bool:
     return False
 
 
+def _own_eager(module: nn.Module) -> Any:
+    """The eager attention of the module's own modeling file (GPT-2's differs from LLaMA's):
+    what the model runs when its attention implementation is ``eager``."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise UserError(f"{type(module).__name__}: no eager_attention_forward in its modeling file; "
+                        "use attn_implementation='sdpa'")
+    return eager
+
+
 def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
     def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, eager_attention_forward)
+        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, _own_eager(module))
         rec = _ACTIVE.get()
         paused = rec.vector.paused() if rec is not None and rec.vector is not None else nullcontext()
         with paused:  # a fused kernel: its work is recorded from the shapes below
@@ -192,7 +219,7 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
             return out, weights
         b, heads, tq, hd = query.shape
         tk = key.shape[2]
-        layer = int(getattr(module, "layer_idx", -1))
+        layer = rec.module_stack[-1][1] if rec.module_stack else int(getattr(module, "layer_idx", -1))
         count = b * heads  # one product per batch element and query head (GQA shares K/V)
         rec.add(layer, "attn_qk", "fwd", tq, tk, hd, False, count)  # S = Q K^T
         _softmax_rows(rec, layer, tq, tk, count, SOFTMAX)  # P = softmax(S)
@@ -273,12 +300,12 @@ def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def _weight_rows(model: nn.Module, trained: set[int]) -> list[dict[str, Any]]:
+def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str) -> list[dict[str, Any]]:
     """Every parameter of the model (tied weights once), at float16 until annotated; LoRA
     parameters with their gradient and AdamW state when trained in this step."""
     rows = []
     for name, p in model.named_parameters():  # named_parameters() lists a tied weight once
-        clean = _clean_name(name)
+        clean = _clean_name(name, decoder_path)
         layer = lora.layer_of(name)
         if ".lora_" in name:
             rows.append(_tensor(clean, "lora_weight", layer, p.numel(), LORA_BITS))
@@ -289,6 +316,13 @@ def _weight_rows(model: nn.Module, trained: set[int]) -> list[dict[str, Any]]:
         else:
             rows.append(_tensor(clean, "weight", layer, p.numel(), DENSE_BITS))
     return rows
+
+
+def _head_weights(model: nn.Module, decoder_path: str) -> list[str]:
+    """Tensor-table names of the embedding table and the LM head weight (one name when tied)."""
+    arch = architecture(model)
+    wanted = {id(model.get_input_embeddings().weight), id(arch.head.weight)}
+    return [_clean_name(name, decoder_path) for name, p in model.named_parameters() if id(p) in wanted]
 
 
 def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str, Any]:
@@ -430,6 +464,7 @@ def record_trace(
     model = loaded.model
     if hasattr(model, "peft_config"):
         raise UserError("record_trace needs a model without adapters (it attaches its own)")
+    arch = architecture(model)  # probes the model once: before any hook or recorder is in place
     n_layers = num_layers(model)
     last = n_layers - 1 if exit_layer is None else exit_layer
     if not 0 <= last < n_layers:
@@ -452,12 +487,12 @@ def record_trace(
 
     ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    rec = _Recorder(n_layers)
+    rec = _Recorder(n_layers, arch.product_labels)
     work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
     if not lora_layers:
         for p in model.parameters():
             p.requires_grad_(False)
-    handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
+    handles = _linear_hooks(work, rec, arch.product_labels) + _module_stack_hooks(work, rec, arch.decoder_path)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
     rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
                                 fixed_bits=_parameter_bits(work))
@@ -482,7 +517,7 @@ def record_trace(
         _ACTIVE.reset(token)
         for h in handles:
             h.remove()
-        tensor_rows = _weight_rows(work, trained if plan is not None else set())
+        tensor_rows = _weight_rows(work, trained if plan is not None else set(), arch.decoder_path)
         if lora_layers:
             lora.detach_lora(work)
         for name, p in model.named_parameters():
@@ -493,6 +528,9 @@ def record_trace(
     header: dict[str, Any] = {
         "format": FORMAT,
         "model": loaded.name,
+        "architecture": type(model).__name__,
+        "linear_modules": arch.product_names,
+        "head_weights": _head_weights(model, arch.decoder_path),
         "method": method,
         "seq_len": seq_len,
         "batch": batch,
