@@ -40,7 +40,7 @@ from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
 from workloads.trace.vector import Site, VectorRecorder
 from workloads.trace.vector_ops import SOFTMAX, SOFTMAX_BACKWARD, tensor_bytes
 from workloads.tuning import actcomp, lora
-from workloads.tuning.forward import num_layers, run_layers
+from workloads.tuning.forward import in_decoder, num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_stats, head_product_hooks, running_exit
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
@@ -52,6 +52,7 @@ DEFAULT_WINDOW = TuneConfig.window  # the tuning CLI's default window, in layers
 LORA_BITS = 16  # adapters in full (device float16) precision
 OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
 _TRACED = "edgellm_traced_"
+ATTENTION_MODULES = ("attn_qk", "attn_pv")  # recorded from the attention function's shapes
 _ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", default=None)
 
 
@@ -80,31 +81,31 @@ class _Recorder:
         return "lm_head" if exit_layer == self.num_layers - 1 else "exit_head"
 
     def site(self) -> Site | None:
-        """Where forward vector work runs: the innermost module, else the running exit head;
-        ``None`` outside both (transformers' mask preparation, a host decision)."""
+        """Where forward vector work runs: the innermost module, else the running exit head,
+        else the decoder's own code (its floating-point work: GPT-2's and OPT's position add);
+        ``None`` outside all (or for the decoder's integer work: transformers' position-id and
+        mask preparation, a host decision)."""
         if self.module_stack:
             _, layer, label = self.module_stack[-1]
             return Site(label, layer)
         head = running_exit()
-        return Site(self.head_module(head[0]), -1, head[1]) if head is not None else None
+        if head is not None:
+            return Site(self.head_module(head[0]), -1, head[1])
+        return Site("decoder", -1, floats_only=True) if in_decoder() else None
 
 
 def _vector_module(name: str, labels: dict[str, str]) -> str:
     """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
     decoder layer's adds, ``lora`` for an adapter's scale and sum (the code of peft's wrapper
-    around a product module, or of its ``lora_A`` / ``lora_B``), the product's label for a base
-    product module's own work (a bias add), else the module's name."""
+    around a product module, its base layer and its ``lora_A`` / ``lora_B``; a product module
+    runs Python code of its own only when peft wraps it), else the module's name."""
     parts = name.split(".")
-    last = parts[-1]
-    if last.isdigit():
+    if parts[-1].isdigit():
         return "residual"
-    if "lora_A" in parts or "lora_B" in parts:
+    inner = _inside_layer(".".join(p for p in parts if p != "base_layer"))
+    if "lora_A" in parts or "lora_B" in parts or inner in labels:
         return "lora"
-    if last == "base_layer":
-        return labels.get(_inside_layer(name.rsplit(".", 1)[0]), parts[-2])
-    if _inside_layer(name) in labels:
-        return "lora"  # a product module's own Python code runs only when peft wraps it
-    return last
+    return parts[-1]
 
 
 def _inside_layer(name: str) -> str:
@@ -298,6 +299,21 @@ def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             merged.append(dict(row))
     return merged
+
+
+def _check_products(name: str, rec: _Recorder) -> None:
+    """Every product kernel torch ran outside the attention function must be a product row
+    (module hooks, exit heads): else the model computes something the trace would miss."""
+    assert rec.vector is not None
+    if rec.vector.unknown_products:
+        raise UserError(f"{name}: ran {', '.join(sorted(rec.vector.unknown_products))} outside the attention "
+                        "interface, which the recorder cannot see: architecture not supported")
+    rows = [r for r in rec.rows if r["kind"] == "matmul" and r["module"] not in ATTENTION_MODULES]
+    recorded = sum(r["M"] * r["N"] * r["K"] * r["count"] for r in rows)
+    if recorded != rec.vector.product_macs:
+        raise UserError(f"{name}: ran {rec.vector.product_macs - recorded:+,} MACs of matrix products outside "
+                        "nn.Linear / Conv1D modules and attention (a product in the model's own code?): "
+                        "architecture not supported")
 
 
 def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str) -> list[dict[str, Any]]:
@@ -523,6 +539,7 @@ def record_trace(
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, True))
 
+    _check_products(type(model).__name__, rec)
     tensor_rows += _activation_rows(log, a_bits)
     ops = pd.DataFrame(_merge_repeats(rec.rows), columns=list(OPS_COLUMNS))
     header: dict[str, Any] = {
