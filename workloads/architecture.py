@@ -229,17 +229,17 @@ def _check_probe(lm: nn.Module, calls: list[tuple[str, torch.Tensor | None]], de
                         "architecture not supported")
     last = max(i for i, (tag, _) in enumerate(calls) if tag.startswith(container + "."))
     hidden = calls[last][1]
-    if hidden is None or hidden.shape != hidden_out.shape:
+    if hidden is None:
         raise UserError(f"{name}: its decoder layers do not return the hidden state: architecture not supported")
     final = tuple(f"{decoder_path}.{tag}" if decoder_path else tag for tag, _ in calls[last + 1:])
     with torch.no_grad():
         for path in final:
             hidden = lm.get_submodule(path)(hidden)
-        if not torch.allclose(hidden, hidden_out, rtol=1e-4, atol=1e-5):
+        if hidden.shape != hidden_out.shape or not torch.allclose(hidden, hidden_out, rtol=1e-4, atol=1e-5):
             raise UserError(f"{name}: its decoder does more after the last layer than its modules "
                             f"{', '.join(final) or '(none)'}: architecture not supported")
         head = lm.get_submodule(head_path)(hidden)
-        if not torch.allclose(head, logits, rtol=1e-4, atol=1e-5):
+        if head.shape != logits.shape or not torch.allclose(head, logits, rtol=1e-4, atol=1e-5):
             raise UserError(f"{name}: its logits are not {head_path}(final hidden state) (a logit soft-cap or "
                             "scale?), which the exit heads assume: architecture not supported")
     return final

@@ -306,13 +306,13 @@ def _check_products(name: str, rec: _Recorder) -> None:
     (module hooks, exit heads): else the model computes something the trace would miss."""
     assert rec.vector is not None
     if rec.vector.unknown_products:
-        raise UserError(f"{name}: ran {', '.join(sorted(rec.vector.unknown_products))} outside the attention "
-                        "interface, which the recorder cannot see: architecture not supported")
+        raise UserError(f"{name}: ran {', '.join(sorted(rec.vector.unknown_products))} kernels, which have no product "
+                        "rows (only nn.Linear, Conv1D and the attention interface are traced): architecture not supported")
     rows = [r for r in rec.rows if r["kind"] == "matmul" and r["module"] not in ATTENTION_MODULES]
     recorded = sum(r["M"] * r["N"] * r["K"] * r["count"] for r in rows)
     if recorded != rec.vector.product_macs:
-        raise UserError(f"{name}: ran {rec.vector.product_macs - recorded:+,} MACs of matrix products outside "
-                        "nn.Linear / Conv1D modules and attention (a product in the model's own code?): "
+        raise UserError(f"{name}: ran {abs(rec.vector.product_macs - recorded):,} MACs of matrix products outside "
+                        "nn.Linear / Conv1D modules and the attention interface (in the model's own code): "
                         "architecture not supported")
 
 
