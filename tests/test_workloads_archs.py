@@ -21,6 +21,7 @@ import pytest
 import torch
 import transformers as hf
 
+import workloads.architecture as arch_module
 from workloads.architecture import architecture
 from workloads.errors import UserError
 from workloads.models import LoadedModel, byte_tokenizer, load_model
@@ -325,3 +326,13 @@ def test_builtin_tiny_llama_still_has_llamas_modules():
     trace = record_trace(load_model("tiny"), method="inference", seq_len=8, batch=1)
     assert trace.header["linear_modules"] == list(lora.LINEAR_MODULES)
     assert trace.header["head_weights"] == ["embed_tokens.weight"]
+
+
+def test_a_model_peft_already_wraps_has_the_same_architecture():
+    loaded = build("gpt2", seed=3)
+    peft_model = lora.attach_lora(loaded.model, [0], rank=RANK)
+    try:
+        arch_module._LAYOUTS.pop(peft_model.get_base_model())  # forget the layout found before wrapping
+        assert architecture(peft_model).product_labels == architecture(build("gpt2").model).product_labels
+    finally:
+        lora.detach_lora(peft_model)

@@ -147,7 +147,8 @@ def _discover(lm: nn.Module) -> _Layout:
     head = _find_head(lm)
     layers = getattr(lm.get_submodule(decoder), container)
     products = _products(layers[0], name)
-    conv1d = all(isinstance(layers[0].get_submodule(path), Conv1D) for path, _ in products)
+    conv1d = all(isinstance(m, Conv1D) for path, m in layers[0].named_modules()
+                 if isinstance(m, PRODUCT_MODULES) and ".lora_" not in f".{path}")
     final = _probe(lm, decoder, container, head)
     return _Layout(decoder, container, final, head, products, conv1d)
 
@@ -174,7 +175,9 @@ def _find_head(lm: nn.Module) -> str:
 
 
 def _products(layer: nn.Module, name: str) -> tuple[tuple[str, str], ...]:
-    found = [path for path, module in layer.named_modules() if isinstance(module, PRODUCT_MODULES)]
+    # A layer peft already wraps: its products are the base layers, not the adapters.
+    found = [path.replace(".base_layer", "") for path, module in layer.named_modules()
+             if isinstance(module, PRODUCT_MODULES) and ".lora_" not in f".{path}"]
     if not found:
         raise UserError(f"{name}: its decoder layers hold no nn.Linear or Conv1D: architecture not supported")
     short = [p.rsplit(".", 1)[-1] for p in found]
