@@ -24,6 +24,7 @@ import transformers as hf
 import workloads.architecture as arch_module
 from workloads.architecture import architecture
 from workloads.errors import UserError
+from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, byte_tokenizer, load_model
 from workloads.trace import Trace, record_trace
 from workloads.tuning import lora
@@ -336,3 +337,27 @@ def test_a_model_peft_already_wraps_has_the_same_architecture():
         assert architecture(peft_model).product_labels == architecture(build("gpt2").model).product_labels
     finally:
         lora.detach_lora(peft_model)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "opt"])
+def test_a_policy_compresses_the_architectures_own_linears_and_head(name, inference):
+    """The header's ``linear_modules`` and ``head_weights`` drive the annotation: GPT-2's
+    Conv1D weights and tied ``wte``, Qwen2's untied head; biases and norms stay dense."""
+    trace = inference[name]
+    policy = Policy.uniform(LAYERS, 0.5, 4, group_size=32, head_bits=8)
+    re = trace.with_policy(policy)
+    ops = re.matmuls()
+    linear = ops["module"].isin(trace.header["linear_modules"])
+    assert linear.sum() == len(trace.header["linear_modules"]) * (max(EXITS) + 1)
+    assert (ops.loc[linear, "w_bits"] == 4).all() and (ops.loc[linear, "weight_sparsity"] == 0.5).all()
+    assert (ops.loc[~linear, "weight_sparsity"] == 0).all()
+    assert (ops.loc[ops["module"] == "exit_head", "w_bits"] == 8).all()
+    tensors = re.tensors.set_index("name")
+    weights = [f"{p}.weight" for p in (architecture(build(name).model).product_labels)]
+    in_layers = tensors[tensors["layer"] == 1]
+    for path in weights:
+        assert in_layers.loc[[n for n in in_layers.index if n.endswith(path)], "bits"].tolist() == [4]
+    others = in_layers[~in_layers.index.map(lambda n: any(n.endswith(p) for p in weights))]
+    assert len(others) > 0 and (others["bits"] == 16).all()  # norms and biases
+    for head in trace.header["head_weights"]:
+        assert tensors.loc[head, "bits"] == 8

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from workloads.architecture import architecture
-from workloads.architecture import causal_lm as causal_lm
 
 _IN_DECODER: ContextVar[bool] = ContextVar("edgellm_in_decoder", default=False)
 
