@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import transformers as hf
+from torch.utils.flop_counter import FlopCounterMode
 
 import workloads.architecture as arch_module
 from workloads.architecture import architecture
@@ -29,6 +30,7 @@ from workloads.models import LoadedModel, byte_tokenizer, load_model
 from workloads.trace import Trace, record_trace
 from workloads.tuning import lora
 from workloads.tuning.forward import run_layers
+from workloads.tuning.head import exit_stats
 from workloads.tuning.train import TuneConfig, tune
 
 VOCAB, LAYERS, SEQ, BATCH, RANK = 300, 3, 12, 2, 4
@@ -361,3 +363,20 @@ def test_a_policy_compresses_the_architectures_own_linears_and_head(name, infere
     assert len(others) > 0 and (others["bits"] == 16).all()  # norms and biases
     for head in trace.header["head_weights"]:
         assert tensors.loc[head, "bits"] == 8
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_macs_match_torchs_flop_counter_with_eager_attention(name, inference):
+    """A peer count: torch's own ``FlopCounterMode`` over the same inference pass, with the
+    model's own eager attention (torch's counter does not count the CPU SDPA kernel). The trace
+    recorded through that eager attention has the MACs of the SDPA trace."""
+    loaded = build(name)
+    loaded.model.set_attn_implementation("eager")
+    trace = record_trace(loaded, method="inference", exits=EXITS, seq_len=SEQ, batch=BATCH)
+    assert trace.header["attention"] == "eager" and trace.macs() == inference[name].macs()
+    ids = torch.randint(0, 256, (BATCH, SEQ), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        hidden = run_layers(loaded.model, ids, last_layer=max(EXITS), capture=EXITS)
+        for e in EXITS:
+            exit_stats(loaded.model, hidden[e], ids, exit_layer=e)
+    assert counter.get_total_flops() == 2 * trace.macs()
