@@ -271,7 +271,7 @@ def test_tuning_trains_the_adapters_and_changes_nothing_else(name, method):
     assert all(torch.equal(before[n], p) for n, p in base.items())
 
 
-def test_trace_and_tune_clis_take_a_model_folder(tmp_path, cli_env):
+def test_trace_tune_and_evaluate_clis_take_a_model_folder(tmp_path, cli_env):
     folder = tmp_path / "gpt2"
     loaded = build("gpt2")
     loaded.model.save_pretrained(folder)
@@ -289,6 +289,10 @@ def test_trace_and_tune_clis_take_a_model_folder(tmp_path, cli_env):
         capture_output=True, text=True, env=cli_env, check=True)
     res = json.loads(proc.stdout)
     assert set(res["eval"]["per_exit"]) == {"1", "2"}
+    proc = subprocess.run([sys.executable, "-m", "workloads.evaluate", "--model", str(folder), "--seq-len", "16",
+                           "--max-windows", "2", "--mc-items", "4", "--threads", "1", "--json"],
+                          capture_output=True, text=True, env=cli_env, check=True)
+    assert json.loads(proc.stdout)["perplexity"] > 1
 
 
 def _gemma2() -> hf.PreTrainedModel:

@@ -16,8 +16,9 @@ norm, and OPT's ``project_out``), the LM head, and the matrix-product modules in
 - the LM head is ``get_output_embeddings()``: a ``Linear`` without bias.
 
 What does not fit fails with a one-line ``UserError`` naming the missing part; nothing falls
-back to a guess. Traced at once: LLaMA, Qwen2, Mistral, Gemma, Phi-3, GPT-2 and OPT
-(tests/test_workloads_archs.py).
+back to a guess. Tested on LLaMA, Qwen2, Mistral, Gemma, Phi-3, GPT-2 and OPT, and refused for
+Gemma 2 (logit soft-cap), Bloom (products in its own attention code) and Mamba (convolutions)
+(tests/test_workloads_archs.py; the last two are caught by the trace recorder's product check).
 """
 from __future__ import annotations
 
