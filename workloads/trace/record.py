@@ -211,7 +211,7 @@ def _own_eager(module: nn.Module) -> Any:
 def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
     def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, _own_eager(module))
+        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, None) or _own_eager(module)  # type: ignore[arg-type]
         rec = _ACTIVE.get()
         paused = rec.vector.paused() if rec is not None and rec.vector is not None else nullcontext()
         with paused:  # a fused kernel: its work is recorded from the shapes below
