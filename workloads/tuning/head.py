@@ -1,8 +1,9 @@
 """Exit heads: the final norm plus the tied LM head, applied at any decoder layer.
 
-An exit adds no weights: it reuses the model's final norm (with OPT's ``project_out``: whatever
-``Architecture.final`` applies) and its (tied) vocabulary projection. The vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are
-never built for the whole batch: the loss is computed a chunk of positions at a time, and its
+An exit adds no weights: it reuses the model's final norm (``Architecture.final``: RMSNorm in
+SmolLM2, LayerNorm and ``project_out`` in OPT) and its (tied) vocabulary projection. The
+vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are never built for the
+whole batch: the loss is computed a chunk of positions at a time, and its
 gradient with respect to the hidden state is formed in the same pass (the head is frozen, so
 that gradient is all the backward pass needs). This keeps the head's memory at one chunk of
 logits for both tuning methods.
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workloads.tuning import actcomp
 from workloads.architecture import architecture
+from workloads.tuning import actcomp
 
 DEFAULT_CHUNK = 256  # positions per head chunk: 256 x 49,152 float32 logits = 50 MB
 
