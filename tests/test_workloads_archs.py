@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -384,3 +385,13 @@ def test_macs_match_torchs_flop_counter_with_eager_attention(name, inference):
         for e in EXITS:
             exit_stats(loaded.model, hidden[e], ids, exit_layer=e)
     assert counter.get_total_flops() == 2 * trace.macs()
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_the_simulator_reads_every_architectures_trace(name, vanilla, tmp_path):
+    from sim import simulate_trace
+
+    path = vanilla[name].save(tmp_path / f"{name}.csv")
+    summary = simulate_trace(path, Path(__file__).resolve().parents[1] / "hwconfigs" / "edge_llm.yaml").summary()
+    assert summary["macs"] == vanilla[name].macs() and summary["latency_s"] > 0
+    assert summary["peak_memory_bytes"] == vanilla[name].memory_bytes()
