@@ -395,3 +395,17 @@ def test_the_simulator_reads_every_architectures_trace(name, vanilla, tmp_path):
     summary = simulate_trace(path, Path(__file__).resolve().parents[1] / "hwconfigs" / "edge_llm.yaml").summary()
     assert summary["macs"] == vanilla[name].macs() and summary["latency_s"] > 0
     assert summary["peak_memory_bytes"] == vanilla[name].memory_bytes()
+
+
+def test_a_tuning_step_is_traced_in_train_mode_with_the_models_dropout(models, inference, vanilla):
+    """``tune`` trains GPT-2 with its own dropout (0.1): the tuning trace has its work, the
+    inference trace none, and the model keeps its mode."""
+    dropouts = {"drop", "resid_dropout", "dropout"}  # embedding, attention output, MLP output
+    tokens, h = BATCH * SEQ, models["gpt2"].model.config.n_embd
+    fwd = vanilla["gpt2"].vectors()
+    fwd = fwd[fwd["phase"] == "fwd"]
+    assert set(fwd["module"]) >= dropouts
+    per_layer = fwd[(fwd["layer"] == 0) & fwd["module"].isin(dropouts)]
+    assert int((per_layer["elements"] * per_layer["count"]).sum()) >= 2 * tokens * h  # two dropouts a layer
+    assert not set(inference["gpt2"].vectors()["module"]) & dropouts
+    assert not models["gpt2"].model.training

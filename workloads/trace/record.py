@@ -468,7 +468,9 @@ def record_trace(
       (default: the last layer) and no autograd.
 
     ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
-    lists them at their packed size. The model is left as it was (adapters are removed again).
+    lists them at their packed size. A tuning step runs in train mode, as ``train.tune`` runs
+    it (GPT-2's and OPT's dropout; LLaMA has none), an inference pass in eval mode. The model
+    is left as it was (adapters removed again, its mode restored).
     ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
     beforehand for a compressed run.
     """
@@ -519,6 +521,8 @@ def record_trace(
     def on_head(op: HeadProduct) -> None:
         rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
 
+    training = model.training
+    work.train(plan is not None)  # as train.tune runs a step (the model's own dropout: none in LLaMA)
     token = _ACTIVE.set(rec)
     try:
         with _attention_recording(model), head_product_hooks(on_head), rec.vector:
@@ -538,6 +542,7 @@ def record_trace(
             lora.detach_lora(work)
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, True))
+        model.train(training)
 
     _check_products(type(model).__name__, rec)
     tensor_rows += _activation_rows(log, a_bits)

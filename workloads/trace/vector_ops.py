@@ -79,6 +79,7 @@ for _names, _passes in (
      "_foreach_sub _foreach_lerp _foreach_neg", ADD),
     ("addcmul _foreach_addcmul", (("add", 2),)),
     ("exp exp2 log log2 log1p expm1 sigmoid silu tanh gelu erf cos sin _foreach_exp", EXP),
+    ("bernoulli", (("add", 2),)),  # dropout's mask: a uniform draw and a comparison per element
     ("silu_backward", (("exp", 1), ("add", 4))),  # sigmoid again, then four multiply-adds
     ("gelu_backward", (("exp", 1), ("add", 4))),
     ("rsqrt sqrt div reciprocal _foreach_sqrt _foreach_div _foreach_reciprocal", RSQRT),
