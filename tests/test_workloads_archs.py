@@ -63,8 +63,9 @@ ARCHS = tuple(_configs())
 
 def build(name: str, seed: int = 0) -> LoadedModel:
     """A tiny random model of architecture ``name`` with the byte tokenizer (259 < VOCAB ids)."""
-    torch.manual_seed(seed)
-    model = hf.AutoModelForCausalLM.from_config(_configs()[name]()).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = hf.AutoModelForCausalLM.from_config(_configs()[name]()).eval()
     return LoadedModel(model, byte_tokenizer(), name, f"random {name}")
 
 
@@ -159,7 +160,11 @@ def test_sliding_window_mask_is_the_models_own(models):
     with torch.no_grad():
         own = m(input_ids=ids, output_hidden_states=True).hidden_states[2]  # after layer 1
         mine = run_layers(m, ids, last_layer=1)[1]
+        full = build("mistral").model
+        full.config.sliding_window = None  # the same weights, plain causal attention
+        causal = run_layers(full, ids, last_layer=1)[1]
     assert torch.allclose(own, mine, atol=1e-5)
+    assert not torch.allclose(causal, mine, atol=1e-3)  # the window changed the result
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -366,6 +371,8 @@ def test_a_policy_compresses_the_architectures_own_linears_and_head(name, infere
         assert in_layers.loc[[n for n in in_layers.index if n.endswith(path)], "bits"].tolist() == [4]
     others = in_layers[~in_layers.index.map(lambda n: any(n.endswith(p) for p in weights))]
     assert len(others) > 0 and (others["bits"] == 16).all()  # norms and biases
+    if name == "qwen2":
+        assert {n.rsplit(".", 2)[-2] for n in others.index if n.endswith(".bias")} == {"q_proj", "k_proj", "v_proj"}
     for head in trace.header["head_weights"]:
         assert tensors.loc[head, "bits"] == 8
 
