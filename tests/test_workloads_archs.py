@@ -12,6 +12,7 @@ runs. Architectures the recorder cannot follow fail with one line and no trace.
 """
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -67,6 +68,14 @@ def build(name: str, seed: int = 0) -> LoadedModel:
         torch.manual_seed(seed)
         model = hf.AutoModelForCausalLM.from_config(_configs()[name]()).eval()
     return LoadedModel(model, byte_tokenizer(), name, f"random {name}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_after():
+    """Free this module's models before later modules run: a collection during another test's
+    tuning steps would lower its resident memory below the baseline that test measures."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
