@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from workloads.architecture import architecture
 from workloads.data import ChoiceItem
 
 
@@ -69,12 +70,11 @@ def head_logprobs(
 def model_scorer(model: torch.nn.Module) -> Scorer:
     """The scorer of a Hugging Face causal LM (its final output); a peft-wrapped model works
     too, since LoRA layers live inside the base model."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
+    arch = architecture(model)  # any decoder it accepts: LLaMA's model.model, GPT-2's transformer, ...
 
     def score(ids: torch.Tensor, start: int = 0) -> TokenScores:
-        hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
-        return head_logprobs(hidden, model.lm_head, ids, start)
+        hidden = arch.decoder(input_ids=ids, use_cache=False).last_hidden_state
+        return head_logprobs(hidden, arch.head, ids, start)
 
     return score
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,10 +41,12 @@ def annotate_ops(
     a_bits: int = 16,
     dense_bits: int = DENSE_BITS,
     lora_bits: int = 16,
+    linear_modules: Sequence[str] = LINEAR_MODULES,
 ) -> pd.DataFrame:
     """Set ``weight_sparsity``, ``sparsity_pattern``, ``w_bits`` and ``a_bits`` of every op.
 
-    Operand B is a compressed weight for the seven linear modules of a decoder layer in the
+    Operand B is a compressed weight for the linear modules of a decoder layer
+    (``linear_modules``: the trace header's, LLaMA's seven for a trace without one) in the
     ``fwd`` and ``bwd_input`` phases (policy sparsity and bits); a LoRA weight (dense,
     ``lora_bits``) for LoRA modules in those phases; the tied head at the policy's
     ``head_bits`` (``dense_bits`` without a policy) for head ops; and an activation (dense, ``a_bits``) otherwise: every
@@ -53,14 +56,14 @@ def annotate_ops(
     if "kind" in out.columns and (out["kind"] != "matmul").any():
         products = out["kind"] == "matmul"
         out.loc[products] = annotate_ops(out[products], policy, a_bits=a_bits, dense_bits=dense_bits,
-                                         lora_bits=lora_bits)
+                                         lora_bits=lora_bits, linear_modules=linear_modules)
         return out
     sparsity_of, bits_of = _layer_maps(policy)
     layer = out["layer"].to_numpy()
     module = out["module"].to_numpy()
     phase = out["phase"].to_numpy()
     weight_b = phase != "bwd_weight"
-    is_linear = np.isin(module, LINEAR_MODULES) & weight_b & (layer >= 0)
+    is_linear = np.isin(module, list(linear_modules)) & weight_b & (layer >= 0)
     is_lora = np.isin(module, LORA_MODULES) & weight_b
     is_head = np.isin(module, HEAD_MODULES) & weight_b
 
@@ -78,6 +81,11 @@ def annotate_ops(
     out["w_bits"] = w_bits
     out["a_bits"] = a_bits
     return out
+
+
+def _ends_with_any(path: str, names: Sequence[str]) -> bool:
+    """``layers.3.attn.c_proj`` ends with ``c_proj`` and with ``attn.c_proj``, not with ``proj``."""
+    return any(path == n or path.endswith("." + n) for n in names)
 
 
 def weight_storage_bits(numel: int, w_bits: int, sparsity: float, pattern: str, group_size: int) -> int:
@@ -100,23 +108,31 @@ def weight_storage_bits(numel: int, w_bits: int, sparsity: float, pattern: str, 
 
 
 def annotate_tensors(
-    tensors: pd.DataFrame, policy: Policy | None, *, dense_bits: int = DENSE_BITS
+    tensors: pd.DataFrame,
+    policy: Policy | None,
+    *,
+    dense_bits: int = DENSE_BITS,
+    linear_modules: Sequence[str] = LINEAR_MODULES,
+    head_weights: Sequence[str] = HEAD_WEIGHTS,
 ) -> pd.DataFrame:
     """Set ``bits`` and ``bytes`` of the weight rows from the policy: a decoder layer's linear
-    weights at their policy bits (sparse format and group overhead folded into ``bytes``), the
-    embedding / tied head at the policy's ``head_bits`` (a float16 scale per ``HEAD_GROUP``),
-    every other weight (norms) at ``dense_bits``."""
+    weights (``NAME.weight`` with ``NAME`` ending in one of ``linear_modules``) at their policy
+    bits (sparse format and group overhead folded into ``bytes``), the embedding / tied head
+    (``head_weights``: tensor names, or their first component) at the policy's ``head_bits`` (a
+    float16 scale per ``HEAD_GROUP``), every other weight (norms, biases) at ``dense_bits``.
+    Both lists come from the trace header; the defaults are LLaMA's, for traces without them."""
     out = tensors.copy()
     sparsity_of, bits_of = _layer_maps(policy)
     group = policy.group_size if policy else 128
     pattern = policy.pattern if policy else "dense"
     for idx in np.flatnonzero((out["kind"] == "weight").to_numpy()):
         row = out.iloc[idx]
-        parts = str(row["name"]).split(".")
-        linear = len(parts) >= 2 and parts[-2] in LINEAR_MODULES and int(row["layer"]) >= 0
+        name = str(row["name"])
         layer = int(row["layer"])
+        linear = layer >= 0 and name.endswith(".weight") and _ends_with_any(name[: -len(".weight")], linear_modules)
         numel = int(row["numel"])
-        if policy is not None and layer < 0 and parts[0] in HEAD_WEIGHTS and policy.head_bits < DENSE_BITS:
+        is_head = name in head_weights or name.split(".")[0] in head_weights
+        if policy is not None and layer < 0 and is_head and policy.head_bits < DENSE_BITS:
             bits = policy.head_bits
             total = numel * bits + math.ceil(numel / HEAD_GROUP) * HEAD_GROUP_OVERHEAD_BITS
         else:

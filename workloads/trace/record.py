@@ -19,6 +19,7 @@ Nothing is typed by hand: work that did not run has no row.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
@@ -30,8 +31,8 @@ import torch
 from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
+from workloads.architecture import PRODUCT_MODULES, architecture, product_shape
 from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
@@ -39,7 +40,7 @@ from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
 from workloads.trace.vector import Site, VectorRecorder
 from workloads.trace.vector_ops import SOFTMAX, SOFTMAX_BACKWARD, tensor_bytes
 from workloads.tuning import actcomp, lora
-from workloads.tuning.forward import num_layers, run_layers
+from workloads.tuning.forward import in_decoder, num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_stats, head_product_hooks, running_exit
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
@@ -51,6 +52,7 @@ DEFAULT_WINDOW = TuneConfig.window  # the tuning CLI's default window, in layers
 LORA_BITS = 16  # adapters in full (device float16) precision
 OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
 _TRACED = "edgellm_traced_"
+ATTENTION_MODULES = ("attn_qk", "attn_pv")  # recorded from the attention function's shapes
 _ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", default=None)
 
 
@@ -59,8 +61,9 @@ class _Recorder:
     """Collects raw op rows (products: shapes, phase, trainable; vector work) in execution order."""
 
     num_layers: int
+    labels: dict[str, str]  # Architecture.product_labels
     rows: list[dict[str, Any]] = field(default_factory=list)
-    module_stack: list[tuple[str, int]] = field(default_factory=list)
+    module_stack: list[tuple[str, int, str]] = field(default_factory=list)  # (name, layer, vector label)
     vector: VectorRecorder | None = None
 
     def add(self, layer: int, module: str, phase: str, m: int, n: int, k: int, trainable: bool, count: int = 1) -> None:
@@ -72,53 +75,67 @@ class _Recorder:
         )
 
     def where(self) -> tuple[str, int]:
-        return self.module_stack[-1] if self.module_stack else ("head", -1)
+        return self.module_stack[-1][:2] if self.module_stack else ("head", -1)
 
     def head_module(self, exit_layer: int) -> str:
         return "lm_head" if exit_layer == self.num_layers - 1 else "exit_head"
 
     def site(self) -> Site | None:
-        """Where forward vector work runs: the innermost module, else the running exit head;
-        ``None`` outside both (transformers' mask preparation, a host decision)."""
+        """Where forward vector work runs: the innermost module, else the running exit head,
+        else the decoder's own code (its floating-point work: GPT-2's and OPT's position add);
+        ``None`` outside all (or for the decoder's integer work: transformers' position-id and
+        mask preparation, a host decision)."""
         if self.module_stack:
-            name, layer = self.module_stack[-1]
-            return Site(_vector_module(name), lora.layer_of(name + "."))  # "layers.3" itself too
+            _, layer, label = self.module_stack[-1]
+            return Site(label, layer)
         head = running_exit()
-        return Site(self.head_module(head[0]), -1, head[1]) if head is not None else None
+        if head is not None:
+            return Site(self.head_module(head[0]), -1, head[1])
+        return Site("decoder", -1, floats_only=True) if in_decoder() else None
 
 
-def _vector_module(name: str) -> str:
+def _vector_module(name: str, labels: dict[str, str]) -> str:
     """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
-    decoder layer's adds, ``lora`` for an adapter's scale and sum, else the module's name."""
-    last = name.rsplit(".", 1)[-1]
-    if last.isdigit():
+    decoder layer's adds, ``lora`` for an adapter's scale and sum (the code of peft's wrapper
+    around a product module, its base layer and its ``lora_A`` / ``lora_B``; a product module
+    runs Python code of its own only when peft wraps it), else the module's name."""
+    parts = name.split(".")
+    if parts[-1].isdigit():
         return "residual"
-    if last in lora.LINEAR_MODULES or last in ("lora_A", "lora_B"):
+    inner = _inside_layer(".".join(p for p in parts if p != "base_layer"))
+    if "lora_A" in parts or "lora_B" in parts or inner in labels:
         return "lora"
-    return last
+    return parts[-1]
 
 
-def _label(name: str) -> str:
-    """``q_proj`` for a (base) linear layer, ``lora_A`` / ``lora_B`` for adapters."""
+def _inside_layer(name: str) -> str:
+    """The path of a module inside its decoder layer (``self_attn.q_proj``), ``""`` outside."""
+    match = lora.LAYER_PATH.search(name)
+    return name[match.end():] if match else ""
+
+
+def _label(name: str, labels: dict[str, str]) -> str:
+    """``q_proj`` for a (base) product module (``attn.c_proj`` where short names collide, see
+    ``Architecture.product_labels``), ``lora_A`` / ``lora_B`` for adapters."""
     parts = name.split(".")
     for tag in ("lora_A", "lora_B"):
         if tag in parts:
             return tag
-    parts = [p for p in parts if p != "base_layer"]
-    return parts[-1]
+    inner = _inside_layer(".".join(p for p in parts if p != "base_layer"))
+    return labels.get(inner, parts[-1])
 
 
-def _linear_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
+def _linear_hooks(model: nn.Module, rec: _Recorder, labels: dict[str, str]) -> list[torch.utils.hooks.RemovableHandle]:
     handles = []
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
+        if not isinstance(mod, PRODUCT_MODULES):
             continue
-        layer, label = lora.layer_of(name), _label(name)
+        layer, label = lora.layer_of(name), _label(name, labels)
 
-        def hook(module: nn.Linear, args: tuple[Any, ...], output: torch.Tensor,
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor,
                  layer: int = layer, label: str = label) -> None:
             x = args[0]
-            k, n = module.in_features, module.out_features
+            k, n = product_shape(module)
             m = x.numel() // k
             trains = module.weight.requires_grad
             rec.add(layer, label, "fwd", m, n, k, trains)
@@ -138,15 +155,15 @@ def _linear_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.Re
     return handles
 
 
-def _module_stack_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.hooks.RemovableHandle]:
-    """Keep the name of the running module, so saved activations can be labelled."""
+def _module_stack_hooks(model: nn.Module, rec: _Recorder, decoder_path: str) -> list[torch.utils.hooks.RemovableHandle]:
+    """Keep the name of the running module, so saved activations and vector work can be labelled."""
     handles = []
     for name, mod in model.named_modules():
-        clean = _clean_name(name)
-        layer = lora.layer_of(name)
+        clean = _clean_name(name, decoder_path)
+        entry = (clean, lora.layer_of(name), _vector_module(name, rec.labels))
 
-        def pre(_m: nn.Module, _a: Any, clean: str = clean, layer: int = layer) -> None:
-            rec.module_stack.append((clean, layer))
+        def pre(_m: nn.Module, _a: Any, entry: tuple[str, int, str] = entry) -> None:
+            rec.module_stack.append(entry)
 
         def post(_m: nn.Module, _a: Any, _o: Any) -> None:
             rec.module_stack.pop()
@@ -156,9 +173,10 @@ def _module_stack_hooks(model: nn.Module, rec: _Recorder) -> list[torch.utils.ho
     return handles
 
 
-def _clean_name(name: str) -> str:
-    """Parameter/module names relative to the decoder, without peft's wrappers."""
-    for prefix in ("base_model.model.", "model."):
+def _clean_name(name: str, decoder_path: str) -> str:
+    """Parameter/module names relative to the decoder (``Architecture.decoder_path``: ``model``,
+    ``transformer``, ``model.decoder``), without peft's wrappers."""
+    for prefix in ("base_model.model.", decoder_path + "."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace(".base_layer", "").replace(".default", "")
@@ -180,10 +198,20 @@ def _uses_flash(grad_fn: Any, depth: int = 5) -> bool:
     return False
 
 
+def _own_eager(module: nn.Module) -> Any:
+    """The eager attention of the module's own modeling file (GPT-2's differs from LLaMA's):
+    what the model runs when its attention implementation is ``eager``."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise UserError(f"{type(module).__name__}: no eager_attention_forward in its modeling file; "
+                        "use attn_implementation='sdpa'")
+    return eager
+
+
 def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
     def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, eager_attention_forward)
+        impl = ALL_ATTENTION_FUNCTIONS.get_interface(delegate, None) or _own_eager(module)  # type: ignore[arg-type]
         rec = _ACTIVE.get()
         paused = rec.vector.paused() if rec is not None and rec.vector is not None else nullcontext()
         with paused:  # a fused kernel: its work is recorded from the shapes below
@@ -192,7 +220,7 @@ def _traced_attention(delegate: str):  # type: ignore[no-untyped-def]
             return out, weights
         b, heads, tq, hd = query.shape
         tk = key.shape[2]
-        layer = int(getattr(module, "layer_idx", -1))
+        layer = rec.module_stack[-1][1] if rec.module_stack else int(getattr(module, "layer_idx", -1))
         count = b * heads  # one product per batch element and query head (GQA shares K/V)
         rec.add(layer, "attn_qk", "fwd", tq, tk, hd, False, count)  # S = Q K^T
         _softmax_rows(rec, layer, tq, tk, count, SOFTMAX)  # P = softmax(S)
@@ -273,12 +301,27 @@ def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def _weight_rows(model: nn.Module, trained: set[int]) -> list[dict[str, Any]]:
+def _check_products(name: str, rec: _Recorder) -> None:
+    """Every product kernel torch ran outside the attention function must be a product row
+    (module hooks, exit heads): else the model computes something the trace would miss."""
+    assert rec.vector is not None
+    if rec.vector.unknown_products:
+        raise UserError(f"{name}: ran {', '.join(sorted(rec.vector.unknown_products))} kernels, which have no product "
+                        "rows (only nn.Linear, Conv1D and the attention interface are traced): architecture not supported")
+    rows = [r for r in rec.rows if r["kind"] == "matmul" and r["module"] not in ATTENTION_MODULES]
+    recorded = sum(r["M"] * r["N"] * r["K"] * r["count"] for r in rows)
+    if recorded != rec.vector.product_macs:
+        raise UserError(f"{name}: ran {abs(rec.vector.product_macs - recorded):,} MACs of matrix products outside "
+                        "nn.Linear / Conv1D modules and the attention interface (in the model's own code): "
+                        "architecture not supported")
+
+
+def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str) -> list[dict[str, Any]]:
     """Every parameter of the model (tied weights once), at float16 until annotated; LoRA
     parameters with their gradient and AdamW state when trained in this step."""
     rows = []
     for name, p in model.named_parameters():  # named_parameters() lists a tied weight once
-        clean = _clean_name(name)
+        clean = _clean_name(name, decoder_path)
         layer = lora.layer_of(name)
         if ".lora_" in name:
             rows.append(_tensor(clean, "lora_weight", layer, p.numel(), LORA_BITS))
@@ -289,6 +332,13 @@ def _weight_rows(model: nn.Module, trained: set[int]) -> list[dict[str, Any]]:
         else:
             rows.append(_tensor(clean, "weight", layer, p.numel(), DENSE_BITS))
     return rows
+
+
+def _head_weights(model: nn.Module, decoder_path: str) -> list[str]:
+    """Tensor-table names of the embedding table and the LM head weight (one name when tied)."""
+    arch = architecture(model)
+    wanted = {id(model.get_input_embeddings().weight), id(arch.head.weight)}
+    return [_clean_name(name, decoder_path) for name, p in model.named_parameters() if id(p) in wanted]
 
 
 def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str, Any]:
@@ -418,7 +468,9 @@ def record_trace(
       (default: the last layer) and no autograd.
 
     ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
-    lists them at their packed size. The model is left as it was (adapters are removed again).
+    lists them at their packed size. A tuning step runs in train mode, as ``train.tune`` runs
+    it (GPT-2's and OPT's dropout; LLaMA has none), an inference pass in eval mode. The model
+    is left as it was (adapters removed again, its mode restored).
     ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
     beforehand for a compressed run.
     """
@@ -430,6 +482,7 @@ def record_trace(
     model = loaded.model
     if hasattr(model, "peft_config"):
         raise UserError("record_trace needs a model without adapters (it attaches its own)")
+    arch = architecture(model)  # probes the model once: before any hook or recorder is in place
     n_layers = num_layers(model)
     last = n_layers - 1 if exit_layer is None else exit_layer
     if not 0 <= last < n_layers:
@@ -452,12 +505,12 @@ def record_trace(
 
     ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    rec = _Recorder(n_layers)
+    rec = _Recorder(n_layers, arch.product_labels)
     work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
     if not lora_layers:
         for p in model.parameters():
             p.requires_grad_(False)
-    handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
+    handles = _linear_hooks(work, rec, arch.product_labels) + _module_stack_hooks(work, rec, arch.decoder_path)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
     rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
                                 fixed_bits=_parameter_bits(work))
@@ -468,6 +521,8 @@ def record_trace(
     def on_head(op: HeadProduct) -> None:
         rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
 
+    training = model.training
+    work.train(plan is not None)  # as train.tune runs a step (the model's own dropout: none in LLaMA)
     token = _ACTIVE.set(rec)
     try:
         with _attention_recording(model), head_product_hooks(on_head), rec.vector:
@@ -482,17 +537,22 @@ def record_trace(
         _ACTIVE.reset(token)
         for h in handles:
             h.remove()
-        tensor_rows = _weight_rows(work, trained if plan is not None else set())
+        tensor_rows = _weight_rows(work, trained if plan is not None else set(), arch.decoder_path)
         if lora_layers:
             lora.detach_lora(work)
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, True))
+        model.train(training)
 
+    _check_products(type(model).__name__, rec)
     tensor_rows += _activation_rows(log, a_bits)
     ops = pd.DataFrame(_merge_repeats(rec.rows), columns=list(OPS_COLUMNS))
     header: dict[str, Any] = {
         "format": FORMAT,
         "model": loaded.name,
+        "architecture": type(model).__name__,
+        "linear_modules": arch.product_names,
+        "head_weights": _head_weights(model, arch.decoder_path),
         "method": method,
         "seq_len": seq_len,
         "batch": batch,

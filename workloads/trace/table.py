@@ -14,6 +14,7 @@ import pandas as pd
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors
+from workloads.tuning.lora import LINEAR_MODULES
 
 FORMAT = "edgellm-trace/2"
 FORMAT_V1 = "edgellm-trace/1"
@@ -73,8 +74,10 @@ class Trace:
         a_bits = int(self.header.get("a_bits", 16))
         lora_bits = int(self.header.get("lora_bits", 16))
         dense_bits = int(self.header.get("dense_bits", 16))
-        ops = annotate_ops(self.ops, policy, a_bits=a_bits, dense_bits=dense_bits, lora_bits=lora_bits)
-        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits)
+        names = {k: self.header[k] for k in ("linear_modules", "head_weights") if self.header.get(k)}  # per architecture
+        ops = annotate_ops(self.ops, policy, a_bits=a_bits, dense_bits=dense_bits, lora_bits=lora_bits,
+                           linear_modules=names.get("linear_modules", LINEAR_MODULES))
+        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits, **names)
         header = dict(self.header)
         header["policy"] = label if label is not None else ("inline" if policy is not None else None)
         header["policy_summary"] = policy_summary(policy) if policy is not None else None

@@ -30,7 +30,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from workloads.trace.vector_ops import NO_WORK, PRODUCTS, Passes, op_work, tensor_bytes, vector_rows
+from workloads.trace.vector_ops import NO_WORK, PRODUCTS, Passes, op_work, product_macs, tensor_bytes, vector_rows
 
 PACK: Passes = (("reduce", 1), ("rsqrt", 1), ("move", 1))  # group absmax, divide by the scale, round and pack
 UNPACK: Passes = (("add", 1),)  # multiply by the group's scale
@@ -45,6 +45,7 @@ class Site:
     module: str
     layer: int
     phase: str | None = None
+    floats_only: bool = False  # integer and boolean work here is index bookkeeping, not recorded
 
 
 _UNMAPPED = Site("autograd", -1)  # a node no forward operator created (gradient accumulation)
@@ -84,6 +85,8 @@ class VectorRecorder(TorchDispatchMode):
         self._region = "update"
         self._update_layers: dict[int, int] = {}
         self._update_layer = -1
+        self.product_macs = 0  # MACs of the products torch ran outside paused blocks
+        self.unknown_products: set[str] = set()  # product kernels whose MACs cannot be read off
 
     @contextmanager
     def paused(self, *, hide_nodes: bool = True) -> Iterator[None]:
@@ -195,9 +198,28 @@ class VectorRecorder(TorchDispatchMode):
             return out
         if name in PRODUCTS:
             self._last_product = {_storage(t) for t in tree_leaves(out) if isinstance(t, torch.Tensor)}
+            if not self._hidden_backward():
+                self._count_product(name, args)
         elif site is not None:
             self._record(func, args, kwargs, out, site)
         return out
+
+    def _hidden_backward(self) -> bool:
+        """Whether a backward node created in a paused block (a fused kernel) is running."""
+        if self.phase != "bwd_input":
+            return False
+        seq = self._running_node()
+        return seq is not None and seq in self._hidden
+
+    def _count_product(self, name: str, args: tuple[Any, ...]) -> None:
+        """Add the MACs of one product kernel to ``product_macs`` (the recorder checks them
+        against its product rows). A ``K = 1`` product is an outer product, elementwise work
+        (the rotary tables' ``inv_freq x positions``), and not a product row."""
+        macs = product_macs(name, args)
+        if macs is None:
+            self.unknown_products.add(name)
+        else:
+            self.product_macs += macs
 
     def _record(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                 site: Site) -> None:
@@ -205,6 +227,8 @@ class VectorRecorder(TorchDispatchMode):
         touched = work.read + work.written + tuple(src for src, _ in work.gathered)
         if all(t.dim() == 0 for t in touched):
             return  # host bookkeeping on scalars: the loss value, the step counter, the clip coefficient
+        if site.floats_only and not any(t.is_floating_point() for t in touched):
+            return  # position ids and masks the decoder's own code prepares (a host decision)
         if not work.known:
             self.unclassified.add(func.overloadpacket.__name__)
         fused = [t for t in work.read if _storage(t) in self._last_product and t.numel() == work.elements]

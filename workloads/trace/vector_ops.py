@@ -34,6 +34,12 @@ SOFTMAX_BACKWARD: Passes = (("add", 1), ("reduce", 1), ("add", 2))
 LOG_SOFTMAX: Passes = (("reduce", 1), ("exp", 1), ("reduce", 1), ("add", 1))
 LOG_SOFTMAX_BACKWARD: Passes = (("reduce", 1), ("exp", 1), ("add", 2))
 LOGSUMEXP: Passes = (("reduce", 1), ("exp", 1), ("reduce", 1))
+# LayerNorm (GPT-2, OPT): the mean and the variance (two reductions, squaring the centred
+# values), then subtract the mean, multiply by the row's reciprocal deviation, scale and shift.
+# Its backward: the two row means of the gradient (g dy and g dy x_hat) and about seven
+# elementwise operations to recentre, combine and scale (torch's native_layer_norm_backward).
+LAYER_NORM: Passes = (("reduce", 2), ("add", 4))
+LAYER_NORM_BACKWARD: Passes = (("reduce", 2), ("add", 7))
 
 # Matrix products: recorded as ``matmul`` rows by the module and attention hooks.
 PRODUCTS = frozenset({
@@ -57,7 +63,8 @@ NO_WORK = frozenset({
 REDUCTIONS = frozenset({
     "sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "logsumexp", "linalg_vector_norm",
     "norm", "_foreach_norm", "cumsum", "all", "any", "prod", "var", "std", "var_mean", "_softmax",
-    "_log_softmax", "_softmax_backward_data", "_log_softmax_backward_data",
+    "_log_softmax", "_softmax_backward_data", "_log_softmax_backward_data", "native_layer_norm",
+    "native_layer_norm_backward",
 })
 # Read the indexed rows of their source (and the indices), not the whole source.
 GATHERS = frozenset({"embedding", "gather", "index", "index_select"})
@@ -72,6 +79,7 @@ for _names, _passes in (
      "_foreach_sub _foreach_lerp _foreach_neg", ADD),
     ("addcmul _foreach_addcmul", (("add", 2),)),
     ("exp exp2 log log2 log1p expm1 sigmoid silu tanh gelu erf cos sin _foreach_exp", EXP),
+    ("bernoulli", (("add", 2),)),  # dropout's mask: a uniform draw and a comparison per element
     ("silu_backward", (("exp", 1), ("add", 4))),  # sigmoid again, then four multiply-adds
     ("gelu_backward", (("exp", 1), ("add", 4))),
     ("rsqrt sqrt div reciprocal _foreach_sqrt _foreach_div _foreach_reciprocal", RSQRT),
@@ -83,6 +91,8 @@ for _names, _passes in (
     ("_softmax_backward_data", SOFTMAX_BACKWARD),
     ("_log_softmax", LOG_SOFTMAX),
     ("_log_softmax_backward_data", LOG_SOFTMAX_BACKWARD),
+    ("native_layer_norm", LAYER_NORM),
+    ("native_layer_norm_backward", LAYER_NORM_BACKWARD),
     ("copy clone _to_copy cat stack embedding gather index index_select index_put _index_put_impl "
      "slice_backward select_backward slice_scatter select_scatter zeros zeros_like ones ones_like full "
      "full_like new_zeros new_ones new_full fill zero arange repeat expand_copy scalar_tensor "
@@ -149,6 +159,26 @@ def op_work(func: torch._ops.OpOverload, args: Sequence[Any], kwargs: dict[str, 
         elements = sum(t.numel() for t in written)
     return OpWork(passes, elements, tuple(inputs), tuple(written), tuple(gathered),
                   known=name in _TABLE or name in ("pow", "pow_"))
+
+
+def product_macs(name: str, args: Sequence[Any]) -> int | None:
+    """Multiply-accumulates of one dispatched product kernel from its operands' shapes, ``0``
+    for an outer product (``K = 1``: elementwise work), ``None`` for a kernel whose MACs this
+    table cannot read off (fused attention, convolution)."""
+    if name in ("mm", "bmm", "_int_mm"):
+        a, b = args[0], args[1]
+    elif name in ("addmm", "baddbmm", "addbmm"):
+        a, b = args[1], args[2]
+    elif name in ("mv", "dot"):
+        a, b = args[0], args[1].unsqueeze(-1)
+    elif name == "addmv":
+        a, b = args[1], args[2].unsqueeze(-1)
+    else:
+        return None
+    k = int(a.shape[-1])
+    batch = math.prod(int(d) for d in a.shape[:-2]) if name in ("bmm", "baddbmm", "addbmm") else 1
+    rows = int(a.shape[-2]) if a.dim() >= 2 else 1
+    return 0 if k == 1 else batch * rows * k * int(b.shape[-1])
 
 
 def tensor_bytes(numel: int, bits: int) -> int:

@@ -1,32 +1,42 @@
 """The decoder run layer by layer, so that early exits and cuts are real.
 
-This follows what ``LlamaModel.forward`` does in transformers 5.x (embedding, rotary position
-embeddings, ``create_causal_mask``, then each decoder layer), but stops after a chosen layer
-(the layers above it never run) and runs the layers below a chosen one without autograd, so
-their activations are freed at once instead of being kept for a backward pass that will not
-reach them.
+The model's own decoder forward runs (embedding, positions, masks, one call per layer), so any
+architecture ``workloads.architecture`` accepts runs as its authors wrote it (GPT-2's learned
+positions, Gemma's embedding scale, Mistral's sliding-window mask). Hooks on the layers cut it
+after a chosen layer (the layers above it and the final norm never run) and turn autograd on
+only from a chosen layer, so the activations of the layers below are freed at once instead of
+being kept for a backward pass that will not reach them.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_causal_mask
+
+from workloads.architecture import architecture
+
+_IN_DECODER: ContextVar[bool] = ContextVar("edgellm_in_decoder", default=False)
 
 
-def causal_lm(model: nn.Module) -> nn.Module:
-    """The Hugging Face ``...ForCausalLM`` inside a model that may be wrapped by peft."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+def in_decoder() -> bool:
+    """Whether the decoder's own code (not one of its modules) may be running now: the trace
+    recorder attributes that work (GPT-2's position add, Gemma's embedding scale) to it."""
+    return _IN_DECODER.get()
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The bare decoder (``LlamaModel``: embedding, layers, final norm, rotary embedding)."""
-    return causal_lm(model).model
+    """The bare decoder (``LlamaModel``, ``GPT2Model``, ``OPTDecoder``: embedding, layers, final norm)."""
+    return architecture(model).decoder
 
 
 def num_layers(model: nn.Module) -> int:
-    return len(decoder(model).layers)
+    return len(architecture(model).layers)
+
+
+class _Cut(Exception):
+    """Raised by the hook of the last wanted layer: the decoder stops there."""
 
 
 def run_layers(
@@ -43,10 +53,11 @@ def run_layers(
     run under ``torch.no_grad``. ``grad_from=None`` means no layer is recorded for backward.
     Returns ``{layer: hidden state [B, T, H] after that layer}`` for every layer in
     ``capture`` and for ``last_layer`` (default: the top layer). Hidden states are before the
-    final norm: an exit head applies it.
+    final norm: an exit head applies it (``Architecture.final``).
     """
-    dec = decoder(model)
-    top = len(dec.layers) - 1
+    arch = architecture(model)
+    layers = arch.layers
+    top = len(layers) - 1
     last = top if last_layer is None else last_layer
     if not 0 <= last <= top:
         raise ValueError(f"last_layer {last} is outside 0..{top}")
@@ -55,26 +66,29 @@ def run_layers(
         raise ValueError(f"capture layers {sorted(wanted)} must lie in 0..{last}")
     grad_on = torch.is_grad_enabled()
     first_grad = last + 1 if grad_from is None else grad_from
-
-    with torch.no_grad():
-        # The embedding is frozen in both tuning methods, so it never needs autograd.
-        hidden = dec.embed_tokens(ids)
-        position_ids = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        mask = create_causal_mask(
-            config=dec.config, inputs_embeds=hidden, attention_mask=None, cache=None, position_ids=position_ids
-        )
-        position_embeddings = dec.rotary_emb(hidden, position_ids=position_ids)
-
     out: dict[int, torch.Tensor] = {}
-    for i in range(last + 1):
-        with torch.set_grad_enabled(grad_on and i >= first_grad):
-            hidden = dec.layers[i](
-                hidden,
-                attention_mask=mask,
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                use_cache=False,
-            )
-        if i in wanted:
-            out[i] = hidden
+
+    def start_grad(_m: nn.Module, _a: object) -> None:
+        torch.set_grad_enabled(grad_on)  # undone when the no_grad block below exits
+
+    def keep(_m: nn.Module, _a: object, output: object, i: int) -> None:
+        out[i] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
+        if i == last:
+            raise _Cut
+
+    handles = [layers[i].register_forward_hook(lambda m, a, o, i=i: keep(m, a, o, i)) for i in sorted(wanted)]
+    if first_grad <= last:
+        handles.append(layers[first_grad].register_forward_pre_hook(start_grad))
+    token = _IN_DECODER.set(True)
+    try:
+        # The embedding is frozen in both tuning methods, so it never needs autograd. The
+        # decoder's forward, not its __call__: its own module hooks would see a cut, not an end.
+        with torch.no_grad():
+            arch.decoder.forward(input_ids=ids, use_cache=False)
+    except _Cut:
+        pass
+    finally:
+        _IN_DECODER.reset(token)
+        for h in handles:
+            h.remove()
     return out

@@ -1,4 +1,7 @@
-"""LoRA adapters through peft: on every linear layer of chosen decoder layers.
+"""LoRA adapters through peft: on every linear layer of chosen decoder layers (every
+``nn.Linear`` / ``Conv1D`` a decoder layer holds, found by ``workloads.architecture``: the
+seven projections of LLaMA, Qwen2, Mistral and Gemma, Phi-3's fused ``qkv_proj`` and
+``gate_up_proj``, GPT-2's ``c_attn`` / ``c_proj`` / ``c_fc``, OPT's ``out_proj`` / ``fc1`` / ``fc2``).
 
 Vanilla tuning puts them on all layers; adaptive tuning on the layers that its windows cover,
 and makes only the current window's adapters trainable at each step. Adapters are float32
@@ -14,15 +17,18 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from workloads.architecture import LAYER_CONTAINERS, architecture
+
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's
 DEFAULT_RANK = 8
 DEFAULT_ALPHA = 16.0
-_LAYER = re.compile(r"\blayers\.(\d+)\.")
+LAYER_PATH = re.compile(r"(?:^|\.)(?:" + "|".join(LAYER_CONTAINERS) + r")\.(\d+)(?:\.|$)")
 
 
 def layer_of(name: str) -> int:
-    """Decoder layer index in a parameter or module name, ``-1`` if it has none."""
-    match = _LAYER.search(name)
+    """Decoder layer index in a parameter or module name (``model.layers.3.mlp``,
+    ``transformer.h.3.attn``, ``layers.3`` itself), ``-1`` if it has none."""
+    match = LAYER_PATH.search(name)
     return int(match.group(1)) if match else -1
 
 
@@ -34,22 +40,24 @@ def attach_lora(
     alpha: float = DEFAULT_ALPHA,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Wrap a Hugging Face causal LM with LoRA adapters (peft) on the seven linear modules of
-    each decoder layer in ``layers``; everything else is frozen. Returns the ``PeftModel``
+    """Wrap a Hugging Face causal LM with LoRA adapters (peft) on the linear modules of each
+    decoder layer in ``layers`` (``Architecture.target_modules``); everything else is frozen. Returns the ``PeftModel``
     (the base model is modified in place, as peft does). The adapters start as a no-op
     (``B = 0``), drawn from torch's global generator: seed it first for repeatable runs."""
     from peft import LoraConfig, get_peft_model
 
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive (got {rank})")
+    arch = architecture(model)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(LINEAR_MODULES),
+        target_modules=arch.target_modules,
         layers_to_transform=sorted(set(layers)),
-        layers_pattern="layers",
+        layers_pattern=arch.container,
         bias="none",
+        fan_in_fan_out=arch.conv1d,  # GPT-2's Conv1D stores its weight [in, out]
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft's deprecation chatter about checkpointing names

@@ -180,7 +180,9 @@ def tune(
         bar.set_postfix(loss=f"{loss:.3f}", exit=plan.exit_layer)
         if after_step is not None:
             after_step(i + 1, result)
-    result.peak_rss_bytes = memory.peak_rss_bytes()
+    # The kernel updates VmHWM lazily: after memory is handed back mid-run it can read below the
+    # RSS the steps started from, which is a floor of their peak by definition.
+    result.peak_rss_bytes = max(memory.peak_rss_bytes(), result.baseline_rss_bytes)
     result.parameter_bytes = lora.tensor_bytes(model.parameters())
     result.optimizer_bytes = lora.tensor_bytes(
         t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)

@@ -20,8 +20,9 @@ import math
 import torch
 from torch import nn
 
+from workloads.architecture import architecture
 from workloads.metrics import Scorer, TokenScores, pick
-from workloads.tuning.forward import decoder, run_layers
+from workloads.tuning.forward import run_layers
 from workloads.tuning.head import DEFAULT_CHUNK, head_weight
 
 RULES = ("max_conf", "mean", "entropy")
@@ -88,7 +89,7 @@ class ExitVoter:
         """Every exit's distribution, a chunk of positions at a time (``[E, chunk, V]`` at most),
         so each rule's vote, its target log-probability and its arg-max come from the full
         distributions."""
-        weight, norm = head_weight(self.model), decoder(self.model).norm
+        weight, norm = head_weight(self.model), architecture(self.model).final
         normed = [norm(hidden[e][:, start:-1]) for e in self.exits]
         shape = normed[0].shape[:2]
         flat = [n.reshape(-1, n.shape[-1]) for n in normed]
