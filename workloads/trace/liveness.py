@@ -11,6 +11,9 @@ them, the head's logits chunk when its loss gradient is formed.
 Storages the step claims as something else (saved activations, the adapters' gradients) become
 rows of that kind; the rest become ``temporary`` (created in forward or update) and
 ``activation_grad`` (created in backward) rows, merged when they share kind, site and interval.
+Storages made and freed between two rows (inside one torch operator, e.g. the activation
+codec's quantization) did not all live at once: per gap between rows, one row charges the most
+of them alive together (in allocation and free order) to the row after the gap.
 Memory an operator's kernel allocates internally (below the dispatcher) is not seen.
 """
 from __future__ import annotations
@@ -55,6 +58,7 @@ class StorageClock:
     skip: set[int] = field(default_factory=set)
     lifetimes: list[Lifetime] = field(default_factory=list)
     _live: dict[int, int] = field(default_factory=dict)  # storage pointer -> lifetime index
+    _events: list[tuple[int, int]] = field(default_factory=list)  # (lifetime index, +1 made / -1 freed)
     enabled: bool = True
 
     def created(self, tensors: Iterable[Any]) -> None:
@@ -82,11 +86,13 @@ class StorageClock:
                                        is_float=tensor.is_floating_point(), phase=self.phase(),
                                        module=module, layer=layer))
         self._live[ptr] = index
+        self._events.append((index, 1))
         weakref.finalize(storage, self._freed, ptr, index)
         return index
 
     def _freed(self, ptr: int, index: int) -> None:
         self.lifetimes[index].last = len(self.rows) - 1
+        self._events.append((index, -1))
         if self._live.get(ptr) == index:
             del self._live[ptr]
 
@@ -105,13 +111,14 @@ class StorageClock:
         ones at the device bits of their phase (``a_bits``, ``update_bits`` in the update; never
         above the host's), integer ones at their own width. Equal (kind, site, interval) merge."""
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for life in self.lifetimes:
-            if life.claimed:
+        within = {i for i, life in enumerate(self.lifetimes)
+                  if not life.claimed and life.last is not None and life.last < life.first}
+        for i, life in enumerate(self.lifetimes):
+            if life.claimed or i in within:
                 continue
             kind = "activation_grad" if life.phase == "bwd_input" else "temporary"
             numel = life.nbytes * 8 // life.element_bits
-            device = update_bits if life.phase == "update" else a_bits
-            bits = min(device, life.element_bits) if life.is_float else life.element_bits
+            bits = self._device_bits(life, a_bits=a_bits, update_bits=update_bits)
             key = (kind, life.module, life.layer, life.first, life.last, bits)
             row = merged.get(key)
             if row is None:
@@ -121,4 +128,26 @@ class StorageClock:
             else:
                 row["numel"] += numel
                 row["bytes"] = math.ceil(row["numel"] * bits / 8)
-        return list(merged.values())
+        return list(merged.values()) + self._within_rows(within, a_bits=a_bits, update_bits=update_bits)
+
+    @staticmethod
+    def _device_bits(life: Lifetime, *, a_bits: int, update_bits: int) -> int:
+        device = update_bits if life.phase == "update" else a_bits
+        return min(device, life.element_bits) if life.is_float else life.element_bits
+
+    def _within_rows(self, within: set[int], *, a_bits: int, update_bits: int) -> list[dict[str, Any]]:
+        """One row per gap between rows: the most device bytes of the storages made and freed
+        inside it that were alive at once (events in order), charged to the row after the gap."""
+        live: dict[int, int] = {}  # gap (raw row index) -> device bytes alive now
+        peak: dict[int, tuple[int, Lifetime]] = {}
+        for index, sign in self._events:
+            if index not in within:
+                continue
+            life = self.lifetimes[index]
+            bits = self._device_bits(life, a_bits=a_bits, update_bits=update_bits)
+            live[life.first] = live.get(life.first, 0) + sign * math.ceil(life.nbytes * 8 // life.element_bits * bits / 8)
+            if live[life.first] > peak.get(life.first, (0, life))[0]:
+                peak[life.first] = (live[life.first], peak.get(life.first, (0, life))[1])
+        return [{"name": f"{life.module}.within_op", "kind": "temporary", "layer": life.layer,
+                 "numel": size, "bits": 8, "bytes": size, "first_op": gap, "last_op": gap}
+                for gap, (size, life) in peak.items()]
