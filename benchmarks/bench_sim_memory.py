@@ -160,11 +160,16 @@ KINDS = ("weight", "lora_weight", "optimizer", "activation", "gradient", "activa
 EXPLANATION = [
     "Why the two differ, systematically:",
     "",
-    "- **Kernel workspace.** The trace sees the storages operators return (a dispatch mode); "
-    "memory a kernel allocates and frees inside itself (the CPU flash-attention kernel's "
-    "per-thread score blocks, reduction buffers) reaches the allocator but no tensor. So the "
-    "simulation is low by that workspace, which is what remains of the gap: it is a property of "
-    "torch's CPU kernels, not of a device that runs the trace's products.",
+    "- **Kernel workspace (the whole gap on SmolLM2).** The trace sees the storages operators "
+    "return (a dispatch mode); memory a kernel allocates and frees inside itself reaches the "
+    "allocator but no tensor. torch's CPU `logsumexp` is one: it materializes `exp(x - max)` "
+    "over its whole input, so over a head chunk of 256 positions x 49,152 logits it holds "
+    "another 48.0 MiB of float32 (`torch.logsumexp` of a [256, 49152] tensor under the same "
+    "profiler peaks at 48.00 MiB for a 1 KiB result). The head's chunk is where SmolLM2's "
+    "steps peak, and measured minus simulated is 48.0 MiB in each SmolLM2 case above. A device "
+    "that runs the head's log-sum-exp as the trace's vector rows (max, exp, sum per row) needs "
+    "no such buffer, so the simulator does not charge it. The tiny model's vocabulary (259) "
+    "makes that buffer 0.25 MiB.",
     "- **Resident storages.** The measured resident set also counts the model's buffers "
     "(rotary frequencies) and the token ids, which the tensor table does not list as resident "
     "(the ids appear as the first temporary); a few kilobytes.",

@@ -86,9 +86,21 @@ class _Recorder:
         """Where a storage is created now: the running module in forward, the module whose
         autograd node runs in backward, the optimizer region in the update."""
         if self.vector is None or self.vector.phase == "fwd":
-            return self.where()
+            head = running_exit()
+            if self.module_stack or head is None:
+                return self.where()
+            return self.head_module(head[0]), -1
         site = self.vector.current_site()
         return (site.module, site.layer) if site is not None else ("autograd", -1)
+
+    def storage_phase(self) -> str:
+        """The step's phase for a storage made now; the head's loss gradient, formed inside
+        the forward pass, counts as backward (as its rows do)."""
+        phase = self.vector.phase if self.vector is not None else "fwd"
+        head = running_exit()
+        if phase == "fwd" and head is not None and not self.module_stack:
+            return head[1]
+        return phase
 
     def site(self) -> Site | None:
         """Where forward vector work runs: the innermost module, else the running exit head;
@@ -535,7 +547,7 @@ def record_trace(
             p.requires_grad_(False)
     handles = _linear_hooks(work, rec) + _module_stack_hooks(work, rec)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
-    rec.clock = StorageClock(rec.rows, site=rec.storage_site, phase=lambda: rec.vector.phase,
+    rec.clock = StorageClock(rec.rows, site=rec.storage_site, phase=rec.storage_phase,
                              skip={p.untyped_storage().data_ptr() for p in work.parameters()})
     rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
                                 fixed_bits=_parameter_bits(work), created=rec.clock.created)
