@@ -17,6 +17,9 @@ from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors
 
 FORMAT = "edgellm-trace/2"
+# What a cached trace was recorded with: format 2, tensor table with lifetimes (first_op, last_op).
+# Bump when a recorder change alters what an existing trace would contain.
+RECORDER_VERSION = "2.1"
 FORMAT_V1 = "edgellm-trace/1"
 V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
               "w_bits", "a_bits", "trainable", "count")
