@@ -153,7 +153,11 @@ def markdown(results: list[dict]) -> str:
             f"{_mib(m['step_peak_bytes'])} / {_mib(s['step_peak_bytes'])} "
             f"({r['step_ratio']:.3f}) | {_mib(old_rule(s))} ({old_rule(s) / m['peak_bytes']:.3f}) | "
             f"{_mib(m['saved_bytes'])} / {_mib(s['saved_bytes'])} |")
-    lines += ["", "At the simulated peak, bytes by kind (MiB):", "",
+    lines += ["", "Cases: `vanilla` (adapters on and backward through every layer), `adaptive_w4` "
+              "(a window of 4 layers ending at the last, the DSE's traces), `adaptive_w4_a8` (the "
+              "same with the saved activations packed to 8 bits). The tiny model has 4 layers, so "
+              "its window is the whole model and its first two rows are one step.", "",
+              "At the simulated peak, bytes by kind (MiB):", "",
               "| model | case | " + " | ".join(KINDS) + " |",
               "|---|---|" + "---|" * len(KINDS)]
     for r in results:
@@ -214,6 +218,8 @@ EXPLANATION = [
 
 
 def write_outputs(results: list[dict], out: Path) -> None:
+    results = sorted(results, key=lambda r: (r["model"] != "tiny", r["model"],
+                                             list(CASES).index(r["case"]), r["batch"]))
     payload = {"command": "python benchmarks/bench_sim_memory.py [--model smollm2-135m]",
                "units": {"bytes": "bytes", "ratio": "simulated / measured"},
                "target": f"simulated peak within {TARGET:.0%} of the measured peak",

@@ -139,15 +139,18 @@ class StorageClock:
         """One row per gap between rows: the most device bytes of the storages made and freed
         inside it that were alive at once (events in order), charged to the row after the gap."""
         live: dict[int, int] = {}  # gap (raw row index) -> device bytes alive now
-        peak: dict[int, tuple[int, Lifetime]] = {}
+        peak: dict[int, int] = {}
+        where: dict[int, Lifetime] = {}  # gap -> its first such storage, for the row's name
         for index, sign in self._events:
             if index not in within:
                 continue
             life = self.lifetimes[index]
             bits = self._device_bits(life, a_bits=a_bits, update_bits=update_bits)
-            live[life.first] = live.get(life.first, 0) + sign * math.ceil(life.nbytes * 8 // life.element_bits * bits / 8)
-            if live[life.first] > peak.get(life.first, (0, life))[0]:
-                peak[life.first] = (live[life.first], peak.get(life.first, (0, life))[1])
-        return [{"name": f"{life.module}.within_op", "kind": "temporary", "layer": life.layer,
-                 "numel": size, "bits": 8, "bytes": size, "first_op": gap, "last_op": gap}
-                for gap, (size, life) in peak.items()]
+            size = math.ceil(life.nbytes * 8 // life.element_bits * bits / 8)
+            gap = life.first
+            where.setdefault(gap, life)
+            live[gap] = live.get(gap, 0) + sign * size
+            peak[gap] = max(peak.get(gap, 0), live[gap])
+        return [{"name": f"{where[gap].module}.within_op", "kind": "temporary",
+                 "layer": where[gap].layer, "numel": size, "bits": 8, "bytes": size,
+                 "first_op": gap, "last_op": gap} for gap, size in peak.items()]
