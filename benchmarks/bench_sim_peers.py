@@ -110,7 +110,9 @@ def zigzag_examples_markdown() -> list[str]:
     return [f"Of ZigZag's example accelerators (`tests/golden/zigzag_examples.json`, written by "
             f"`python benchmarks/zigzag_golden.py`), only {', '.join(match)} is a 2-D array "
             "with both dimensions systolic, the machine our model describes; it is translated "
-            "to hwconfigs/zigzag_tpu_like.yaml. The others are arrays of three or four "
+            "to hwconfigs/zigzag_tpu_like.yaml by `sim.foreign.zigzag` (the reader `sim.run "
+            "--hw` uses for any ZigZag YAML: same numbers), which adds only the name, a 4 GiB "
+            "DRAM budget, area proxies and a vector unit. The others are arrays of three or four "
             "dimensions, in-memory-computing macros (aimc, dimc), or 2-D arrays that declare no "
             "systolic dimension (eyeriss_like is row-stationary, with register files for every "
             f"operand in each PE): {', '.join(other)}.", ""]
