@@ -138,3 +138,33 @@ def test_lifetimes_follow_the_step(steps, tiny):
     head = t[(t["kind"] == "temporary") & (t["name"] == "lm_head.temporary")]
     assert (head["numel"] == 256 * vocab).any()
     assert (t["name"] == "lm_head.activation_grad").any()
+
+
+def test_storages_made_and_freed_inside_one_operator_count_at_their_most_alive():
+    """Three 4 KiB temporaries made and freed one after another between two rows never lived
+    at once: one row of 4 KiB, not 12 KiB; two alive together make 8 KiB."""
+    import torch
+
+    from workloads.trace.liveness import StorageClock
+
+    rows: list[dict] = [{}]
+    clock = StorageClock(rows, site=lambda: ("mlp", 0), phase=lambda: "fwd")
+    for _ in range(3):
+        t = torch.empty(1024)
+        clock.created([t])
+        del t
+    rows.append({})
+    a, b = torch.empty(1024), torch.empty(1024)
+    clock.created([a, b])
+    del a, b
+    kept = torch.empty(2048)
+    clock.created([kept])
+    rows.append({})
+    table = clock.temporaries(a_bits=32, update_bits=32)
+    within = {r["first_op"]: r["bytes"] for r in table if r["name"] == "mlp.within_op"}
+    assert within == {1: 4096, 2: 8192}
+    live = [r for r in table if r["name"] == "mlp.temporary"]
+    assert [(r["bytes"], r["first_op"], r["last_op"]) for r in live] == [(8192, 2, None)]
+    # At 16 device bits a float32 temporary takes half its host bytes.
+    assert {r["bytes"] for r in clock.temporaries(a_bits=16, update_bits=32)
+            if r["first_op"] == 1} == {2048}
