@@ -133,74 +133,41 @@ def example_arrays(inputs: Path) -> dict[str, dict]:
     return out
 
 
+CAPACITY_GIB = 4  # edge_llm's DRAM budget (see translate_tpu_like)
+
+
 def translate_tpu_like(acc: dict) -> tuple[dict, list[str]]:
     """Our hardware config (dict) for ZigZag's tpu_like YAML, and the rules used, as comments.
 
-    ZigZag charges each access of ``bandwidth`` bits its ``r_cost``/``w_cost`` (pJ). Our model
-    has one MAC cost, one SRAM cost per byte and one DRAM cost per bit, so:
+    The translation is ``sim.foreign.zigzag.accelerator_to_hw``, the one reader of ZigZag
+    accelerator files (``sim.run --hw tpu_like.yaml`` gives the same numbers); its module
+    docstring states each rule. This comparison adds what ZigZag's file does not settle:
 
-    * ``mac_pj`` = multiplier ``unit_energy`` + one weight-RF read + one psum-RF read and write
-      per MAC (ZigZag counts exactly these per MAC on tpu_like: the weight RF and the 2-byte
-      output RF sit in every PE, so they are part of a MAC in our model);
-    * ``sram_pj_per_byte`` = the 2 MB SRAM's read cost over its widest access (bytes);
-    * ``energy_pj_per_bit`` = DRAM read cost over its port width (bits);
-    * SRAM sizes: inputs and outputs share ZigZag's 2 MB SRAM (split in two halves here: our
-      schema has either one unified buffer or three separate ones); the weights live only in
-      the 128 B per-PE register files, so the weight buffer is 128 B x PEs;
-    * DRAM bandwidth = port width per cycle at a nominal 1 GHz (ZigZag has no clock).
+    * ``name`` zigzag_tpu_like;
+    * DRAM capacity: edge_llm's 4 GiB instead of ZigZag's 10 Gbit (1.16 GiB): the example's
+      DRAM size is a placeholder that never binds in ZigZag's cost model, and the peer config
+      should fit the same tuning steps as the project's own 32 x 32 config;
+    * area: edge_llm's proxies (ZigZag's file has unit_area 1 and memory area 0);
+    * the dataflow: tpu_like's mapping file unrolls K x C, our N x K, so weights stay in the
+      PEs (``ws``), which the comparison passes to the simulator.
     """
-    rows, cols = acc["operational_array"]["sizes"]
-    rf_w, rf_o = _memory(acc, "rf_128B"), _memory(acc, "rf_2B")
-    sram, dram = _memory(acc, "sram_2MB"), _memory(acc, "dram")
-    sram_port_bits = max(p["bandwidth_max"] for p in sram["ports"])
-    dram_port_bits = max(p["bandwidth_max"] for p in dram["ports"])
-    mac_pj = (acc["operational_array"]["unit_energy"] + rf_w["r_cost"] + rf_o["r_cost"]
-              + rf_o["w_cost"])
-    pes = rows * cols
-    config = {
-        "name": "zigzag_tpu_like",
-        "clock_mhz": 1000,
-        "pe": {"rows": rows, "cols": cols, "macs_per_pe_per_cycle": 1,
-               "accum_bits": rf_o["size"]},
-        "precision": {"model": "fixed", "base_bits": PRECISION["W"],
-                      "min_bits": PRECISION["W"]},
-        "sparsity": {"support": "none"},
-        "sram": {"input_kib": sram["size"] // 8 // 1024 // 2,
-                 "weight_kib": rf_w["size"] // 8 * pes // 1024,
-                 "output_kib": sram["size"] // 8 // 1024 // 2,
-                 "banks": 1, "bank_width_bits": sram_port_bits, "double_buffering": True},
-        "dram": {"bandwidth_gbps": dram_port_bits // 8, "capacity_gib": 4,
-                 "energy_pj_per_bit": round(dram["r_cost"] / dram_port_bits, 6)},
-        "energy": {"mac_pj": round(mac_pj, 6),
-                   "sram_pj_per_byte": round(sram["r_cost"] / (sram_port_bits / 8), 6),
-                   "static_mw": 0},
-        # ZigZag's file gives no usable area (unit_area 1, memory area 0): edge_llm's area
-        # proxies (same 32 x 32 class) keep the area column defined.
-        "area": {"pe_um2": 2500, "sram_um2_per_kib": 1500},
-    }
-    rules = [
-        f"pe: {rows} x {cols} (operational_array.sizes), weight-stationary (its mapping "
-        "unrolls K x C, i.e. our N x K)",
-        f"accum_bits {rf_o['size']}: the per-PE output register rf_2B holds one "
-        f"{rf_o['size']}-bit partial sum; operands {PRECISION['W']}-bit",
-        f"mac_pj {mac_pj:.3f} = unit_energy {acc['operational_array']['unit_energy']} + "
-        f"rf_128B read {rf_w['r_cost']} + rf_2B read {rf_o['r_cost']} + write "
-        f"{rf_o['w_cost']} (one of each per MAC in ZigZag's access counts)",
-        f"sram_pj_per_byte {sram['r_cost'] / (sram_port_bits / 8):.4f} = sram_2MB r_cost "
-        f"{sram['r_cost']} pJ / {sram_port_bits // 8} B per access (w_cost {sram['w_cost']} "
-        "is 9% lower; our model has one SRAM cost)",
-        f"dram energy_pj_per_bit {dram['r_cost'] / dram_port_bits:.4f} = r_cost "
-        f"{dram['r_cost']} pJ / {dram_port_bits}-bit access (w_cost {dram['w_cost']}: writes "
-        "7% dearer in ZigZag)",
-        f"dram bandwidth {dram_port_bits // 8} B/cycle (rw_port_1, {dram_port_bits} bit) at a "
-        "nominal 1000 MHz = 8 GB/s; ZigZag counts cycles only",
-        f"sram: sram_2MB ({sram['size'] // 8 // 1024} KiB) serves inputs and outputs: split "
-        f"{sram['size'] // 8 // 1024 // 2} + {sram['size'] // 8 // 1024 // 2} KiB; weights "
-        f"only in rf_128B per PE: {rf_w['size'] // 8} B x {pes} PEs = "
-        f"{rf_w['size'] // 8 * pes // 1024} KiB weight buffer",
-        "static_mw 0: ZigZag charges no leakage",
-        "area: none in ZigZag's file (unit_area 1, memory area 0); edge_llm's proxies",
-    ]
+    from sim.foreign.zigzag import accelerator_to_hw
+
+    translation = accelerator_to_hw(acc, source=f"{ACCELERATOR}.yaml")
+    config = dict(translation.data)
+    config["name"] = f"zigzag_{ACCELERATOR}"
+    dram = config["dram"]
+    config["dram"] = {"bandwidth_gbps": dram["bandwidth_gbps"], "capacity_gib": CAPACITY_GIB,
+                      "energy_pj_per_bit": dram["energy_pj_per_bit"]}
+    # ZigZag's file gives no usable area (unit_area 1, memory area 0): edge_llm's area
+    # proxies (same 32 x 32 class) keep the area column defined.
+    config["area"] = {"pe_um2": 2500, "sram_um2_per_kib": 1500}
+    rules = [r for r in translation.rules if not r.startswith("dram capacity")]
+    rules += [f"dram capacity {CAPACITY_GIB} GiB: edge_llm's budget, not ZigZag's "
+              f"{dram['capacity_mib'] / 1024:.2f} GiB placeholder (it never binds in ZigZag)",
+              "weight-stationary: tpu_like's mapping unrolls K x C, i.e. our N x K",
+              *[f"default: {d}" for d in translation.defaults],
+              "area: none in ZigZag's file (unit_area 1, memory area 0); edge_llm's proxies"]
     return config, rules
 
 
@@ -226,7 +193,7 @@ def write_hwconfig(config: dict, rules: list[str], source: Path, path: Path) -> 
     header = [f"ZigZag peer config, modelled after its example accelerator {source.name} "
               "(zigzag-dse 3.9.1, "
               "inputs/hardware/; a", "weight-stationary systolic array as in TPU v1: Jouppi et "
-              "al., ISCA 2017), translated by",
+              "al., ISCA 2017), translated by sim.foreign.zigzag through",
               "python benchmarks/zigzag_golden.py; do not edit by hand. Energies are ZigZag's "
               "values (pJ per", "access; ZigZag derives memory costs with the CACTI wrapper "
               "it ships, zigzag/cacti; the file", "names no process node, so none is claimed "

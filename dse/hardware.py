@@ -17,7 +17,7 @@ import sim
 from dse.space import Design
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
-from workloads.trace import FORMAT, Trace, record_trace
+from workloads.trace import RECORDER_VERSION, Trace, record_trace
 from workloads.tuning import actcomp
 from workloads.tuning.schedule import Window, default_exits, make_windows
 
@@ -60,8 +60,9 @@ class TraceBank:
         if key in self._memo:
             return self._memo[key]
         tag = actcomp.cache_tag(act_bits)
-        # The trace format names the file: traces an older recorder cached are not reused.
-        version = FORMAT.rsplit("/", 1)[-1]
+        # The recorder's version names the file: traces an older recorder cached are not reused
+        # (2.1: the tensor table's lifetimes, without which the peak would be the table's sum).
+        version = RECORDER_VERSION
         path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
         if path.is_file():
             trace = Trace.load(path)

@@ -11,30 +11,10 @@ import pandas as pd
 
 from sim.config import HwConfig
 from sim.cost import OpCost, cost_columns
+from sim.footprint import Footprint, footprint
 from sim.trace import PHASES
 
 __all__ = ["Footprint", "GemmResult", "SimResult", "footprint", "totals_by"]
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Memory live during the step (from the trace's tensor table) against DRAM capacity."""
-
-    peak_memory_bytes: int
-    capacity_bytes: int
-    by_kind: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def fits(self) -> bool:
-        """Whether the step's tensors fit in DRAM."""
-        return self.peak_memory_bytes <= self.capacity_bytes
-
-
-def footprint(tensors: pd.DataFrame, hw: HwConfig) -> Footprint:
-    """Peak memory of a tuning step: all listed tensors are live between forward and backward."""
-    by_kind = {str(k): int(v) for k, v in tensors.groupby("kind")["bytes"].sum().items()}
-    return Footprint(peak_memory_bytes=int(tensors["bytes"].sum()),
-                     capacity_bytes=hw.dram.capacity_bytes, by_kind=by_kind)
 
 
 def _is_vector(ops: pd.DataFrame) -> pd.Series:

@@ -22,8 +22,8 @@ import pandas as pd
 
 from sim.errors import TraceError, TraceFormatWarning
 
-__all__ = ["FORMAT", "FORMAT_V1", "KINDS", "MATMUL_PHASES", "OPS_COLUMNS", "PHASES",
-           "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS",
+__all__ = ["FORMAT", "FORMAT_V1", "KINDS", "LIFETIME_COLUMNS", "MATMUL_PHASES", "OPS_COLUMNS",
+           "PHASES", "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS",
            "Trace", "read_trace", "tensors_path_for", "validate_ops", "validate_tensors"]
 
 FORMAT = "edgellm-trace/2"
@@ -42,7 +42,10 @@ PHASES = (*MATMUL_PHASES, "update")  # update: optimizer step and clipping, vect
 MATMUL_DEFAULTS: dict[str, Any] = {"kind": "matmul", "vector_class": "", "elements": 0,
                                    "read_bytes": 0, "write_bytes": 0, "fusable": False}
 TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
-TENSOR_KINDS = ("weight", "lora_weight", "activation", "gradient", "optimizer", "kv_cache")
+# When each tensor lives (ops-table rows, inclusive); a table without them: the whole step.
+LIFETIME_COLUMNS = ("first_op", "last_op")
+TENSOR_KINDS = ("weight", "lora_weight", "activation", "gradient", "optimizer", "kv_cache",
+                "activation_grad", "temporary")
 _PATTERN = re.compile(r"^(dense|unstructured|(\d+):(\d+))$")
 # Largest integer a cell may hold: float64 (which the columns are parsed through) is exact up
 # to 2**53, and an int64 cast of anything beyond 2**63 silently wraps to a negative number.
@@ -264,9 +267,20 @@ def _vector_columns(df: pd.DataFrame, out: pd.DataFrame, is_vector: np.ndarray,
 
 
 def validate_tensors(df: pd.DataFrame, source: str = "<tensors>") -> pd.DataFrame:
-    """Check and normalize a tensor table (name, kind, layer, numel, bits, bytes)."""
+    """Check and normalize a tensor table (name, kind, layer, numel, bits, bytes, and
+    optionally first_op <= last_op, ops-table rows)."""
     _require_columns(df, TENSOR_COLUMNS, source)
     out = df.copy()
+    present = [c for c in LIFETIME_COLUMNS if c in df.columns]
+    if present and len(present) < len(LIFETIME_COLUMNS):
+        raise TraceError(f"{source}: columns first_op and last_op go together "
+                         f"(only {present[0]} is present)")
+    if present:
+        out["first_op"] = _int_column(df, "first_op", source, lo=0, what="an integer >= 0")
+        out["last_op"] = _int_column(df, "last_op", source, lo=0, what="an integer >= 0")
+        _require_where(out["last_op"].to_numpy() >= out["first_op"].to_numpy(),
+                       np.ones(len(df), dtype=bool), df, "last_op", source,
+                       ">= first_op (got {value})")
     out["layer"] = _int_column(df, "layer", source, lo=-1, what="an integer >= -1")
     out["numel"] = _int_column(df, "numel", source, lo=0, what="an integer >= 0")
     out["bits"] = _int_column(df, "bits", source, lo=1, hi=64, what="an integer in 1..64")
@@ -348,6 +362,10 @@ def read_trace(path: str | Path, tensors: str | Path | None = None) -> Trace:
         if not tensor_path.is_file():
             raise TraceError(f"{tensor_path}: tensor table not found")
         tensor_df = validate_tensors(_read_csv(tensor_path), str(tensor_path))
+        if "last_op" in tensor_df.columns and (tensor_df["last_op"] >= len(ops)).any():
+            i = int(np.flatnonzero((tensor_df["last_op"] >= len(ops)).to_numpy())[0])
+            raise TraceError(f"{_where(str(tensor_path), i)}: column last_op must be below the "
+                             f"{len(ops)} rows of {path.name} (got {tensor_df['last_op'].iloc[i]})")
     if version < 2:
         # Only once the whole trace is valid: a rejected file gets its one-line error alone.
         warnings.warn(TraceFormatWarning(

@@ -56,16 +56,35 @@ def test_eyeriss_cfg_without_layout_section_and_calc_bandwidth():
 def test_zigzag_tpu_like_yaml():
     hw = load_hw(TPU_LIKE)
     assert (hw.name, hw.pe.rows, hw.pe.cols) == ("tpu_like", 32, 32)
-    # sram_2MB holds I1 and O; the 128-byte weight register file of each of 1024 PEs adds
-    # 128 KiB: one unified buffer.
-    assert hw.sram.unified_kib == pytest.approx(2048 + 128)
+    # sram_2MB holds I1 and O: split in two; the weights live only in the 128-byte register
+    # file of each of 1024 PEs: a 128 KiB weight buffer.
+    assert (hw.sram.input_kib, hw.sram.weight_kib, hw.sram.output_kib) == (1024, 128, 1024)
+    assert hw.sram.bank_width_bits == 2048  # sram_2MB's port; the registers feed their own PE
     assert hw.dram_bytes_per_cycle == pytest.approx(64 / 8)  # dram port: 64 bits per cycle
     assert hw.dram.energy_pj_per_bit == pytest.approx(700 / 64)  # r_cost per 64-bit access
-    assert hw.energy.mac_pj == pytest.approx(0.04)  # operational_array.unit_energy
-    assert hw.dram.capacity_bytes == int(10_000_000_000 / 8)
+    # unit_energy 0.04 + the per-PE registers' accesses of one MAC: rf_128B read 0.095,
+    # rf_2B read and write 0.021 each; the 16-bit rf_2B is the accumulator.
+    assert hw.energy.mac_pj == pytest.approx(0.177) and hw.pe.accum_bits == 16
+    assert hw.energy.sram_pj_per_byte_eff == pytest.approx(416.16 / 256)
+    assert hw.dram.capacity_bytes == 10_000_000_000 // 8
     peer = hw_translation(TPU_LIKE)
-    assert peer.dataflow is None and any("unified_kib" in d for d in peer.defaults)
+    assert peer.dataflow is None and any(r.startswith("mac_pj 0.177") for r in peer.rules)
+    assert any(d.startswith("clock_mhz") for d in peer.defaults)
     assert hw_translation("hwconfigs/edge_llm.yaml") is None
+
+
+def test_zigzag_memory_shared_by_all_operands_is_one_unified_buffer():
+    import yaml
+
+    data = yaml.safe_load(TPU_LIKE.read_text())
+    data["memories"]["sram_2MB"]["operands"] = ["I1", "I2", "O"]
+    del data["memories"]["rf_128B"], data["memories"]["rf_2B"]
+    from sim.foreign.zigzag import accelerator_to_hw
+
+    t = accelerator_to_hw(data)
+    assert t.data["sram"]["unified_kib"] == 2048 and "input_kib" not in t.data["sram"]
+    assert t.data["energy"]["mac_pj"] == 0.04 and t.data["pe"]["accum_bits"] == 32
+    assert any(d.startswith("pe.accum_bits = 32") for d in t.defaults)
 
 
 def test_gemm_topology_with_crlf_and_no_final_newline():

@@ -74,6 +74,22 @@ def test_translated_config_matches_zigzag_file() -> None:
     assert (hw.pe.rows, hw.pe.cols, hw.energy.static_mw) == (32, 32, 0)
 
 
+def test_shipped_config_is_the_one_translation_of_zigzags_file() -> None:
+    """hwconfigs/zigzag_tpu_like.yaml is sim.foreign.zigzag's translation of ZigZag's own
+    tpu_like.yaml (tests/data, copied unchanged) plus what the comparison adds (name, DRAM
+    capacity, area proxies, a vector unit), so ``sim.run --hw tpu_like.yaml`` agrees."""
+    import yaml
+
+    from benchmarks.zigzag_golden import translate_tpu_like
+
+    source = ROOT / "tests/data/zigzag/hardware/tpu_like.yaml"
+    config, _ = translate_tpu_like(yaml.safe_load(source.read_text()))
+    shipped = yaml.safe_load((ROOT / "hwconfigs/zigzag_tpu_like.yaml").read_text())
+    assert {k: v for k, v in shipped.items() if k != "vector"} == config
+    direct = load_hw(source)
+    assert (direct.energy.mac_pj, direct.sram.weight_kib, direct.pe.accum_bits) == (0.177, 128, 16)
+
+
 def test_compute_never_beats_zigzag_ideal(zigzag: pd.DataFrame) -> None:
     # Both count one MAC per PE per cycle at best; our folds add preload and skew on top.
     assert (zigzag["ours_compute_cycles"] >= zigzag["ideal_cycles"]).all()

@@ -257,7 +257,7 @@ def test_trace_bank_names_its_cache_by_trace_format(tiny, tmp_path):
     trace = bank.get("adaptive", Window(3, 3))
     assert trace.header["format"] == FORMAT and not trace.vectors().empty
     assert sorted(p.name for p in tmp_path.glob("adaptive-3-3-*.csv")) == [
-        "adaptive-3-3-v2.csv", "adaptive-3-3-v2.tensors.csv"]
+        "adaptive-3-3-v2.1.csv", "adaptive-3-3-v2.1.tensors.csv"]
 
 
 @pytest.mark.real_model

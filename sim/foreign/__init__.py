@@ -37,12 +37,15 @@ class Translation:
             when the peer leaves the mapping free; the commands use it unless ``--dataflow``
             is given.
         defaults: one line per field the peer does not have, ``key = value (why)``.
+        rules: one line per field derived from the peer's own numbers, saying how (for a
+            translated file's comment header).
     """
 
     data: dict[str, Any]
     source_format: str
     dataflow: str | None = None
     defaults: tuple[str, ...] = field(default_factory=tuple)
+    rules: tuple[str, ...] = field(default_factory=tuple)
 
 
 def translate_hw(path: Path, text: str, parsed: Any = None) -> Translation | None:

@@ -12,16 +12,25 @@ Field meanings are ZigZag's (``zigzag-dse`` 3.9: ``parser/accelerator_validator.
   ``bandwidth_max`` bits, so energy per bit is ``r_cost / bandwidth_max``.
 - ``operational_array``: ``sizes`` of dimensions D1, D2, ...; ``unit_energy`` pJ per MAC.
 
-Translation to our schema:
+Translation to our schema (one rule per field; ``Translation.rules`` says how each field of a
+translated file was derived, ``Translation.defaults`` which ones ZigZag does not have):
 
-- top memory (the largest holding I1, I2 and O, i.e. DRAM): bandwidth = its read port's
-  ``bandwidth_max``; capacity = its size; energy per bit = ``r_cost / bandwidth_max``.
-- on-chip buffer of each operand: the largest other memory holding it, all its instances
-  (a per-PE register file of 128 B in a 32 x 32 array is 128 KiB). Three distinct memories
-  become our input/weight/output buffers; a memory shared by two operands makes one unified
-  buffer of all the chosen memories. SRAM bandwidth = their read ports' ``bandwidth_max``
-  times instances; SRAM energy per byte is that of the largest of them.
 - PE array: ``cols`` = D1, ``rows`` = the product of the other dimensions.
+- A memory with no ``served_dimensions`` has one instance per PE: a register file inside the
+  PE. Its accesses are part of a MAC in our model, so ``mac_pj`` = ``unit_energy`` plus, per
+  such memory, one read for an input operand (I1, I2) and one read and one write for the
+  output (the accesses ZigZag counts per MAC when the register holds one word per PE, as in
+  ``tpu_like``). A per-PE output register of at most 64 bits sets ``accum_bits``.
+- top memory (the largest holding I1, I2 and O, i.e. DRAM): bandwidth = its read port's
+  ``bandwidth_max`` bits per cycle at ``CLOCK_MHZ``; capacity = its size; energy per bit =
+  ``r_cost / bandwidth_max``.
+- on-chip buffer of each operand: the largest other memory holding it, all its instances
+  (a per-PE register file of 128 B in a 32 x 32 array is 128 KiB). One memory for all three
+  operands becomes our unified buffer; otherwise each operand gets its own buffer, and a memory
+  serving k of them is split into k equal parts.
+- SRAM bandwidth = the read ports' ``bandwidth_max`` times instances of the buffers shared
+  across the array (per-PE register files feed their own PE); SRAM energy per byte is the
+  read cost per byte of the largest of them.
 
 Fields ZigZag lacks take defaults, each listed in ``Translation.defaults``.
 """
@@ -70,6 +79,7 @@ class _Memories:
         self.source = source
         self.mems: dict[str, Mapping[str, Any]] = {}
         self.instances: dict[str, int] = {}
+        self.per_pe: dict[str, bool] = {}  # no served dimension: one instance inside every PE
         for name, mem in memories.items():
             if not isinstance(mem, Mapping):
                 raise ConfigError(f"{source}: memories.{name}: must be a mapping")
@@ -84,12 +94,17 @@ class _Memories:
                                   f"(got {operands!r})")
             served = set(mem.get("served_dimensions") or [])
             self.mems[str(name)] = mem
+            self.per_pe[str(name)] = not served
             self.instances[str(name)] = math.prod(
                 s for d, s in zip(dims, sizes, strict=True) if d not in served)
 
     def bits(self, name: str) -> float:
         """Total capacity of all instances, bits."""
         return float(self.mems[name]["size"]) * self.instances[name]
+
+    def cost(self, name: str, key: str) -> float | None:
+        value = self.mems[name].get(key)
+        return None if value is None else float(value)
 
     def top(self) -> str:
         full = [n for n, m in self.mems.items() if set(m["operands"]) >= set(_OPERANDS)]
@@ -121,19 +136,41 @@ def _array(data: Mapping[str, Any], source: str) -> tuple[list[str], list[int], 
     return [str(d) for d in dims], [int(s) for s in sizes], array
 
 
-def _sram(mems: _Memories, buffers: dict[str, str]) -> tuple[dict[str, Any], str]:
-    """Our sram section from each operand's buffer, and the name of the largest buffer."""
+def _num(x: float) -> int | float:
+    """A value as written to YAML: an integer when it is one, else rounded to 6 decimals."""
+    x = round(float(x), 6)
+    return int(x) if x.is_integer() else x
+
+
+def _sram(mems: _Memories, buffers: dict[str, str], rules: list[str]) -> tuple[dict[str, Any], str]:
+    """Our sram section from each operand's buffer, and the name of the buffer whose access
+    cost is the SRAM's (the largest one shared across the array)."""
     chosen = list(dict.fromkeys(buffers.values()))
-    bw_bits = sum(_read_bw_bits(mems.mems[n], mems.source, n) * mems.instances[n]
-                  for n in chosen)
-    sram: dict[str, Any] = {"banks": 1, "bank_width_bits": int(bw_bits)}
-    if len(chosen) == len(_OPERANDS):
-        for operand, name in buffers.items():
-            sram[_OUR_BUFFER[operand]] = mems.bits(name) / 8 / 1024
+    shared = [n for n in chosen if not mems.per_pe[n]] or chosen
+    bw_bits = sum(_read_bw_bits(mems.mems[n], mems.source, n) * mems.instances[n] for n in shared)
+    sram: dict[str, Any] = {}
+    kib = {n: mems.bits(n) / 8 / 1024 for n in chosen}
+    if len(chosen) == 1:
+        sram["unified_kib"] = _num(kib[chosen[0]])
+        rules.append(f"sram: {chosen[0]} ({kib[chosen[0]]:g} KiB) holds every operand: one "
+                     f"unified buffer")
     else:
-        sram["unified_kib"] = sum(mems.bits(n) for n in chosen) / 8 / 1024
-    sram["double_buffering"] = True
-    return sram, max(chosen, key=mems.bits)
+        for operand, name in buffers.items():
+            share = sum(1 for n in buffers.values() if n == name)
+            sram[_OUR_BUFFER[operand]] = _num(kib[name] / share)
+        parts = []
+        for name in chosen:
+            ops = [op for op, n in buffers.items() if n == name]
+            where = (f"{mems.mems[name]['size'] // 8} B x {mems.instances[name]} PEs = "
+                     if mems.per_pe[name] else "")
+            split = f": split {' + '.join(f'{kib[name] / len(ops):g}' for _ in ops)} KiB" if len(ops) > 1 else ""
+            parts.append(f"{name} ({where}{kib[name]:g} KiB) serves {', '.join(ops)}{split}")
+        rules.append("sram: " + "; ".join(parts))
+    sram.update({"banks": 1, "bank_width_bits": _num(bw_bits), "double_buffering": True})
+    rules.append(f"sram bank_width_bits {bw_bits:g}: read ports of "
+                 + ", ".join(f"{n} ({_read_bw_bits(mems.mems[n], mems.source, n):g} bit x "
+                             f"{mems.instances[n]})" for n in shared))
+    return sram, max(shared, key=mems.bits)
 
 
 def _precision(array: Mapping[str, Any], defaults: list[str]) -> dict[str, Any]:
@@ -147,6 +184,60 @@ def _precision(array: Mapping[str, Any], defaults: list[str]) -> dict[str, Any]:
     return {"model": "fixed", "base_bits": base, "min_bits": base}
 
 
+def _pe_energy(array: Mapping[str, Any], mems: _Memories, rules: list[str],
+               defaults: list[str]) -> tuple[float, int]:
+    """``mac_pj`` (the multiplier plus the per-PE registers' accesses of one MAC) and
+    ``accum_bits`` (a per-PE output register's width, else 32)."""
+    unit = array.get("unit_energy")
+    if unit is None:
+        defaults.append(f"energy.mac_pj = {MAC_PJ} (no unit_energy; Horowitz ISSCC 2014, "
+                        f"45 nm, 8-bit)")
+        unit = MAC_PJ
+    mac, terms = float(unit), [f"unit_energy {unit}"]
+    accum = None
+    for name in (n for n, pe in mems.per_pe.items() if pe):
+        operands = mems.mems[name]["operands"]
+        read, write = mems.cost(name, "r_cost") or 0.0, mems.cost(name, "w_cost") or 0.0
+        if any(op in ("I1", "I2") for op in operands):
+            mac += read
+            terms.append(f"{name} read {read:g}")
+        if "O" in operands:
+            mac += read + write
+            terms.append(f"{name} read {read:g} + write {write:g}")
+            if float(mems.mems[name]["size"]) <= 64:
+                accum = int(mems.mems[name]["size"])
+    rules.append(f"mac_pj {mac:.3f} = " + " + ".join(terms)
+                 + (" (per-PE registers: one access each per MAC, as ZigZag counts them)"
+                    if len(terms) > 1 else ""))
+    if accum is not None:
+        rules.append(f"accum_bits {accum}: the per-PE output register holds one {accum}-bit "
+                     f"partial sum")
+    else:
+        defaults.append("pe.accum_bits = 32 (ZigZag sizes partial sums in the workload, not "
+                        "the array)")
+    return mac, accum or 32
+
+
+def _dram(mems: _Memories, top: str, rules: list[str], defaults: list[str]) -> dict[str, Any]:
+    bw = _read_bw_bits(mems.mems[top], mems.source, top)
+    read, write = mems.cost(top, "r_cost"), mems.cost(top, "w_cost")
+    if read is None:
+        defaults.append(f"dram.energy_pj_per_bit = 20 ({top} has no r_cost)")
+        pj_bit = 20.0
+    else:
+        pj_bit = read / bw
+        note = f" (w_cost {write:g}: our model has one DRAM cost)" if write not in (None, read) else ""
+        rules.append(f"dram energy_pj_per_bit {pj_bit:.4f} = {top} r_cost {read:g} pJ / "
+                     f"{bw:g}-bit access{note}")
+    gbps = bw / 8 * CLOCK_MHZ / 1000.0
+    rules.append(f"dram bandwidth {bw / 8:g} B/cycle ({top}'s {bw:g}-bit port) at a nominal "
+                 f"{CLOCK_MHZ:g} MHz = {gbps:g} GB/s; ZigZag counts cycles only")
+    size_mib = float(mems.mems[top]["size"]) / 8 / 2**20
+    rules.append(f"dram capacity {size_mib:g} MiB ({top} size {mems.mems[top]['size']} bits)")
+    return {"bandwidth_gbps": _num(gbps), "capacity_mib": size_mib,  # exact: size / 8 bytes
+            "energy_pj_per_bit": _num(pj_bit)}
+
+
 def accelerator_to_hw(data: Mapping[str, Any], *, source: str = "<zigzag>") -> Translation:
     """Translate a parsed ZigZag accelerator YAML (module docstring).
 
@@ -156,48 +247,38 @@ def accelerator_to_hw(data: Mapping[str, Any], *, source: str = "<zigzag>") -> T
     dims, sizes, array = _array(data, source)
     mems = _Memories(data, dims, sizes, source)
     defaults = [f"clock_mhz = {CLOCK_MHZ:g} (ZigZag counts cycles and has no clock)",
-                "pe.accum_bits = 32 (ZigZag sizes partial sums in the workload, not the array)",
-                "energy.static_mw = 0 (ZigZag models no leakage)"]
+                "energy.static_mw = 0 (ZigZag models no leakage)",
+                "sram.double_buffering = true (ZigZag double-buffers a level whenever the data "
+                "fit in half of it)"]
+    rows = math.prod(sizes[1:]) if len(sizes) > 1 else 1
+    rules = [f"pe: {rows} x {sizes[0]} (operational_array.sizes: cols = {dims[0]}"
+             + (f", rows = {' x '.join(dims[1:])})" if len(dims) > 1 else ")")]
+    mac_pj, accum = _pe_energy(array, mems, rules, defaults)
     top = mems.top()
     buffers = {op: mems.buffer_of(op, top) for op in _OPERANDS}
-    sram, largest = _sram(mems, buffers)
-    if len(set(buffers.values())) < len(_OPERANDS):
-        defaults.append(f"sram.unified_kib = {sram['unified_kib']:g} (one buffer: "
-                        + ", ".join(f"{op} in {name}" for op, name in buffers.items())
-                        + "; our model splits buffers only when each operand has its own)")
-    defaults.append("sram.double_buffering = true (ZigZag double-buffers a level whenever "
-                    "the data fit in half of it)")
-    dram_bw = _read_bw_bits(mems.mems[top], source, top)
-    cost = mems.mems[top].get("r_cost")
-    dram_pj_bit = float(cost) / dram_bw if cost is not None else 20.0
-    if cost is None:
-        defaults.append(f"dram.energy_pj_per_bit = 20 ({top} has no r_cost)")
-    sram_cost = mems.mems[largest].get("r_cost")
-    sram_bw = _read_bw_bits(mems.mems[largest], source, largest)
-    sram_pj_byte = float(sram_cost) / sram_bw * 8 if sram_cost is not None else 2.5
+    sram, costly = _sram(mems, buffers, rules)
+    read_bw = _read_bw_bits(mems.mems[costly], source, costly)
+    sram_cost = mems.cost(costly, "r_cost")
     if sram_cost is None:
-        defaults.append(f"energy.sram_pj_per_byte = 2.5 ({largest} has no r_cost)")
-    mac_pj = array.get("unit_energy")
-    if mac_pj is None:
-        defaults.append(f"energy.mac_pj = {MAC_PJ} (no unit_energy; Horowitz ISSCC 2014, "
-                        f"45 nm, 8-bit)")
-        mac_pj = MAC_PJ
+        defaults.append(f"energy.sram_pj_per_byte = 2.5 ({costly} has no r_cost)")
+        sram_pj_byte = 2.5
+    else:
+        sram_pj_byte = sram_cost / (read_bw / 8)
+        write = mems.cost(costly, "w_cost")
+        note = f" (w_cost {write:g}: our model has one SRAM cost)" if write not in (None, sram_cost) else ""
+        rules.append(f"sram_pj_per_byte {sram_pj_byte:.4f} = {costly} r_cost {sram_cost:g} pJ / "
+                     f"{read_bw / 8:g} B per access{note}")
+    dram = _dram(mems, top, rules, defaults)
     hw = {
         "name": str(data.get("name") or "zigzag"),
-        "clock_mhz": CLOCK_MHZ,
-        "pe": {"rows": math.prod(sizes[1:]) if len(sizes) > 1 else 1, "cols": sizes[0],
-               "macs_per_pe_per_cycle": 1, "accum_bits": 32},
+        "clock_mhz": _num(CLOCK_MHZ),
+        "pe": {"rows": rows, "cols": sizes[0], "macs_per_pe_per_cycle": 1, "accum_bits": accum},
         "precision": _precision(array, defaults),
         "sparsity": {"support": "none"},
         "sram": sram,
-        "dram": {"bandwidth_gbps": dram_bw / 8 * CLOCK_MHZ / 1000.0,
-                 "capacity_mib": float(mems.mems[top]["size"]) / 8 / 2**20,
-                 "energy_pj_per_bit": dram_pj_bit},
-        "energy": {"mac_pj": float(mac_pj), "sram_pj_per_byte": sram_pj_byte,
-                   "static_mw": 0.0},
+        "dram": dram,
+        "energy": {"mac_pj": _num(mac_pj), "sram_pj_per_byte": _num(sram_pj_byte),
+                   "static_mw": 0},
     }
-    if len(sizes) > 2:
-        defaults.append(f"pe.rows = {hw['pe']['rows']} (dimensions {', '.join(dims[1:])} "
-                        f"folded into rows; cols = {dims[0]})")
     return Translation(data=hw, source_format="zigzag-yaml", dataflow=None,
-                       defaults=tuple(defaults))
+                       defaults=tuple(defaults), rules=tuple(rules))

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -36,7 +38,8 @@ from workloads.architecture import PRODUCT_MODULES, architecture, product_shape
 from workloads.errors import UserError
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
-from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
+from workloads.trace.liveness import Lifetime, StorageClock
+from workloads.trace.table import FORMAT, OPS_COLUMNS, TEMPORARY_KINDS, TENSOR_COLUMNS, Trace
 from workloads.trace.vector import Site, VectorRecorder
 from workloads.trace.vector_ops import SOFTMAX, SOFTMAX_BACKWARD, tensor_bytes
 from workloads.tuning import actcomp, lora
@@ -65,6 +68,8 @@ class _Recorder:
     rows: list[dict[str, Any]] = field(default_factory=list)
     module_stack: list[tuple[str, int, str]] = field(default_factory=list)  # (name, layer, vector label)
     vector: VectorRecorder | None = None
+    clock: StorageClock | None = None
+    grad_lives: dict[str, Lifetime] = field(default_factory=dict)  # trained parameter -> its gradient
 
     def add(self, layer: int, module: str, phase: str, m: int, n: int, k: int, trainable: bool, count: int = 1) -> None:
         self.rows.append(
@@ -79,6 +84,26 @@ class _Recorder:
 
     def head_module(self, exit_layer: int) -> str:
         return "lm_head" if exit_layer == self.num_layers - 1 else "exit_head"
+
+    def storage_site(self) -> tuple[str, int]:
+        """Where a storage is created now: the running module in forward, the module whose
+        autograd node runs in backward, the optimizer region in the update."""
+        if self.vector is None or self.vector.phase == "fwd":
+            head = running_exit()
+            if self.module_stack or head is None:
+                return self.where()
+            return self.head_module(head[0]), -1
+        site = self.vector.current_site()
+        return (site.module, site.layer) if site is not None else ("autograd", -1)
+
+    def storage_phase(self) -> str:
+        """The step's phase for a storage made now; the head's loss gradient, formed inside
+        the forward pass, counts as backward (as its rows do)."""
+        phase = self.vector.phase if self.vector is not None else "fwd"
+        head = running_exit()
+        if phase == "fwd" and head is not None and not self.module_stack:
+            return head[1]
+        return phase
 
     def site(self) -> Site | None:
         """Where forward vector work runs: the innermost module, else the running exit head,
@@ -287,10 +312,12 @@ def _attention_recording(model: nn.Module) -> Iterator[None]:
         config._attn_implementation = original
 
 
-def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge_repeats(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """Fold runs of identical consecutive rows (e.g. the head's equal chunks) into ``count``,
-    except a product a ``fusable`` row reads (that row's ``count`` must stay the product's)."""
+    except a product a ``fusable`` row reads (that row's ``count`` must stay the product's).
+    Returns the rows and, per raw row, the index of the row it went into."""
     merged: list[dict[str, Any]] = []
+    index: list[int] = []
     keys = [c for c in OPS_COLUMNS if c != "count"]
     for i, row in enumerate(rows):
         feeds_fusable = i + 1 < len(rows) and rows[i + 1]["fusable"]
@@ -298,7 +325,8 @@ def _merge_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[-1]["count"] += row["count"]
         else:
             merged.append(dict(row))
-    return merged
+        index.append(len(merged) - 1)
+    return merged, index
 
 
 def _check_products(name: str, rec: _Recorder) -> None:
@@ -316,9 +344,11 @@ def _check_products(name: str, rec: _Recorder) -> None:
                         "architecture not supported")
 
 
-def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str) -> list[dict[str, Any]]:
+def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str,
+                 grad_lives: dict[str, Lifetime]) -> list[dict[str, Any]]:
     """Every parameter of the model (tied weights once), at float16 until annotated; LoRA
-    parameters with their gradient and AdamW state when trained in this step."""
+    parameters with their gradient and AdamW state when trained in this step. All live for the
+    whole step except the gradients (``grad_lives``: from their creation in backward)."""
     rows = []
     for name, p in model.named_parameters():  # named_parameters() lists a tied weight once
         clean = _clean_name(name, decoder_path)
@@ -326,7 +356,11 @@ def _weight_rows(model: nn.Module, trained: set[int], decoder_path: str) -> list
         if ".lora_" in name:
             rows.append(_tensor(clean, "lora_weight", layer, p.numel(), LORA_BITS))
             if id(p) in trained:
-                rows.append(_tensor(clean + ".grad", "gradient", layer, p.numel(), LORA_BITS))
+                grad = _tensor(clean + ".grad", "gradient", layer, p.numel(), LORA_BITS)
+                life = grad_lives.get(name)
+                if life is not None:
+                    grad["first_op"], grad["last_op"] = life.first, life.last
+                rows.append(grad)
                 for moment in ("exp_avg", "exp_avg_sq"):
                     rows.append(_tensor(f"{clean}.{moment}", "optimizer", layer, p.numel(), OPTIMIZER_BITS))
         else:
@@ -342,8 +376,10 @@ def _head_weights(model: nn.Module, decoder_path: str) -> list[str]:
 
 
 def _tensor(name: str, kind: str, layer: int, numel: int, bits: int) -> dict[str, Any]:
+    """A tensor-table row, live for the whole step until its lifetime is known (raw row indices:
+    ``first_op`` 0, ``last_op`` None for "to the end")."""
     return {"name": name, "kind": kind, "layer": layer, "numel": numel, "bits": bits,
-            "bytes": math.ceil(numel * bits / 8)}
+            "bytes": math.ceil(numel * bits / 8), "first_op": 0, "last_op": None}
 
 
 def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
@@ -359,8 +395,32 @@ def _activation_rows(log: SavedTensorLog, a_bits: int) -> list[dict[str, Any]]:
             row["bytes"] = math.ceil(actcomp.stored_bits(entry.numel, entry.packed_bits) / 8)
         else:
             row = _tensor(name, "activation", entry.layer, entry.numel, a_bits if entry.is_float else entry.element_bits)
+        lives = [life for life in entry.handle or () if life is not None]
+        if lives:
+            row["first_op"] = min(life.first for life in lives)
+            row["last_op"] = None if any(life.last is None for life in lives) else max(life.last for life in lives)
         rows.append(row)
     return rows
+
+
+def _op_intervals(tensors: pd.DataFrame, index: list[int]) -> pd.DataFrame:
+    """Raw row indices of ``first_op`` / ``last_op`` mapped to the merged table's rows (``None``
+    = to the end); a storage freed before any row ran lives during the row it was made in.
+    Temporaries equal in every column but size are merged into one row."""
+    n = len(index)
+    if n == 0:
+        return tensors.assign(first_op=0, last_op=0)
+    last_row = index[-1]
+    to_row = np.asarray(index)
+    first = to_row[np.clip(tensors["first_op"].to_numpy(dtype=np.int64), 0, n - 1)]
+    raw_last = tensors["last_op"].fillna(n - 1).to_numpy(dtype=np.int64)
+    last = np.where(tensors["last_op"].isna(), last_row, to_row[np.clip(raw_last, 0, n - 1)])
+    out = tensors.assign(first_op=first, last_op=np.maximum(first, last))
+    temp = out["kind"].isin(TEMPORARY_KINDS)
+    keys = ["name", "kind", "layer", "bits", "first_op", "last_op"]
+    merged = out[temp].groupby(keys, sort=False, as_index=False)[["numel", "bytes"]].sum()
+    merged["bytes"] = (merged["numel"] * merged["bits"] + 7) // 8
+    return pd.concat([out[~temp], merged], ignore_index=True)
 
 
 def _parameter_bits(model: nn.Module) -> dict[int, int]:
@@ -377,14 +437,14 @@ class _RecordedCodec(actcomp.ActivationCodec):
     ``a_bits`` in, ``actcomp.stored_bits`` out), unpacked at each use in backward."""
 
     recorder: VectorRecorder | None = None
-    _packs: list[actcomp.Packed] = field(default_factory=list, repr=False)
+    _packs: list[weakref.ref] = field(default_factory=list, repr=False)  # weak: packs die in backward
 
     def pack(self, tensor: torch.Tensor) -> Any:
         assert self.recorder is not None
         with self.recorder.paused(hide_nodes=False):
             saved = super().pack(tensor)
-        if isinstance(saved, actcomp.View) and not any(p is saved.packed for p in self._packs):
-            self._packs.append(saved.packed)
+        if isinstance(saved, actcomp.View) and not any(r() is saved.packed.q for r in self._packs):
+            self._packs.append(weakref.ref(saved.packed.q))
             self.recorder.add_packing(saved.packed.numel, _stored_bytes(saved.packed.numel, self.bits), unpack=False)
         return saved
 
@@ -402,29 +462,43 @@ def _stored_bytes(numel: int, bits: int) -> int:
 
 
 def _train_step(work: nn.Module, ids: torch.Tensor, plan: StepPlan, log: SavedTensorLog,
-                vector: VectorRecorder) -> None:
+                rec: _Recorder) -> None:
     """Forward, backward and the optimizer update of one tuning step, as ``train_step`` runs
     them, with the vector recorder's phase following along."""
+    vector = rec.vector
+    assert vector is not None
     vector.phase = "fwd"
     with log:
         loss = step_loss(work, ids, plan)
     vector.phase = "bwd_input"
     loss.backward()
-    _update(work, vector)
+    del loss  # the step's graph and its loss value go with it
+    _update(work, vector, rec.clock, rec.grad_lives)
     work.zero_grad(set_to_none=True)
 
 
-def _update(work: nn.Module, vector: VectorRecorder) -> None:
+def _update(work: nn.Module, vector: VectorRecorder, clock: StorageClock | None = None,
+            grad_lives: dict[str, Lifetime] | None = None) -> None:
     """Gradient clipping and the AdamW step of the trained adapters (``train.tune`` with its
-    default options), in steady state: a first, unrecorded step creates the moments."""
+    default options), in steady state: a first, unrecorded step creates the moments. The
+    gradients' storages are claimed on ``clock`` (their lifetimes into ``grad_lives``)."""
+    grad_lives = {} if grad_lives is None else grad_lives
     config = TuneConfig()
     named = [(name, p) for name, p in lora.lora_parameters(work).items() if p.grad is not None]
     params = [p for _, p in named]
     if not params:
         return
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    for name, p in named:
+        life = clock.claim(p.grad) if clock is not None else None
+        if life is not None:
+            grad_lives[name] = life
+    if clock is not None:
+        clock.enabled = False  # the state-creating step is not part of the steady-state step
     with vector.paused():
         optimizer.step()
+    if clock is not None:
+        clock.enabled = True
     tracked = []
     for name, p in named:
         layer = lora.layer_of(name)
@@ -437,6 +511,35 @@ def _update(work: nn.Module, vector: VectorRecorder) -> None:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
     with vector.region("adamw"):
         optimizer.step()
+
+
+def step_plan(model: nn.Module, *, method: str, window: int | None = None,
+              exit_layer: int | None = None) -> tuple[StepPlan | None, list[int]]:
+    """What a recorded step of ``method`` runs (``None`` for inference) and the layers that get
+    adapters (``record_trace`` documents the arguments).
+
+    Raises:
+        UserError: an exit layer or window outside the model.
+    """
+    n_layers = num_layers(model)
+    last = n_layers - 1 if exit_layer is None else exit_layer
+    if not 0 <= last < n_layers:
+        raise UserError(f"--exit-layer {last} is outside 0..{n_layers - 1}")
+    if method == "adaptive":
+        size = window if window is not None else min(DEFAULT_WINDOW, last + 1)
+        if not 1 <= size <= last + 1:
+            raise UserError(f"--window {size} does not fit below exit layer {last}")
+        plan = StepPlan.adaptive(Window(last - size + 1, last))
+        return plan, list(plan.window.layers)
+    if method == "vanilla":
+        return StepPlan("vanilla", Window(0, n_layers - 1)), list(range(n_layers))
+    return None, []
+
+
+def step_ids(model: nn.Module, *, seq_len: int, batch: int, seed: int) -> torch.Tensor:
+    """The ``[batch, seq_len]`` random token ids a recorded step runs on."""
+    return torch.randint(0, model.config.vocab_size, (batch, seq_len),
+                         generator=torch.Generator().manual_seed(seed))
 
 
 def record_trace(
@@ -484,26 +587,12 @@ def record_trace(
         raise UserError("record_trace needs a model without adapters (it attaches its own)")
     arch = architecture(model)  # probes the model once: before any hook or recorder is in place
     n_layers = num_layers(model)
-    last = n_layers - 1 if exit_layer is None else exit_layer
-    if not 0 <= last < n_layers:
-        raise UserError(f"--exit-layer {last} is outside 0..{n_layers - 1}")
-    if method == "adaptive":
-        size = window if window is not None else min(DEFAULT_WINDOW, last + 1)
-        if not 1 <= size <= last + 1:
-            raise UserError(f"--window {size} does not fit below exit layer {last}")
-        plan = StepPlan.adaptive(Window(last - size + 1, last))
-        lora_layers: list[int] = list(plan.window.layers)
-    elif method == "vanilla":
-        plan = StepPlan("vanilla", Window(0, n_layers - 1))
-        lora_layers = list(range(n_layers))
-    else:
-        plan = None
-        lora_layers = []
+    plan, lora_layers = step_plan(model, method=method, window=window, exit_layer=exit_layer)
     head_exits = sorted(set(exits)) if exits else [n_layers - 1]
     if any(not 0 <= e < n_layers for e in head_exits):
         raise UserError(f"exit layers {head_exits} outside 0..{n_layers - 1}")
 
-    ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+    ids = step_ids(model, seq_len=seq_len, batch=batch, seed=seed)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     rec = _Recorder(n_layers, arch.product_labels)
     work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
@@ -512,11 +601,14 @@ def record_trace(
             p.requires_grad_(False)
     handles = _linear_hooks(work, rec, arch.product_labels) + _module_stack_hooks(work, rec, arch.decoder_path)
     trained = {id(p) for p in lora.lora_parameters(work).values()}
+    rec.clock = StorageClock(rec.rows, site=rec.storage_site, phase=rec.storage_phase,
+                             skip={p.untyped_storage().data_ptr() for p in work.parameters()})
     rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
-                                fixed_bits=_parameter_bits(work))
+                                fixed_bits=_parameter_bits(work), created=rec.clock.created)
     codec = (_RecordedCodec(act_bits, exclude=list(work.parameters()), recorder=rec.vector)
              if act_bits < min(actcomp.EXACT_BITS, a_bits) and plan is not None else None)
-    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec)
+    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec,
+                         on_save=lambda held: [rec.clock.claim(t) for t in held])
 
     def on_head(op: HeadProduct) -> None:
         rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
@@ -527,7 +619,7 @@ def record_trace(
     try:
         with _attention_recording(model), head_product_hooks(on_head), rec.vector:
             if plan is not None:
-                _train_step(work, ids, plan, log, rec.vector)
+                _train_step(work, ids, plan, log, rec)
             else:
                 with torch.no_grad():
                     hidden = run_layers(work, ids, last_layer=max(head_exits), capture=head_exits)
@@ -537,7 +629,8 @@ def record_trace(
         _ACTIVE.reset(token)
         for h in handles:
             h.remove()
-        tensor_rows = _weight_rows(work, trained if plan is not None else set(), arch.decoder_path)
+        rec.clock.enabled = False
+        tensor_rows = _weight_rows(work, trained if plan is not None else set(), arch.decoder_path, rec.grad_lives)
         if lora_layers:
             lora.detach_lora(work)
         for name, p in model.named_parameters():
@@ -546,7 +639,11 @@ def record_trace(
 
     _check_products(type(model).__name__, rec)
     tensor_rows += _activation_rows(log, a_bits)
-    ops = pd.DataFrame(_merge_repeats(rec.rows), columns=list(OPS_COLUMNS))
+    if plan is not None:
+        tensor_rows += rec.clock.temporaries(a_bits=a_bits, update_bits=OPTIMIZER_BITS)
+    merged, index = _merge_repeats(rec.rows)
+    ops = pd.DataFrame(merged, columns=list(OPS_COLUMNS))
+    tensors = _op_intervals(pd.DataFrame(tensor_rows), index)
     header: dict[str, Any] = {
         "format": FORMAT,
         "model": loaded.name,
@@ -571,5 +668,5 @@ def record_trace(
         "torch": torch.__version__,
         "vector_unclassified": sorted(rec.vector.unclassified),
     }
-    raw = Trace(ops[list(OPS_COLUMNS)], pd.DataFrame(tensor_rows, columns=list(TENSOR_COLUMNS)), header)
+    raw = Trace(ops[list(OPS_COLUMNS)], tensors[list(TENSOR_COLUMNS)], header)
     return raw.with_policy(policy, label=policy_label)

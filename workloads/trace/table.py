@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from workloads.errors import UserError
@@ -17,6 +18,9 @@ from workloads.trace.annotate import annotate_ops, annotate_tensors
 from workloads.tuning.lora import LINEAR_MODULES
 
 FORMAT = "edgellm-trace/2"
+# What a cached trace was recorded with: format 2, tensor table with lifetimes (first_op, last_op).
+# Bump when a recorder change alters what an existing trace would contain.
+RECORDER_VERSION = "2.1"
 FORMAT_V1 = "edgellm-trace/1"
 V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
               "w_bits", "a_bits", "trainable", "count")
@@ -31,7 +35,9 @@ class TraceFormatWarning(UserWarning):
 
 _V1_DEFAULTS = {"kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
                 "fusable": False}
-TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
+TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes", "first_op", "last_op")
+# Storages the step made and dropped that are neither saved activations nor gradients of weights.
+TEMPORARY_KINDS = ("temporary", "activation_grad")
 
 
 def tensors_path(ops_path: str | Path) -> Path:
@@ -106,8 +112,15 @@ class Trace:
         return int(((ops["read_bytes"] + ops["write_bytes"]) * ops["count"]).sum())
 
     def memory_bytes(self) -> int:
-        """Sum of the tensor table (docs/trace.md: all listed tensors are live at the peak)."""
-        return int(self.tensors["bytes"].sum())
+        """Peak bytes live at once: the largest sum of ``bytes`` over the rows whose
+        ``[first_op, last_op]`` covers one ops row (docs/trace.md)."""
+        if self.tensors.empty:
+            return 0
+        n = max(len(self.ops), int(self.tensors["last_op"].max()) + 1)
+        change = np.zeros(n + 1)
+        np.add.at(change, self.tensors["first_op"].to_numpy(dtype=np.int64), self.tensors["bytes"].to_numpy(dtype=float))
+        np.add.at(change, self.tensors["last_op"].to_numpy(dtype=np.int64) + 1, -self.tensors["bytes"].to_numpy(dtype=float))
+        return int(round(np.cumsum(change)[:n].max()))
 
     def save(self, path: str | Path) -> Path:
         """Write ``NAME.csv`` (header line + ops) and ``NAME.tensors.csv``, each through a temp
@@ -152,6 +165,8 @@ class Trace:
         ops["vector_class"] = ops["vector_class"].fillna("").astype(str)
         tpath = tensors_path(path)
         tensors = pd.read_csv(tpath) if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS))
+        if "first_op" not in tensors.columns:  # an older table: every tensor lives the whole step
+            tensors = tensors.assign(first_op=0, last_op=max(len(ops) - 1, 0))
         return cls(ops, tensors, header)
 
 

@@ -63,13 +63,17 @@ class VectorRecorder(TorchDispatchMode):
     ``a_bits`` are the device bits of floating tensors in forward and backward, ``update_bits``
     of the optimizer's floating temporaries; ``fixed_bits`` (storage pointer -> bits) overrides
     both for parameters, gradients and optimizer state. Set ``phase`` to ``fwd``,
-    ``bwd_input`` or ``update`` as the step proceeds.
+    ``bwd_input`` or ``update`` as the step proceeds. ``created`` is called with the outputs
+    of every operator that allocates (not views, not in-place or ``out=`` operators), paused or
+    not: the storage clock of ``workloads.trace.liveness``.
     """
 
     def __init__(self, *, rows: list[dict[str, Any]], site: Callable[[], Site | None], a_bits: int,
-                 update_bits: int, fixed_bits: dict[int, int]) -> None:
+                 update_bits: int, fixed_bits: dict[int, int],
+                 created: Callable[[Iterable[Any]], None] | None = None) -> None:
         super().__init__()
         self.rows = rows
+        self._created = created
         self.phase = "fwd"
         self.unclassified: set[str] = set()
         self._site = site
@@ -192,6 +196,8 @@ class VectorRecorder(TorchDispatchMode):
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self._created is not None and not func.is_view and not func._schema.is_mutable:
+            self._created(tree_leaves(out))
         site = self.current_site()
         name = func.overloadpacket.__name__
         if self._paused or self._muted or func.is_view or name in NO_WORK:

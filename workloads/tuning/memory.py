@@ -74,6 +74,7 @@ class SavedTensor:
     is_float: bool
     nbytes: int  # host bytes of the storage (as packed, when packed)
     packed_bits: int | None = None  # bits per value when the activation codec packed it
+    handle: Any = None  # what ``SavedTensorLog.on_save`` returned for it
 
 
 @dataclass
@@ -84,12 +85,15 @@ class SavedTensorLog:
 
     ``where`` is called at each save and returns ``(module name, layer)`` for labelling.
     With a ``codec`` (``actcomp.ActivationCodec``) the step stores what it packs, and the log
-    counts each pack once at its packed size.
+    counts each pack once at its packed size. ``on_save`` is called with the tensors whose
+    storages hold each new entry (the packed values and scales when packed) and its result is
+    kept as the entry's ``handle`` (the trace recorder's storage lifetimes).
     """
 
     exclude: Iterable[torch.Tensor] = ()
     where: Callable[[], tuple[str, int]] | None = None
     codec: ActivationCodec | None = None
+    on_save: Callable[[list[torch.Tensor]], Any] | None = None
     entries: list[SavedTensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -110,10 +114,14 @@ class SavedTensorLog:
         name, layer = self.where() if self.where else ("", -1)
         size = tensor.element_size()
         numel = storage.nbytes() // size
+        held = [saved.packed.q, saved.packed.scale] if isinstance(saved, View) else [tensor]
+        handle = self.on_save(held) if self.on_save is not None else None
         if isinstance(saved, View):
-            entry = SavedTensor(name, layer, numel, 8 * size, True, saved.packed.nbytes, self.codec.bits)
+            entry = SavedTensor(name, layer, numel, 8 * size, True, saved.packed.nbytes, self.codec.bits,
+                                handle)
         else:
-            entry = SavedTensor(name, layer, numel, 8 * size, tensor.is_floating_point(), storage.nbytes())
+            entry = SavedTensor(name, layer, numel, 8 * size, tensor.is_floating_point(), storage.nbytes(),
+                                handle=handle)
         self.entries.append(entry)
         return saved
 
