@@ -209,7 +209,7 @@ def _quality(runs: dict[tuple[str, int], dict[str, Any]], names: list[str], seed
 
 
 def _notes(shared: dict[str, list[str]]) -> list[str]:
-    same = [cfgs for cfgs in shared.values() if len(cfgs) > 1]
+    same = list(dict.fromkeys(tuple(cfgs) for cfgs in shared.values() if len(cfgs) > 1))  # once, not per seed
     if not same:
         return []
     groups = "; ".join(" = ".join(c) for c in same)

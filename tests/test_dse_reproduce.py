@@ -184,3 +184,23 @@ def test_an_interrupted_run_keeps_the_checkpoints_it_reached(cache, tmp_path, mo
     monkeypatch.setattr(measure, "_evaluate", lambda *a, **k: pytest.fail("tuned again"))
     served = runs.run(dataclasses.replace(req, checkpoints=(1, 2)))
     assert [p["steps"] for p in served["curve"]] == [1, 2]
+
+
+def test_an_accuracy_target_is_judged_only_with_a_metric_that_moves():
+    """The accuracy rows of the targets table say "not judged" when the metric does not separate
+    untuned from tuned, whatever the gap; a metric that moves is judged against 2 points."""
+    import pandas as pd
+
+    from dse.headline.page import targets
+
+    def point(ppl, top1, acc):
+        return {"perplexity": {"mean": ppl}, "top1": {"mean": top1}, "accuracy": {"mean": acc}}
+
+    main = pd.DataFrame([{"config": "full", "speedup": 2.0, "memory_saving": 4.1}])
+    quality = {"full": {"at_steps": point(13.0, 0.465, 0.872)}, "vanilla": {"at_steps": point(12.0, 0.480, 0.867)}}
+    ttq = {"reached": False, "speedup_upper_bound": 1.9, "method_longest_steps": 32}
+    sep = [{"metric": "top1", "separates": True}, {"metric": "accuracy", "separates": False}]
+    rows = {r["target"]: r for r in targets(main, quality, ttq, sep)}
+    assert rows["equal steps: next-token top-1 within 2 points"]["met"] is True  # -1.5 points
+    assert str(rows["equal steps: multiple-choice accuracy within 2 points"]["met"]).startswith("not judged")
+    assert rows["memory >= 4x lower"]["met"] and not rows["per-step speed-up >= 2.92x"]["met"]
