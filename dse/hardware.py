@@ -55,14 +55,22 @@ class TraceBank:
         self.root = root or cache_dir() / "traces" / f"{loaded.name}-{tag}"
         self._memo: dict[tuple[str, int, int, int], Trace] = {}
 
+    def path(self, method: str, window: Window, act_bits: int = 16) -> Path:
+        """The cache file of one window's trace (it may not exist yet)."""
+        tag = actcomp.cache_tag(act_bits)
+        # The trace format names the file: traces an older recorder cached are not reused.
+        version = FORMAT.rsplit("/", 1)[-1]
+        return self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+
+    def has(self, method: str, window: Window, act_bits: int = 16) -> bool:
+        """Whether the trace is in memory or cached on disk (``get`` will not record it)."""
+        return (method, window.start, window.end, act_bits) in self._memo or self.path(method, window, act_bits).is_file()
+
     def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
         key = (method, window.start, window.end, act_bits)
         if key in self._memo:
             return self._memo[key]
-        tag = actcomp.cache_tag(act_bits)
-        # The trace format names the file: traces an older recorder cached are not reused.
-        version = FORMAT.rsplit("/", 1)[-1]
-        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+        path = self.path(method, window, act_bits)
         if path.is_file():
             trace = Trace.load(path)
         else:
