@@ -19,6 +19,7 @@ import torch
 
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, positive_int
+from workloads.jsonfile import output_mode
 from workloads.models import load_model
 from workloads.tuning import lora
 from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy
@@ -103,6 +104,7 @@ def save_adapters(result: TuneResult, out: Path, extra: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
+        os.chmod(tmp, output_mode(directory=True))  # mkdtemp leaves 0700
         result.model.save_pretrained(tmp)
         meta = {
             "config": result.config.to_dict(),
