@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout probability on the LoRA input (default: %(default)s)")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the adapters' gradient L2 norm to this; 0 disables (default: %(default)s)")
-    p.add_argument("--window", type=positive_int, default=d.window,
-                   help="adaptive: decoder layers per window (default: %(default)s)")
+    p.add_argument("--window", type=positive_int, default=None,
+                   help=f"adaptive: decoder layers per window (default: {d.window}, or every layer of a model "
+                   "with fewer)")
     p.add_argument("--exits", type=exit_list, default=None,
                    help="adaptive: comma-separated exit layers, 0-based, each the last layer of its window "
                    "(default: the top --num-exits windows, ending at the last layer; on SmolLM2-135M only the "
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TuneConfig(
         method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
-        max_grad_norm=args.max_grad_norm or None, window=args.window, exits=args.exits,
+        max_grad_norm=args.max_grad_norm or None,
+        window=args.window or min(DEFAULTS["window"], loaded.num_layers), exits=args.exits,
         num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
     )
     policy_info = None
