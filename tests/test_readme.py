@@ -1,4 +1,4 @@
-"""Every ``python -m`` command in README.md: each parses with its tool's own parser exactly as
+"""Every ``python -m`` command in README.md (up to its Results section): each parses with its tool's own parser exactly as
 written, and the tour's and the commands table's run as written on the tiny model (``--model``
 set to ``tiny`` is the only change), in a scratch folder that holds the repository's
 ``hwconfigs/`` and ``tests/data/`` as the README's relative paths expect."""
@@ -35,6 +35,9 @@ def readme_commands() -> list[str]:
     inline code spans (also those broken over two lines) and lines of ``sh`` blocks (with their
     backslash continuations joined and comments dropped)."""
     text = README.read_text()
+    # The Results section quotes the commands of docs/results pages (each page names its own);
+    # the README's commands are those before it.
+    text = text.split("\n## Results\n")[0]
     found: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
