@@ -19,7 +19,7 @@ from typing import Any
 
 import sim
 from dse.hypervolume import PERPLEXITY_BUDGET
-from dse.pipeline import PHASES, SearchSettings, run_search
+from dse.pipeline import PHASES, REMEASURE_MC_ITEMS, SearchSettings, run_search
 from dse.progress import Phases, duration
 from dse.storage import open_storage
 from dse.study import SAMPLERS
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dse.search",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="example: python -m dse.search --trials 100 --out runs/default   (what `make run` runs)\n\n"
+        description="example: python -m dse.search --trials 100 --out runs/default   (the defaults, what `make run` runs; rerun it to resume)\n\n"
         + textwrap.fill("Multi-objective Optuna search over LUC compression (average sparsity and bits, "
         "pattern, allocation rule), adaptive tuning depth (window, exits, voting) and dataflow (per-op "
         "scheduler or fixed), optionally hardware knobs. Objectives, all minimized: predicted perplexity "
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy budget: designs whose predicted perplexity exceeds this multiple of vanilla "
                    f"tuning's are infeasible (the hypervolume counts designs under {PERPLEXITY_BUDGET:g}x) (default: %(default)s)")
     p.add_argument("--remeasure", type=int, default=d.remeasure,
-                   help="front members to compress, tune and evaluate for real after the search; 0 skips "
+                   help="distinct front members to compress, tune and evaluate for real after the search "
+                   f"(held-out perplexity and accuracy over {REMEASURE_MC_ITEMS} multiple-choice items); 0 skips "
                    "(default: %(default)s)")
     p.add_argument("--tune-steps", type=positive_int, default=d.fidelity.steps,
                    help="tuning steps of every real measurement (default: %(default)s)")
