@@ -55,15 +55,23 @@ class TraceBank:
         self.root = root or cache_dir() / "traces" / f"{loaded.name}-{tag}"
         self._memo: dict[tuple[str, int, int, int], Trace] = {}
 
-    def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
-        key = (method, window.start, window.end, act_bits)
-        if key in self._memo:
-            return self._memo[key]
+    def path(self, method: str, window: Window, act_bits: int = 16) -> Path:
+        """The cache file of one window's trace (it may not exist yet)."""
         tag = actcomp.cache_tag(act_bits)
         # The recorder's version names the file: traces an older recorder cached are not reused
         # (2.1: the tensor table's lifetimes, without which the peak would be the table's sum).
         version = RECORDER_VERSION
-        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+        return self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+
+    def has(self, method: str, window: Window, act_bits: int = 16) -> bool:
+        """Whether the trace is in memory or cached on disk (``get`` will not record it)."""
+        return (method, window.start, window.end, act_bits) in self._memo or self.path(method, window, act_bits).is_file()
+
+    def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
+        key = (method, window.start, window.end, act_bits)
+        if key in self._memo:
+            return self._memo[key]
+        path = self.path(method, window, act_bits)
         if path.is_file():
             trace = Trace.load(path)
         else:

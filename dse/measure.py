@@ -200,6 +200,10 @@ class TuningTable:
         packed = f"|{tag}" if tag else ""
         return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}"
 
+    def has(self, tuning: Tuning) -> bool:
+        """Whether ``tuning``'s entry is measured already (``lookup`` will not tune)."""
+        return self.key(tuning) in self._table
+
     def lookup(self, tuning: Tuning) -> dict[str, Any]:
         key = self.key(tuning)
         if key not in self._table:

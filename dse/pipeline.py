@@ -9,19 +9,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from tqdm.auto import tqdm
 
 import sim
 from dse import report
 from dse.evaluator import Evaluator, Outcome
 from dse.hypervolume import PERPLEXITY_BUDGET
-from dse.hardware import TraceBank
+from dse.hardware import TraceBank, design_windows
 from dse.measure import Fidelity, measure
-from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, vanilla
+from dse.progress import Phases
+from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, tunings, vanilla
 from dse.storage import WORKER_ATTR, open_storage, worker_id
-from dse.study import front, make_sampler, open_study, run_trials
+from dse.study import make_sampler, open_study, run_trials
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
-from workloads.models import LoadedModel, load_model
+from workloads.models import LoadedModel, cache_dir, load_model
+
+
+# The phases run_search announces: model, sensitivity profiles, tuning table, traces, trials,
+# real measurement, outputs.
+PHASES = 7
+REMEASURE_MC_ITEMS = 100  # multiple-choice items of each real measurement (accuracy)
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,19 @@ def design_from_dict(d: dict[str, Any]) -> Design:
     return Design(Compression(**d["compression"]), Tuning(**d["tuning"]), d["dataflow"], dict(d.get("hw") or {}))
 
 
-def set_up(settings: SearchSettings, *, progress: bool) -> Search:
-    """Load the hardware and model, profile sensitivities (cached), and build the evaluator."""
+def set_up(settings: SearchSettings, *, progress: bool, phases: Phases | None = None) -> Search:
+    """Load the hardware and model, profile sensitivities (cached), and build the evaluator.
+    With ``phases`` each step is announced (and what was cached is said)."""
+    phases = phases or Phases(0, stream=None)
     hw = sim.load_hw(settings.hw, settings.overrides)
-    loaded = load_model(settings.model, seed=settings.seed)
-    tables = sensitivity_tables(loaded, settings, progress=progress)
+    with phases.phase(f"model {settings.model}") as note:
+        loaded = load_model(settings.model, seed=settings.seed)
+        note.result = f"{loaded.model.config.num_hidden_layers} layers; converted weights cached under {cache_dir()}"
+    with phases.phase(f"sensitivity profiles of {len(PATTERNS)} pruning patterns ({', '.join(PATTERNS)})") as note:
+        tables = sensitivity_tables(loaded, settings, progress=progress)
+        hits = sum(t.cache_file is not None for t in tables.values())
+        note.result = (f"{hits} read from the cache, {len(tables) - hits} measured and cached for the next run "
+                       f"({cache_dir() / 'sensitivity'})")
     bank = TraceBank(loaded, seq_len=settings.trace_seq_len, batch=settings.trace_batch)
     evaluator = Evaluator(loaded, hw, sensitivity=tables, fidelity=settings.fidelity, bank=bank, data=settings.data)
     return Search(settings, loaded, hw, evaluator)
@@ -170,24 +186,49 @@ def sensitivity_tables(loaded: LoadedModel, settings: SearchSettings, *, progres
     }
 
 
-def remeasure(search: Search, study: optuna.Study, count: int, *, progress: bool) -> None:
-    """Compress, tune and evaluate up to ``count`` front members for real (held-out split),
-    spread along the front by predicted perplexity; results go to the study's user attributes."""
-    members = front(study)
+def warm_up(search: Search, *, progress: bool, phases: Phases) -> None:
+    """Measure, before the trials, every real tuning run and trace the trials can ask for
+    (vanilla's and each tuning configuration's), so that the trials' bar moves evenly and its
+    ETA holds. Both are cached on disk: the next study reads them."""
+    s = search.settings
+    configs = [vanilla(search.num_layers).tuning, *tunings(num_layers=search.num_layers,
+                                                            search_schedule=s.search_schedule)]
+    table = search.evaluator.tuning
+    with phases.phase(f"tuning table: brief real tuning of the dense model, {len(configs)} configurations") as note:
+        todo = [t for t in configs if not table.has(t)]
+        for tuning in tqdm(todo, desc="tuning runs", unit="run", disable=not progress or None, leave=False):
+            table.lookup(tuning)
+        note.result = f"{len(configs) - len(todo)} read from the cache, {len(todo)} measured and cached ({table.path})"
+    bank = search.evaluator.bank
+    windows = sorted({(t.method, w) for t in configs
+                      for w in design_windows(Design(Compression(0.0, 16.0), t), search.num_layers)},
+                     key=lambda mw: (mw[0], mw[1].start, mw[1].end))
+    with phases.phase(f"traces: one real tuning step recorded per window, {len(windows)} windows") as note:
+        todo_w = [(m, w) for m, w in windows if not bank.has(m, w)]
+        for method, window in tqdm(todo_w, desc="traces", unit="trace", disable=not progress or None, leave=False):
+            bank.get(method, window)
+        note.result = f"{len(windows) - len(todo_w)} read from the cache, {len(todo_w)} recorded and cached ({bank.root})"
+
+
+def remeasure(search: Search, study: optuna.Study, count: int, *, progress: bool) -> int:
+    """Compress, tune and evaluate up to ``count`` distinct front members for real (held-out
+    split, perplexity and multiple-choice accuracy), spread along the front by predicted
+    perplexity; results go to the study's user attributes. Returns how many were measured now
+    (the others were measured by an earlier run)."""
+    members = [t for t, _ in report.distinct_front(study)]
     if not members or count <= 0:
-        return
+        return 0
     picks = [members[round(i * (len(members) - 1) / max(1, count - 1))] for i in range(min(count, len(members)))]
-    fid = Fidelity(**{**asdict(search.settings.fidelity), "split": "eval"})
-    for trial in {t.number: t for t in picks}.values():
-        key = f"{report.REAL_PREFIX}{trial.number}"
-        if key in study.user_attrs:
-            continue
+    fid = Fidelity(**{**asdict(search.settings.fidelity), "split": "eval", "mc_items": REMEASURE_MC_ITEMS})
+    todo = [t for t in {t.number: t for t in picks}.values() if f"{report.REAL_PREFIX}{t.number}" not in study.user_attrs]
+    for trial in tqdm(todo, desc="real measurements", unit="member", disable=not progress or None, leave=False):
         design = design_from_dict(trial.user_attrs["design"])
         policy_dict = trial.user_attrs.get("policy")
         policy = Policy.from_dict(policy_dict) if policy_dict else None
-        result = measure(search.loaded, design.tuning, fid, policy=policy, data=search.settings.data, progress=progress)
+        result = measure(search.loaded, design.tuning, fid, policy=policy, data=search.settings.data, progress=False)
         result["split"] = fid.split
-        study.set_user_attr(key, result)
+        study.set_user_attr(f"{report.REAL_PREFIX}{trial.number}", result)
+    return len(todo)
 
 
 def run_search(
@@ -196,25 +237,40 @@ def run_search(
     progress: bool = True,
     worker_only: bool = False,
     after_trials: Callable[[], None] | None = None,
+    phases: Phases | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study to ``settings.trials`` complete trials, measure the front for
     real and write the outputs. A ``worker_only`` process just runs trials. On Ctrl-C the
-    finished trials stay in the storage and the outputs are written for them before exiting."""
+    finished trials stay in the storage and the outputs are written for them before exiting.
+    ``phases`` announces each of the ``PHASES`` steps (None: silent)."""
+    phases = phases or Phases(0, stream=None)
     storage = open_storage(settings.storage)  # a bad URL fails before minutes of set-up
-    search = set_up(settings, progress=progress)
+    search = set_up(settings, progress=progress, phases=phases)
     sampler = make_sampler(settings.sampler, seed=settings.seed)
     study = open_study(settings.storage, settings.study_name, sampler, search.settings.identity(search.hw), storage)
+    if not worker_only:  # the other workers' trials find everything measured
+        warm_up(search, progress=progress, phases=phases)
     if report.REFERENCE_KEY not in study.user_attrs:
         study.set_user_attr(report.REFERENCE_KEY, search.reference())
     try:
-        run_trials(study, search.objective, settings.trials, progress=progress)
+        with phases.phase(f"trials: {settings.sampler} sampler, {settings.trials} complete trials wanted "
+                          "(finished ones are kept in the study and not redone)") as note:
+            done = run_trials(study, search.objective, settings.trials, progress=progress)
+            note.result = f"{done} complete trials in the study {settings.study_name} ({settings.storage})"
     except KeyboardInterrupt:
         if not worker_only:
-            report.write_outputs(study, Path(settings.out))
+            report.write_outputs(study, Path(settings.out), storage=settings.storage)
         raise
     if worker_only:
         return {}
     if after_trials is not None:  # e.g. wait for the other workers' last trials
         after_trials()
-    remeasure(search, study, settings.remeasure, progress=progress)
-    return report.write_outputs(study, Path(settings.out))
+    with phases.phase(f"real measurement of up to {settings.remeasure} front members: compress, tune, evaluate "
+                      "on the held-out split") as note:
+        fresh = remeasure(search, study, settings.remeasure, progress=progress)
+        measured = sum(k.startswith(report.REAL_PREFIX) for k in study.user_attrs)
+        note.result = f"{fresh} measured now, {measured} in the study (kept in the study for the next run)"
+    with phases.phase(f"outputs in {settings.out}") as note:
+        summary = report.write_outputs(study, Path(settings.out), storage=settings.storage)
+        note.result = ", ".join(summary["files"])
+    return summary

@@ -2,18 +2,19 @@
 hypervolume.png and summary.txt, each written atomically."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
 
-from dse import io  # noqa: E402
-from dse.hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history  # noqa: E402
-from dse.study import OBJECTIVES, feasible, front  # noqa: E402
+from dse import io
+from dse.hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
+from dse.plots import front_figure, hypervolume_figure
+from dse.study import META_KEY, OBJECTIVES, feasible, front
 
 REFERENCE_KEY = "reference"  # study user attribute: the vanilla design's objectives
 REAL_PREFIX = "real:"  # study user attribute per re-measured trial: "real:<number>"
@@ -52,12 +53,40 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
 
-def trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> pd.DataFrame:
-    """One flat row per trial: number, state, objectives, parameters, attributes, real measurement."""
-    real = {k[len(REAL_PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(REAL_PREFIX)}
+def distinct_front(study: optuna.Study) -> list[tuple[FrozenTrial, list[int]]]:
+    """The feasible front with each design once: ``(first trial, numbers of every trial that
+    found it)``, ordered like ``front``. A sampler can propose one design twice; both trials
+    then sit on the front with the same values."""
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in front(study):
+        design = t.user_attrs.get("design", t.params)
+        groups.setdefault(json.dumps(design, sort_keys=True, default=str), []).append(t)
+    return [(min(ts, key=lambda t: t.number), sorted(t.number for t in ts)) for ts in groups.values()]
+
+
+def budget_perplexity(study: optuna.Study) -> float | None:
+    """The study's accuracy budget in perplexity (None before the reference is known)."""
+    reference = study.user_attrs.get(REFERENCE_KEY)
+    ratio = (study.user_attrs.get(META_KEY) or {}).get("max_perplexity_ratio")
+    return reference["perplexity"] * ratio if reference and ratio else None
+
+
+def real_results(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Re-measured members: trial number (as a string) -> ``dse.measure.measure``'s result."""
+    return {k[len(REAL_PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(REAL_PREFIX)}
+
+
+def trial_rows(study: optuna.Study, trials: list[FrozenTrial],
+               found_by: dict[int, list[int]] | None = None) -> pd.DataFrame:
+    """One flat row per trial: number, state, objectives, parameters, attributes, real
+    measurement; with ``found_by`` (number -> numbers of every trial that found the same
+    design) a ``trials`` column lists them, separated by spaces."""
+    real = real_results(study)
     rows = []
     for t in trials:
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        if found_by is not None:
+            row["trials"] = " ".join(map(str, found_by.get(t.number, [t.number])))
         if t.values:
             row.update(dict(zip(OBJECTIVES, t.values)))
         row["feasible"] = feasible(t) if t.state == TrialState.COMPLETE else None
@@ -69,20 +98,44 @@ def trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> pd.DataFrame:
         if measured:
             row["real_perplexity"] = measured.get("perplexity")
             row["real_accuracy"] = measured.get("accuracy")
+            row["real_split"] = measured.get("split")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def write_outputs(study: optuna.Study, out: Path) -> dict[str, Any]:
-    """Write every output file and return the summary dict (also printed by the CLI)."""
+OUTPUT_FILES = ("summary.txt", "pareto.png", "pareto.csv", "pareto.json", "trials.csv", "hypervolume.png")
+
+
+def next_steps(study_name: str, storage: str | None, out: Path, measured: int) -> list[str]:
+    """Commands worth running after a study, one line each."""
+    env = "" if storage in (None, "sqlite:///runs/study.db") and study_name == "default" else \
+        f"EDGELLM_STORAGE={storage} EDGELLM_STUDY={study_name} "
+    dashboard = storage[len("journal:"):] if storage and storage.startswith("journal:") else storage
+    return [
+        f"look at the front: {out / 'pareto.png'} (predicted perplexity; real ones for measured members)",
+        f"open the study in a notebook: {env}jupyter lab notebooks/study_pareto.ipynb (pip install jupyterlab)",
+        f"or live in a browser: optuna-dashboard {dashboard}",
+        f"measure more front members for real: rerun the same command with --remeasure {measured + 3} "
+        "(the study resumes; no trial is redone)",
+        "reproduce the headline (about an hour): python -m dse.reproduce --sparsity 0 --bits 4 --window 12 "
+        "--act-bits 6 --lr 0.005 --md runs/headline/headline_w12.md",
+    ]
+
+
+def write_outputs(study: optuna.Study, out: Path, *, storage: str | None = None) -> dict[str, Any]:
+    """Write every output file (``OUTPUT_FILES``) and return the summary dict (also printed by
+    the CLI); ``storage`` (the study's URL) names it in the next steps."""
     out.mkdir(parents=True, exist_ok=True)
     all_trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    pareto = front(study)
+    distinct = distinct_front(study)
+    pareto = [t for t, _ in distinct]
+    found_by = {t.number: numbers for t, numbers in distinct}
     io.write_csv(out / "trials.csv", trial_rows(study, all_trials))
-    pareto_df = trial_rows(study, pareto)
-    io.write_csv(out / "pareto.csv", pareto_df)
+    io.write_csv(out / "pareto.csv", trial_rows(study, pareto, found_by))
     reference = study.user_attrs.get(REFERENCE_KEY, {})
-    real = {k[len(REAL_PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(REAL_PREFIX)}
+    by_number = {t.number: t for t in all_trials}
+    real = {n: {**r, "predicted_perplexity": by_number[int(n)].values[0]} if int(n) in by_number else r
+            for n, r in real_results(study).items()}
     io.write_json(
         out / "pareto.json",
         {
@@ -92,6 +145,7 @@ def write_outputs(study: optuna.Study, out: Path) -> dict[str, Any]:
             "front": [
                 {
                     "number": t.number,
+                    "trials": found_by[t.number],
                     "values": dict(zip(OBJECTIVES, t.values)),
                     "params": t.params,
                     "attrs": t.user_attrs,
@@ -102,18 +156,23 @@ def write_outputs(study: optuna.Study, out: Path) -> dict[str, Any]:
         },
     )
     history = hv_history(study)
-    _plot_front(study, pareto, reference, out / "pareto.png")
-    _plot_hypervolume(history, out / "hypervolume.png")
+    fig = front_figure(_complete(study), {t.number for t in pareto}, reference, budget=budget_perplexity(study),
+                       real={int(n): r["perplexity"] for n, r in real.items()}, title=f"study {study.study_name}")
+    io.save_figure(out / "pareto.png", fig)
+    io.save_figure(out / "hypervolume.png", hypervolume_figure(history))
     counts = {s.name.lower(): sum(t.state == s for t in all_trials) for s in TrialState}
     summary = {
         "study": study.study_name,
         "trials": counts,
         "front_size": len(pareto),
+        "budget_perplexity": budget_perplexity(study),
         "hypervolume": float(history[-1]) if len(history) else 0.0,
         "reference": reference,
         "best": _best_rows(pareto, reference),
         "real": real,
         "out": str(out),
+        "files": list(OUTPUT_FILES),
+        "next": next_steps(study.study_name, storage, out, len(real)),
     }
     io.write_text(out / "summary.txt", summary_text(summary))
     return summary
@@ -159,48 +218,20 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"{row['pick']:>13}: #{row['number']} perplexity {row['perplexity']:.2f}, "
             f"{row['latency_s'] * 1e3:.2f} ms/step, {row['memory_bytes'] / 2**20:.1f} MiB{extra}"
         )
+    if summary["best"]:
+        lines.append("   (perplexity above: predicted = exp(the dense model's loss measured after brief tuning "
+                     "+ compression loss predicted from per-layer sensitivities))")
     for number, real in sorted(summary["real"].items(), key=lambda kv: int(kv[0])):
         acc = real.get("accuracy")
+        pred = f" (predicted {real['predicted_perplexity']:.2f})" if "predicted_perplexity" in real else ""
         lines.append(
-            f"   measured #{number}: perplexity {real['perplexity']:.2f}"
+            f"   measured #{number}: perplexity {real['perplexity']:.2f}{pred}"
             + (f", accuracy {acc:.3f}" if acc is not None else "")
             + f" on {real.get('split', 'eval')} ({real.get('tokens', '?')} tokens)"
         )
+    if summary.get("files"):
+        lines.append(f"files in {summary['out']}: {', '.join(summary['files'])}")
+    if summary.get("next"):
+        lines.append("next:")
+        lines += [f"  - {step}" for step in summary["next"]]
     return "\n".join(lines) + "\n"
-
-
-def _plot_front(study: optuna.Study, pareto: list[FrozenTrial], reference: dict[str, float], path: Path) -> None:
-    trials = [t for t in _complete(study)]
-    fig = Figure(figsize=(11, 4.2))
-    axes = fig.subplots(1, 2)
-    if trials:
-        vals = np.array([t.values for t in trials])
-        ok = np.array([feasible(t) for t in trials])
-        on_front = np.array([t.number in {p.number for p in pareto} for t in trials])
-        mem_mib = vals[:, 2] / 2**20
-        for ax, (x, xlabel) in zip(axes, [(vals[:, 1] * 1e3, "simulated latency per tuning step (ms)"),
-                                          (mem_mib, "peak memory of a tuning step (MiB)")]):
-            sc = ax.scatter(x[ok], vals[ok, 0], c=mem_mib[ok] if xlabel.startswith("sim") else vals[ok, 1] * 1e3,
-                            s=14, cmap="viridis", alpha=0.7, label="trials")
-            ax.scatter(x[~ok], vals[~ok, 0], marker="x", c="grey", s=14, label="infeasible (DRAM)")
-            ax.scatter(x[on_front], vals[on_front, 0], facecolors="none", edgecolors="red", s=60, label="Pareto front")
-            fig.colorbar(sc, ax=ax, label="memory (MiB)" if xlabel.startswith("sim") else "latency (ms)")
-            if reference:
-                rx = reference["latency_s"] * 1e3 if xlabel.startswith("sim") else reference["memory_bytes"] / 2**20
-                ax.scatter([rx], [reference["perplexity"]], marker="*", s=160, c="black", label="vanilla tuning")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("perplexity (predicted)")
-        axes[0].legend(fontsize=8)
-    fig.suptitle(f"study {study.study_name}: perplexity vs simulated cost")
-    io.save_figure(path, fig)
-
-
-def _plot_hypervolume(history: np.ndarray, path: Path) -> None:
-    fig = Figure(figsize=(5.5, 3.6))
-    ax = fig.subplots()
-    ax.plot(np.arange(1, len(history) + 1), history)
-    ax.set_xlabel("complete trials")
-    ax.set_ylabel("hypervolume (normalized by vanilla)")
-    ax.set_title("hypervolume history")
-    ax.grid(alpha=0.3)
-    io.save_figure(path, fig)

@@ -13,13 +13,14 @@ import json
 import os
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import sim
 from dse.hypervolume import PERPLEXITY_BUDGET
-from dse.pipeline import SearchSettings, run_search
+from dse.pipeline import PHASES, REMEASURE_MC_ITEMS, SearchSettings, run_search
+from dse.progress import Phases, duration
 from dse.storage import open_storage
 from dse.study import SAMPLERS
 from workloads.errors import UserError, cli_main
@@ -33,14 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = SearchSettings()
     p = argparse.ArgumentParser(
         prog="python -m dse.search",
-        description="Multi-objective Optuna search over LUC compression (average sparsity and bits, "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="example: python -m dse.search --trials 100 --out runs/default   (the defaults, what `make run` runs; rerun it to resume)\n\n"
+        + textwrap.fill("Multi-objective Optuna search over LUC compression (average sparsity and bits, "
         "pattern, allocation rule), adaptive tuning depth (window, exits, voting) and dataflow (per-op "
         "scheduler or fixed), optionally hardware knobs. Objectives, all minimized: predicted perplexity "
         "after brief tuning, simulated latency of a tuning step (s), peak memory of a step (bytes); "
         "constraints: the step fits the device's DRAM, and the predicted perplexity stays within the accuracy "
         "budget (--max-perplexity-ratio). The Pareto front's members are then compressed, "
         "tuned and evaluated for real. Outputs: pareto.csv, pareto.json, trials.csv, pareto.png, "
-        "hypervolume.png, summary.txt in --out.",
+        "hypervolume.png, summary.txt in --out. Progress: each phase is announced on stderr with what was "
+        "read from the user cache (~/.cache/edgellm) and how long it took; loops draw a bar with an ETA.", 100),
     )
     p.add_argument("--hw", default=DEFAULT_HW, help="hardware config YAML (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -68,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy budget: designs whose predicted perplexity exceeds this multiple of vanilla "
                    f"tuning's are infeasible (the hypervolume counts designs under {PERPLEXITY_BUDGET:g}x) (default: %(default)s)")
     p.add_argument("--remeasure", type=int, default=d.remeasure,
-                   help="front members to compress, tune and evaluate for real after the search; 0 skips "
+                   help="distinct front members to compress, tune and evaluate for real after the search "
+                   f"(held-out perplexity and accuracy over {REMEASURE_MC_ITEMS} multiple-choice items); 0 skips "
                    "(default: %(default)s)")
     p.add_argument("--tune-steps", type=positive_int, default=d.fidelity.steps,
                    help="tuning steps of every real measurement (default: %(default)s)")
@@ -144,7 +149,7 @@ def spawn_workers(argv: list[str], args: argparse.Namespace) -> list[subprocess.
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    start = time.perf_counter()
+    phases = Phases(PHASES, stream=None if args.worker_only else sys.stderr)
     try:
         sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
     except sim.SimError as exc:
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run_search(settings, progress=not args.worker_only, worker_only=args.worker_only,
-                             after_trials=join_workers)
+                             after_trials=join_workers, phases=phases)
     except sim.SimError as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -169,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                 child.terminate()
     if args.worker_only:
         return 0
-    summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary["seconds"] = round(phases.elapsed(), 1)
     if args.json:
         print(json.dumps(summary, default=str))
     else:
         print(Path(summary["out"], "summary.txt").read_text(), end="")
-        print(f"outputs in {summary['out']} ({summary['seconds']:.0f} s)")
+        print(f"outputs in {summary['out']}; total time {duration(summary['seconds'])}")
     return 0
 
 

@@ -61,6 +61,18 @@ def vanilla(num_layers: int) -> Design:
     return Design(Compression(0.0, 16.0), Tuning("vanilla", window=num_layers, exits=1), "auto")
 
 
+def tunings(*, num_layers: int, search_schedule: bool = False) -> list[Tuning]:
+    """Every tuning configuration ``suggest`` can return, up to its vote (chosen at inference,
+    so one real tuning run scores every rule): the search's real tuning runs and traces."""
+    schedules = SCHEDULES if search_schedule else ("sequential",)
+    return [
+        Tuning("adaptive", window=w, exits=e, schedule=s)
+        for w in WINDOWS if w <= num_layers
+        for e in range(1, max(1, min(MAX_EXITS, num_layers // w)) + 1)
+        for s in schedules
+    ]
+
+
 def suggest(
     trial: optuna.Trial,
     *,

@@ -29,7 +29,9 @@ def make_sampler(name: str, *, seed: int, population: int = 20, startup: int = 2
     if name == "nsga2":
         return NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
-        return TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup, constant_liar=True)
+        with warnings.catch_warnings():  # `group` is experimental in Optuna; the user can do nothing about it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup, constant_liar=True)
     if name == "random":
         return RandomSampler(seed=seed)
     raise UserError(f"unknown sampler '{name}': use one of {', '.join(SAMPLERS)}")

@@ -146,6 +146,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     os.close(fd)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp leaves 0600; an output reads like any other file
         write(Path(tmp))
         os.replace(tmp, path)
     finally:

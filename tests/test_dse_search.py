@@ -16,6 +16,7 @@ import pytest
 from dse import search as search_cli
 from dse.study import completed
 from workloads.errors import UserError
+from workloads.jsonfile import output_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small but real: the tiny model, two tuning steps per measurement, a 2 x 64-token traced step.
@@ -57,7 +58,16 @@ def env(cache: Path, **extra: str) -> dict[str, str]:
 
 def test_search_writes_every_output(cache, tmp_path, capsys):
     assert search_cli.main(args(tmp_path, "s", 12, "--json")) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    # Every phase is announced, with what was cached, and timed.
+    phases = ["model tiny", "sensitivity profiles", "tuning table", "traces", "trials", "real measurement",
+              "outputs in"]
+    announced = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert len(announced) == len(phases) and all(f"[{i + 1}/{len(phases)}] {name}" in line
+                                                 for i, (line, name) in enumerate(zip(announced, phases)))
+    assert captured.err.count("      done in ") == len(phases) and "read from the cache" in captured.err
+    assert summary["seconds"] > 0
     out = tmp_path / "s"
     for name in ("pareto.csv", "pareto.json", "trials.csv", "pareto.png", "hypervolume.png", "summary.txt"):
         assert (out / name).stat().st_size > 0, name
@@ -77,6 +87,11 @@ def test_search_writes_every_output(cache, tmp_path, capsys):
     # The front's best-ranked member was measured for real on held-out text.
     assert summary["real"] and all(r["split"] == "eval" and r["perplexity"] > 1 for r in summary["real"].values())
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # Measured members carry their accuracy too; outputs are readable like any other file.
+    measured = pd.read_csv(out / "pareto.csv").dropna(subset=["real_perplexity"])
+    assert len(measured) and measured["real_accuracy"].between(0, 1).all()
+    assert all((out / name).stat().st_mode & 0o777 == output_mode() for name in summary["files"])
+    assert "next:" in (out / "summary.txt").read_text()
 
 
 def test_resume_completes_without_redoing(cache, tmp_path):

@@ -40,7 +40,11 @@ def test_cli_json_policy_and_perplexities(env, tmp_path):
     assert set(result["policy"][0]) == {"layer", "sparsity", "w_bits"}
     assert result["avg_sparsity"] == pytest.approx(0.5, abs=0.0025) and result["avg_bits"] == pytest.approx(4.0)
     saved = Policy.load(out)
-    assert saved.as_list() == result["policy"] and saved.meta["rule"] == "optimal"
+    # The defaults are luc.md's best: allocated by the paper's rule from a Wanda + RTN profile,
+    # compressed with SparseGPT + GPTQ on the checkpoint's group of 32.
+    assert saved.as_list() == result["policy"] and saved.meta["rule"] == "paper"
+    assert (saved.prune, saved.quant, saved.group_size) == ("sparsegpt", "gptq", 32)
+    assert result["sensitivity"]["method"] == {"prune": "wanda", "quant": "rtn", "group_size": 128}
     # The saved policy drives the evaluator.
     ev = subprocess.run(
         [sys.executable, "-m", "workloads.evaluate", "--model", "tiny", "--seq-len", "32", "--max-windows", "2",

@@ -214,3 +214,40 @@ def test_voting_scorer_matches_the_voter(tiny):
                            voter.scorer(f"vote:{rule}")(IDS, 2).logprob)
     # One exit: nothing to vote on, the scorer is that exit's.
     assert torch.equal(voting_scorer(tiny.model, [3])(IDS, 0).logprob, voter.scorer("exit:3")(IDS, 0).logprob)
+
+
+def test_tune_cli_defaults_are_the_best_documented_and_compared_with_untuned(cli_env):
+    """The defaults: the top 12 layers (all 4 of the tiny model) through one exit, no vote,
+    lr 0.005; the untuned model is measured on the same windows."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workloads.tune", "--model", "tiny", "--steps", "2", "--seq-len", "32",
+         "--batch-size", "2", "--eval-max-windows", "2", "--mc-items", "4", "--threads", "1", "--json"],
+        capture_output=True, text=True, env=cli_env, check=True,
+    )
+    res = json.loads(proc.stdout)
+    assert res["method"] == "adaptive" and res["config"]["lr"] == 0.005 and res["exits"] == [3]
+    assert res["windows"] == [[0, 3]]
+    ev = res["eval"]
+    assert list(ev["per_exit"]) == ["3"] and ev["vote"] == {} and ev["answer"] == "exit:3"
+    assert ev["untuned"]["perplexity"] > 1 and ev["worse_than_untuned"] == [
+        name for name in ["exit 3"] if ev["per_exit"]["3"]["perplexity"] > ev["untuned"]["perplexity"]]
+
+
+def test_tune_cli_warns_when_tuning_made_the_model_worse(cli_env):
+    # A learning rate of 100 without clipping wrecks the adapters in 3 steps.
+    proc = subprocess.run(
+        [sys.executable, "-m", "workloads.tune", "--model", "tiny", "--window", "2", "--steps", "3", "--lr", "100",
+         "--max-grad-norm", "0", "--seq-len", "32", "--eval-max-windows", "2", "--mc-items", "0", "--threads", "1"],
+        capture_output=True, text=True, env=cli_env, check=True,
+    )
+    assert "untuned: perplexity" in proc.stdout and "x untuned)" in proc.stdout
+    assert "warning: exit 3 has a higher held-out perplexity than the untuned model" in proc.stderr
+
+
+def test_worse_than_untuned_names_every_exit_and_vote_above_it():
+    from workloads.tune import worse_than_untuned
+
+    ev = {"untuned": {"perplexity": 54.9}, "per_exit": {"17": {"perplexity": 1.3e8}, "29": {"perplexity": 40.0}},
+          "vote": {"max_conf": {"perplexity": 52391.0}, "mean": {"perplexity": 50.0},
+                   "entropy": {"perplexity": float("nan")}}}
+    assert worse_than_untuned(ev) == ["exit 17", "vote max_conf", "vote entropy"]

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from workloads.errors import UserError
 
@@ -29,15 +29,31 @@ def read_json(path: str | Path, what: str, noun: str) -> Any:
         raise UserError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
 
 
-def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> None:
-    """Write ``obj`` through a temp file in the same folder and a rename."""
+def output_mode(*, directory: bool = False) -> int:
+    """The mode a new file (or ``directory``) gets under the current umask: 0644 (0755) under
+    the usual 022. ``tempfile`` makes 0600 files and 0700 folders, private to their owner."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temp file in ``path``'s folder, then rename it to ``path``: a
+    killed run leaves the old file or the new one, never half of one. The file is readable like
+    any other output (``output_mode``; ``mkstemp`` alone would leave it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=indent)
+        os.chmod(tmp, output_mode())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON through ``write_atomic``."""
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent)))

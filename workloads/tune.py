@@ -1,7 +1,13 @@
 """Tune a model with LoRA: vanilla (all layers, loss at the output) or adaptive layer tuning
-(a window of layers trained through an early exit), then evaluate every exit and their vote.
+(a window of layers trained through an early exit), then evaluate every exit and their vote
+against the untuned model.
 
-    python -m workloads.tune --model smollm2-135m --method adaptive --steps 32 --window 4 --json
+    python -m workloads.tune --model smollm2-135m --method adaptive --steps 32 --window 12 --json
+
+The defaults are the configuration the results pages found best on SmolLM2-135M
+(docs/results/headline_w12.md, window.md, tuning.md): one window of the top 12 layers trained
+through the model's own output (one exit, so no vote: the earlier exits are too poor to vote
+with), learning rate 0.005, 32 steps of 4 x 256 tokens.
 """
 from __future__ import annotations
 
@@ -18,12 +24,13 @@ from typing import Any
 import torch
 
 from workloads.errors import UserError, cli_main
-from workloads.evaluate import add_model_args, positive_int
+from workloads.evaluate import add_model_args, evaluate, positive_int
+from workloads.jsonfile import output_mode
 from workloads.models import load_model
 from workloads.tuning import lora
 from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy
 from workloads.tuning.evaluation import evaluate_exits
-from workloads.tuning.schedule import DEFAULT_NUM_EXITS, SCHEDULES
+from workloads.tuning.schedule import SCHEDULES
 from workloads.tuning.step import METHODS
 from workloads.tuning.train import TuneConfig, TuneResult, tune
 from workloads.tuning.voting import DEFAULT_RULE, RULES
@@ -36,15 +43,23 @@ def exit_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer indices (got {text!r})") from None
 
 
+# The best configuration of the results pages (module docstring); TuneConfig's own defaults are
+# the library's and stay as they are.
+DEFAULTS = {"steps": 32, "lr": 0.005, "window": 12, "num_exits": 1}
+EXAMPLE = "python -m workloads.tune --method adaptive --policy policy.json"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    d = TuneConfig()
+    d = TuneConfig(**DEFAULTS)
     p = argparse.ArgumentParser(
         prog="python -m workloads.tune",
         description="LoRA tuning on the tuning split: vanilla (adapters on every linear layer of every "
         "decoder layer, loss at the final output, full backprop) or adaptive layer tuning (adapters in "
         "windows of consecutive layers, each trained through an early exit = final norm + tied LM head "
         "at the window's end; layers above the exit do not run, layers below it run without autograd). "
-        "Then held-out perplexity and accuracy of every exit and of their vote.",
+        "Then held-out perplexity and accuracy of the untuned model, of every exit and of their vote; a "
+        "warning names any that is worse than the untuned model. The defaults are the best configuration "
+        "of docs/results (one 12-layer window at the top, one exit, lr 0.005). Example: " + EXAMPLE,
     )
     add_model_args(p)
     p.add_argument("--method", choices=METHODS, default=d.method, help="tuning method (default: %(default)s)")
@@ -61,14 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout probability on the LoRA input (default: %(default)s)")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the adapters' gradient L2 norm to this; 0 disables (default: %(default)s)")
-    p.add_argument("--window", type=positive_int, default=d.window,
-                   help="adaptive: decoder layers per window (default: %(default)s)")
+    p.add_argument("--window", type=positive_int, default=None,
+                   help=f"adaptive: decoder layers per window (default: {d.window}, or every layer of a model "
+                   "with fewer)")
     p.add_argument("--exits", type=exit_list, default=None,
                    help="adaptive: comma-separated exit layers, 0-based, each the last layer of its window "
                    "(default: the top --num-exits windows, ending at the last layer; on SmolLM2-135M only the "
                    "last layer makes a usable exit, see docs/results/tuning.md)")
-    p.add_argument("--num-exits", type=positive_int, default=DEFAULT_NUM_EXITS,
-                   help="adaptive: number of exits when --exits is not given (default: %(default)s)")
+    p.add_argument("--num-exits", type=positive_int, default=d.num_exits,
+                   help="adaptive: number of exits when --exits is not given; more than 1 trains lower windows "
+                   "through their own exits and votes, which on SmolLM2-135M is worse than one (default: %(default)s)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="adaptive: order of windows over the steps; sequential = shallow to deep in equal "
                    "blocks of steps (the paper's), round_robin = one step each in turn, random = seeded "
@@ -103,6 +120,7 @@ def save_adapters(result: TuneResult, out: Path, extra: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
+        os.chmod(tmp, output_mode(directory=True))  # mkdtemp leaves 0700
         result.model.save_pretrained(tmp)
         meta = {
             "config": result.config.to_dict(),
@@ -131,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TuneConfig(
         method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
-        max_grad_norm=args.max_grad_norm or None, window=args.window, exits=args.exits,
+        max_grad_norm=args.max_grad_norm or None,
+        window=args.window or min(DEFAULTS["window"], loaded.num_layers), exits=args.exits,
         num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
     )
     policy_info = None
@@ -140,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         compress(loaded, policy, data=args.data, seq_len=args.seq_len, calib_windows=args.calib_windows,
                  seed=args.seed, progress=not args.json)
         policy_info = args.policy
+    untuned = None
+    if not args.no_eval:  # the reference every exit and vote must beat, on the same windows and items
+        untuned = evaluate(loaded, data=args.data, seq_len=args.seq_len, batch_size=args.eval_batch_size,
+                           max_windows=args.eval_max_windows, mc_items=args.mc_items, seed=args.seed,
+                           progress=not args.json)
     load_before = os.getloadavg()
     result = tune(loaded, config, data=args.data, progress=True)
     load_after = os.getloadavg()
@@ -181,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.eval_batch_size, max_windows=args.eval_max_windows, mc_items=args.mc_items,
             seed=args.seed, progress=not args.json,
         )
+        assert untuned is not None
+        out["eval"]["untuned"] = {k: untuned[k] for k in ("perplexity", "nll", "accuracy")}
+        out["eval"]["worse_than_untuned"] = worse_than_untuned(out["eval"])
     out["seconds"] = round(time.perf_counter() - started, 2)
     if args.json:
         print(json.dumps(out))
@@ -191,14 +218,39 @@ def main(argv: list[str] | None = None) -> int:
             f"{out['trainable_params']} trainable parameters, final loss {out['losses'][-1]:.3f}"
         )
         if "eval" in out:
-            ev = out["eval"]
-            acc = "n/a" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
-            print(f"held-out ({ev['answer']}): perplexity {ev['perplexity']:.3f}, accuracy {acc}")
-            for layer, r in ev["per_exit"].items():
-                print(f"  exit {layer}: perplexity {r['perplexity']:.3f}, accuracy {r['accuracy']}")
-            for rule, r in ev["vote"].items():
-                print(f"  vote {rule}: perplexity {r['perplexity']:.3f}, accuracy {r['accuracy']}")
+            _print_eval(out["eval"])
+        print(f"total time {out['seconds']:.1f} s")
+    if "eval" in out:
+        for name in out["eval"]["worse_than_untuned"]:
+            print(f"warning: {name} has a higher held-out perplexity than the untuned model "
+                  f"({out['eval']['untuned']['perplexity']:.3f}): do not use it; one exit (--num-exits 1), a deeper "
+                  "--window or another --lr help (docs/results/tuning.md, tuning_lr.md)", file=sys.stderr)
     return 0
+
+
+def worse_than_untuned(ev: dict[str, Any]) -> list[str]:
+    """Names ("exit 17", "vote mean") of the exits and votes of ``evaluate_exits``' result
+    ``ev`` whose perplexity is above ``ev["untuned"]``'s."""
+    base = ev["untuned"]["perplexity"]
+    named = [(f"exit {layer}", r) for layer, r in ev["per_exit"].items()]
+    named += [(f"vote {rule}", r) for rule, r in ev["vote"].items()]
+    return [name for name, r in named if not r["perplexity"] <= base]
+
+
+def _print_eval(ev: dict[str, Any]) -> None:
+    def acc(r: dict[str, Any]) -> str:
+        return "n/a" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+
+    base = ev["untuned"]
+    print(f"held-out ({ev['windows']} windows of {ev['seq_len']} tokens, {ev['mc_items']} multiple-choice items):")
+    print(f"  untuned: perplexity {base['perplexity']:.3f}, accuracy {acc(base)}")
+    print(f"  tuned ({ev['answer']}): perplexity {ev['perplexity']:.3f} "
+          f"({ev['perplexity'] / base['perplexity']:.2f}x untuned), accuracy {acc(ev)}")
+    if len(ev["per_exit"]) > 1:
+        for layer, r in ev["per_exit"].items():
+            print(f"  exit {layer}: perplexity {r['perplexity']:.3f}, accuracy {acc(r)}")
+        for rule, r in ev["vote"].items():
+            print(f"  vote {rule}: perplexity {r['perplexity']:.3f}, accuracy {acc(r)}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ a budget, and compare its perplexity with the dense model and the uniform policy
 
     python -m workloads.luc --model smollm2-135m --sparsity 0.5 --bits 4 --compare uniform \\
         --out policy.json --json
+
+The defaults are the best setting measured in docs/results/luc.md: the allocation is read from
+a cheap Wanda + RTN sensitivity profile (group 128), the paper's rule allocates, and the model
+is compressed with SparseGPT + GPTQ at group 32 (the checkpoint's own Q4_1 grid).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,6 +38,12 @@ from workloads.models import load_model
 
 COMPARE = ("uniform",) + RULES
 CALIB_WINDOWS = 32
+# The best measured setting (docs/results/luc.md, "50% + 4 bit at the checkpoint's own group
+# size"): profile cheaply, allocate by the paper's rule, compress with the strong methods.
+DEFAULT_RULE = "paper"
+DEFAULT_PRUNE, DEFAULT_QUANT, DEFAULT_GROUP = "sparsegpt", "gptq", 32
+PROFILE_PRUNE, PROFILE_QUANT, PROFILE_GROUP = "wanda", "rtn", 128
+EXAMPLE = "python -m workloads.luc --sparsity 0.5 --bits 4 --compare uniform --out policy.json"
 
 
 def fraction(text: str) -> float:
@@ -47,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m workloads.luc",
         description="Layer-wise unified compression: profile each decoder layer's sensitivity to pruning and "
         "quantization (cached), allocate per-layer sparsity and bit-width for an average budget, and report "
-        "held-out perplexity of the dense model, the LUC policy and the compared policies.",
+        "held-out perplexity of the dense model, the LUC policy and the compared policies. The defaults are "
+        "the best setting of docs/results/luc.md. Example: " + EXAMPLE,
     )
     add_model_args(parser)
     budget = parser.add_argument_group("budget (parameter-weighted averages over the decoder layers' linear weights)")
@@ -63,10 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument(
         "--rule",
         choices=RULES,
-        default="optimal",
+        default=DEFAULT_RULE,
         help="paper: less sensitive layers get more compression (see --sharpness); owl: sparsity follows the "
         "layer's outlier ratio (see --owl-lambda); optimal: minimize the predicted loss under the budget "
-        "(default: %(default)s)",
+        "(its prediction is lower, its measured perplexity higher: docs/results/luc.md) (default: %(default)s)",
     )
     rules.add_argument(
         "--sharpness",
@@ -81,19 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--max-sparsity", type=fraction, default=SPARSITY_RANGE[1], help="highest per-layer sparsity (default: %(default)s)")
     rules.add_argument("--min-bits", type=int, default=BIT_RANGE[0], help="narrowest per-layer width, bits (default: %(default)s)")
     rules.add_argument("--max-bits", type=int, default=BIT_RANGE[1], help="widest per-layer width, bits (default: %(default)s)")
-    method = parser.add_argument_group("compression method")
+    method = parser.add_argument_group("compression method (of the policies evaluated and written)")
     method.add_argument(
-        "--prune", choices=PRUNE_METHODS, default="wanda", help="pruning: magnitude, wanda (|W| x input norm), sparsegpt (OBS with reconstruction) (default: %(default)s)"
+        "--prune", choices=PRUNE_METHODS, default=DEFAULT_PRUNE, help="pruning: magnitude, wanda (|W| x input norm), sparsegpt (OBS with reconstruction) (default: %(default)s)"
     )
     method.add_argument(
-        "--quant", choices=QUANT_METHODS, default="rtn", help="quantization: rtn (round to nearest) or gptq (error-compensating) (default: %(default)s)"
+        "--quant", choices=QUANT_METHODS, default=DEFAULT_QUANT, help="quantization: rtn (round to nearest) or gptq (error-compensating) (default: %(default)s)"
     )
     method.add_argument(
         "--pattern", choices=PATTERNS, default="unstructured", help="sparsity pattern; with N:M each layer is N:M sparse (1-N/M) or dense, the least sensitive going N:M first (default: %(default)s)"
     )
     method.add_argument(
-        "--group-size", type=positive_int, default=128, help="quantization group, consecutive input weights per scale (default: %(default)s)"
+        "--group-size", type=positive_int, default=DEFAULT_GROUP,
+        help="quantization group, consecutive input weights per scale; 32 is SmolLM2's own Q4_1 grid (default: %(default)s)"
     )
+    profile = parser.add_argument_group(
+        "sensitivity profile (what the allocation reads; cheap methods rank layers like the strong ones)")
+    profile.add_argument("--profile-prune", choices=PRUNE_METHODS, default=PROFILE_PRUNE,
+                         help="pruning method of the profile (default: %(default)s)")
+    profile.add_argument("--profile-quant", choices=QUANT_METHODS, default=PROFILE_QUANT,
+                         help="quantization method of the profile (default: %(default)s)")
+    profile.add_argument("--profile-group-size", type=positive_int, default=PROFILE_GROUP,
+                         help="quantization group of the profile (default: %(default)s)")
     runs = parser.add_argument_group("data and evaluation")
     runs.add_argument("--seq-len", type=positive_int, default=256, help="window length in tokens for calibration and evaluation (default: %(default)s)")
     runs.add_argument(
@@ -154,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         sparsity_range=(args.min_sparsity, args.max_sparsity),
         bit_range=(args.min_bits, args.max_bits),
     )
+    profile_start = time.perf_counter()
     table = profile_sensitivity(
         loaded,
         data=args.data,
-        prune=args.prune,
-        quant=args.quant,
+        prune=args.profile_prune,
+        quant=args.profile_quant,
         pattern=args.pattern,
-        group_size=args.group_size,
+        group_size=args.profile_group_size,
         seq_len=args.seq_len,
         windows=args.profile_windows,
         batch_size=args.batch_size,
@@ -168,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         use_cache=not args.no_cache,
         progress=progress,
     )
+    profile_seconds = time.perf_counter() - profile_start
     policies = {"luc": _allocate(table, args, args.rule)}
     for name in args.compare:
         policies[name] = uniform_policy(table, args.sparsity, args.bits) if name == "uniform" else _allocate(table, args, name)
+    # The same allocations, compressed with the chosen method (the profile's may be cheaper).
+    policies = {name: replace(p, prune=args.prune, quant=args.quant, group_size=args.group_size)
+                for name, p in policies.items()}
     s_avg, b_avg = average(policies["luc"], table)
     result: dict[str, Any] = {
         "model": loaded.name,
@@ -181,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         "avg_sparsity": s_avg,
         "avg_bits": b_avg,
         "predicted_loss_increase": {name: predict_loss_increase(table, p) for name, p in policies.items()},
-        "sensitivity": {"seconds": round(table.seconds, 1), "windows": table.key["windows"], "metric": table.key["metric"]},
+        "sensitivity": {
+            "method": {"prune": table.key["prune"], "quant": table.key["quant"], "group_size": table.key["group_size"]},
+            "seconds": round(table.seconds, 1),  # of the measurement (earlier, if read from the cache)
+            "this_run_seconds": round(profile_seconds, 1),
+            "cache_file": table.cache_file,
+            "windows": table.key["windows"],
+            "metric": table.key["metric"],
+        },
     }
     if not args.no_eval:
         result.update(_evaluate(args, policies, progress))
@@ -195,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         _print_summary(result, table)
+        if args.out:
+            print(f"policy written to {args.out}; next: python -m workloads.tune --method adaptive "
+                  f"--policy {args.out} (tunes the compressed model)")
     return 0
 
 
@@ -233,11 +269,22 @@ def _evaluate(args: argparse.Namespace, policies: dict[str, Policy], progress: b
     }
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _print_summary(result: dict[str, Any], table: SensitivityTable) -> None:
+    m, sens = result["method"], result["sensitivity"]
     print(
-        f"{result['model']}: {result['rule']} policy, {result['method']['prune']}/{result['method']['quant']} "
-        f"{result['method']['pattern']}, avg sparsity {result['avg_sparsity']:.3f}, avg bits {result['avg_bits']:.3f}"
+        f"{result['model']}: {result['rule']} policy, {m['prune']}/{m['quant']} group {m['group_size']} "
+        f"{m['pattern']}, avg sparsity {result['avg_sparsity']:.3f}, avg bits {result['avg_bits']:.3f}"
     )
+    sm = sens["method"]
+    if sens["cache_file"]:
+        origin = f"read from the cache {sens['cache_file']} (measured once in {sens['seconds'] / 60:.1f} min)"
+    else:
+        origin = f"measured in {sens['seconds'] / 60:.1f} min, cached for the next run"
+    print(f"sensitivity profile ({sm['prune']}/{sm['quant']} group {sm['group_size']}): {origin}")
     print("layer  sparsity  bits  outlier%")
     for row, ratio in zip(result["policy"], table.outlier_ratio):
         print(f"{row['layer']:5d}  {row['sparsity']:8.3f}  {row['w_bits']:4d}  {100 * ratio:7.2f}")
@@ -245,8 +292,10 @@ def _print_summary(result: dict[str, Any], table: SensitivityTable) -> None:
         print(f"predicted loss increase {name}: {value:.4f} nats/token")
     if "perplexity" in result:
         ev = result["eval"]
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in result["perplexity"].items())
+        ppl = result["perplexity"]
+        parts = ", ".join(f"{k} {v:.3f}" + ("" if k == "dense" else f" ({v / ppl['dense']:.2f}x dense)")
+                          for k, v in ppl.items())
         print(f"perplexity ({ev['windows']} eval windows of {ev['seq_len']}, {ev['tokens']} tokens): {parts}")
-    print(f"{result['seconds']:.1f} s")
+    print(f"total time {_duration(result['seconds'])}")
     if not all(math.isfinite(v) for v in result.get("perplexity", {}).values()):
         print("warning: a perplexity is not finite", file=sys.stderr)

@@ -112,6 +112,7 @@ def profile_sensitivity(
         try:
             table = SensitivityTable.load(path)
             if table.key == key:
+                table.cache_file = str(path)
                 return table
         except UserError:
             pass  # a damaged cache entry is measured again and overwritten

@@ -57,6 +57,9 @@ class SensitivityTable:
     outlier_m: float = 5.0
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where this table was read from when it came from the cache (None: measured in this run, or
+    # loaded by the caller); not saved with the table.
+    cache_file: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.prune = np.asarray(self.prune, dtype=float)

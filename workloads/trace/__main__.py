@@ -1,6 +1,6 @@
 """Record the layer-wise trace of one real tuning step (or inference pass).
 
-    python -m workloads.trace --model smollm2-135m --method adaptive --window 4 --seq-len 256 \
+    python -m workloads.trace --model smollm2-135m --method adaptive --window 12 --seq-len 256 \
         --batch 4 --policy policy.json --out trace.csv
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from workloads.models import BUILTIN_MODELS, load_model
 from workloads.trace.record import METHODS, record_trace
 from workloads.trace.table import tensors_path
 from workloads.tuning.lora import DEFAULT_RANK
+
+DEFAULT_WINDOW = 12  # workloads.tune's default window (the results pages' best)
 
 
 def _exits(text: str) -> list[int]:
@@ -44,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="adaptive",
                    help="vanilla = LoRA on all layers, full backprop; adaptive = LoRA in one window trained "
                    "through its exit; inference = one scoring forward pass (default: %(default)s)")
-    p.add_argument("--window", type=positive_int, default=4,
-                   help="adaptive: layers in the window, ending at --exit-layer (default: %(default)s)")
+    p.add_argument("--window", type=positive_int, default=None,
+                   help=f"adaptive: layers in the window, ending at --exit-layer (default: {DEFAULT_WINDOW}, "
+                   "as workloads.tune, or every layer of a model with fewer)")
     p.add_argument("--exit-layer", type=int, default=None,
                    help="adaptive: the window's exit layer, 0-based (default: the last layer)")
     p.add_argument("--exits", type=_exits, default=None,
@@ -80,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model, seed=args.seed)
     policy = Policy.load(args.policy).validate(loaded.num_layers, where=args.policy) if args.policy else None
     trace = record_trace(
-        loaded, method=args.method, window=args.window, exit_layer=args.exit_layer, seq_len=args.seq_len,
+        loaded, method=args.method,
+        window=args.window or min(DEFAULT_WINDOW, loaded.num_layers), exit_layer=args.exit_layer,
+        seq_len=args.seq_len,
         batch=args.batch, policy=policy, policy_label=args.policy, lora_rank=args.lora_rank, exits=args.exits,
         a_bits=args.a_bits, act_bits=args.act_bits, seed=args.seed,
     )
