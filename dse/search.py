@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware field, e.g. --set dram.bandwidth_gbps=8 (repeatable)")
     p.add_argument("--model", default=d.model,
-                   help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
+                   help=f"model: {' or '.join(BUILTIN_MODELS)}, a local Hugging Face folder or a .gguf file (default: %(default)s)")
     p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
     p.add_argument("--trials", type=positive_int, default=d.trials,
                    help="complete trials the study should hold when done, counting earlier runs (default: %(default)s)")

@@ -410,8 +410,10 @@ ALIAS_BOMB = ("[&a [x, x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *
 BAD_HW_FILES: list[tuple[str, str | bytes | None, tuple[str, ...]]] = [
     ("empty", "", ("file is empty",)),
     ("comment_only", "# nothing here\n\n", ("file is empty",)),
-    ("binary", b"\x00\xff\xfe\x89garbage\x00\x01", ("not a UTF-8 text file",)),
-    ("utf16", HW.read_text().encode("utf-16"), ("not a UTF-8 text file",)),
+    ("binary", b"\x00\xff\xfe\x89garbage\x00\x01", ("a binary file (NUL byte at offset 0)",)),
+    ("latin1", HW.read_text().replace("edge_llm", "edge_llm \u00e9").encode("latin-1"),
+     ("not UTF-8 text: byte 0xe9 at offset",)),
+    ("utf16_no_bom", HW.read_text().encode("utf-16-le"), ("UTF-16LE text without a byte-order mark",)),
     ("list", "- pe\n- sram\n", ("top level must be a mapping",)),
     ("scalar", "42\n", ("top level must be a mapping",)),
     ("unclosed_flow", "pe: {rows: 3\n", ("invalid YAML at line 2",)),
@@ -817,8 +819,8 @@ BAD_TRACES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("a_bits_33", _trace_body(a_bits=33), ("row 1: column a_bits",)),
     ("trainable_maybe", _trace_body(trainable="maybe"), ("row 1: column trainable",)),
     ("module_empty", _trace_body(module=""), ("row 1: column module is empty",)),
-    ("binary", b"\x00\xff\xfe\x89garbage", ("not a UTF-8 text file",)),
-    ("utf16", TRACE.read_text().encode("utf-16"), ("not a UTF-8 text file",)),
+    ("binary", b"\x00\xff\xfe\x89garbage", ("a binary file (NUL byte at offset 0)",)),
+    ("utf16_no_bom", TRACE.read_text().encode("utf-16-le"), ("UTF-16LE text without a byte-order mark",)),
 ]
 
 
@@ -1032,7 +1034,7 @@ def test_real_entry_points_fail_in_one_line(cli_env: dict, tmp_path: Path) -> No
     out.mkdir()
     runs = [
         (("sim.run", "--hw", garbage, "--trace", TRACE, "--ops-csv", out / "ops.csv"),
-         "not a UTF-8 text file"),
+         "a binary file"),
         (("sim.gemm", "--hw", HW, "--M", "0", "--N", "8", "--K", "8"), "--M"),
         (("sim.sweep", "--hw", HW, "--trace", huge, "--out", out / "s"), "at most 2**53"),
     ]

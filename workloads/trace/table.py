@@ -1,6 +1,7 @@
 """The ``Trace`` object: ops table, tensor table and provenance header (docs/trace.md)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -11,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from shared.textfile import file_problem, read_text
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors
@@ -123,17 +125,18 @@ class Trace:
         """Read a trace written by :meth:`save` (or any file following docs/trace.md). A
         format-1 trace reads as products only, with a warning that its vector work is missing."""
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"trace file '{path}' not found")
-        with path.open() as fh:
-            first = fh.readline().strip()
+        problem = file_problem(path)
+        if problem is not None:
+            raise UserError(f"trace file '{path}' {problem}")
+        text = read_text(path, what="trace CSV", error=UserError)
+        first = text.split("\n", 1)[0].strip()
         if not first.startswith("#"):
             raise UserError(f"{path}: first line must be '# {{json header}}' (see docs/trace.md)")
         try:
             header = json.loads(first[1:])
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: header is not valid JSON ({exc.msg})") from None
-        ops = pd.read_csv(path, comment="#")
+        ops = pd.read_csv(io.StringIO(text), comment="#")
         if header.get("format") == FORMAT_V1:
             warnings.warn(f"{path}: trace format 1 has no vector rows: the step's non-matrix work is "
                           f"missing (record it again for format 2)", TraceFormatWarning, stacklevel=2)
@@ -148,7 +151,8 @@ class Trace:
             ops[col] = ops[col].astype(str).str.lower().isin(["true", "1"])
         ops["vector_class"] = ops["vector_class"].fillna("").astype(str)
         tpath = tensors_path(path)
-        tensors = pd.read_csv(tpath) if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS))
+        tensors = (pd.read_csv(io.StringIO(read_text(tpath, what="tensor table", error=UserError)))
+                   if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS)))
         return cls(ops, tensors, header)
 
 
