@@ -419,7 +419,7 @@ BAD_HW_FILES: list[tuple[str, str | bytes | None, tuple[str, ...]]] = [
     ("unclosed_flow", "pe: {rows: 3\n", ("invalid YAML at line 2",)),
     ("tab_indent", "pe:\n\trows: 3\n", ("invalid YAML",)),
     ("python_tag", "!!python/object/apply:os.system [ls]\n", ("invalid YAML",)),
-    ("nul_char", _hw_text(**{"edge_llm": "edge\x00llm"}), ("invalid YAML",)),
+    ("nul_char", _hw_text(**{"edge_llm": "edge\x00llm"}), ("a binary file (NUL byte at offset",)),
     ("deep_nesting", "[" * 3000 + "]" * 3000, ("nested too deeply",)),
     ("alias_bomb", _hw_text(**{"rows: 32": f"rows: {ALIAS_BOMB}"}), ("pe.rows:",)),
     ("unknown_key", _hw_text(clock_mhz="clock_mhzz"), ("clock_mhzz: unknown field",)),

@@ -15,7 +15,7 @@ import pandas as pd
 from shared.textfile import file_problem, read_text
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
-from workloads.trace.annotate import annotate_ops, annotate_tensors
+from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_features
 
 FORMAT = "edgellm-trace/2"
 FORMAT_V1 = "edgellm-trace/1"
@@ -76,7 +76,8 @@ class Trace:
         lora_bits = int(self.header.get("lora_bits", 16))
         dense_bits = int(self.header.get("dense_bits", 16))
         ops = annotate_ops(self.ops, policy, a_bits=a_bits, dense_bits=dense_bits, lora_bits=lora_bits)
-        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits)
+        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits,
+                                   in_features=weight_in_features(self.ops))
         header = dict(self.header)
         header["policy"] = label if label is not None else ("inline" if policy is not None else None)
         header["policy_summary"] = policy_summary(policy) if policy is not None else None
