@@ -21,7 +21,7 @@ import sim
 from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.pipeline import SearchSettings, run_search
 from dse.storage import open_storage
-from dse.study import SAMPLERS
+from dse.study import SAMPLERS, check_study
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_float, positive_int
 from workloads.models import BUILTIN_MODELS
@@ -140,16 +140,34 @@ def spawn_workers(argv: list[str], args: argparse.Namespace) -> list[subprocess.
     ]
 
 
+def refuse_early(settings: SearchSettings) -> None:
+    """Every check that can refuse the run, before anything is written to the storage or to
+    ``--out`` (and before workers start): the hardware config, the output folder, the storage
+    URL, and a study of the same name that this search cannot continue (``check_study``).
+
+    Raises:
+        UserError: one line naming the problem and the fix.
+    """
+    try:
+        hw = sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
+    except sim.SimError as exc:
+        raise UserError(str(exc)) from None
+    out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder: give a folder for the outputs")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out '{out}': cannot write in '{existing}' (permission denied); give a writable folder")
+    storage = open_storage(settings.storage)  # one clear error here, not one per worker
+    check_study(storage, settings.storage, settings.study_name, settings.identity(hw))
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     start = time.perf_counter()
-    try:
-        sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
-    except sim.SimError as exc:
-        raise UserError(str(exc)) from None
-    open_storage(settings.storage)  # one clear error here, not one per worker
+    refuse_early(settings)
     children = spawn_workers(list(sys.argv[1:] if argv is None else argv), args) if args.workers > 1 else []
 
     def join_workers() -> None:
