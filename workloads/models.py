@@ -74,6 +74,8 @@ def load_model(name_or_path: str, *, seed: int = 0, use_cache: bool = True) -> L
         loaded = _build_tiny(seed=seed)
     elif Path(name_or_path).suffix.lower() == ".gguf" and Path(name_or_path).is_file():
         path = Path(name_or_path)
+        if _is_installed_smollm2(path):  # the built-in model's own file: its cache, its name
+            return load_model(SMOLLM2, seed=seed, use_cache=use_cache)
         # The cache key holds the resolved path too: two files of one size and time differ.
         digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
         loaded = _load_gguf(path, name=f"{path.stem}-{digest}", use_cache=use_cache)
@@ -93,6 +95,13 @@ def smollm2_gguf_path() -> Path:
     if not path.is_file():
         raise UserError(f"{path} is missing: reinstall with `{INSTALL_HINT}`")
     return path
+
+
+def _is_installed_smollm2(path: Path) -> bool:
+    try:
+        return path.resolve() == smollm2_gguf_path().resolve()
+    except UserError:  # the package is not installed
+        return False
 
 
 def _load_smollm2(*, use_cache: bool) -> LoadedModel:
