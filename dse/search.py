@@ -24,7 +24,8 @@ from dse.storage import open_storage
 from dse.study import SAMPLERS, check_study
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_float, positive_int
-from workloads.models import BUILTIN_MODELS
+from workloads import data as data_mod
+from workloads.models import BUILTIN_MODELS, check_model_source
 
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
 
@@ -152,6 +153,9 @@ def refuse_early(settings: SearchSettings) -> None:
         hw = sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
     except sim.SimError as exc:
         raise UserError(str(exc)) from None
+    check_model_source(settings.model)
+    for split in data_mod.SPLITS:  # the text only (cheap): a bad --data is refused here, not after set-up
+        data_mod.load_split(split, settings.data)
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file, not a folder: give a folder for the outputs")

@@ -147,7 +147,16 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization, never fatal
 
 
-def _load_folder(path: Path) -> LoadedModel:
+def check_model_source(name_or_path: str) -> None:
+    """Raise the one-line ``UserError`` ``load_model`` would raise for a missing package, file or
+    folder, without loading anything (for CLIs that refuse before they write)."""
+    if name_or_path == SMOLLM2:
+        smollm2_gguf_path()
+    elif name_or_path != TINY and not (Path(name_or_path).suffix.lower() == ".gguf" and Path(name_or_path).is_file()):
+        _check_folder(Path(name_or_path))
+
+
+def _check_folder(path: Path) -> None:
     if path.is_file():
         raise UserError(
             f"model '{path}' is a file, not a model folder: pass the Hugging Face folder that holds "
@@ -160,6 +169,10 @@ def _load_folder(path: Path) -> LoadedModel:
         )
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+
+
+def _load_folder(path: Path) -> LoadedModel:
+    _check_folder(path)
     # A broken folder makes transformers raise OSError, ValueError, TypeError, KeyError or a
     # safetensors error, with multi-line messages: all mean "not a loadable model", one line.
     with _quiet_transformers():
