@@ -152,8 +152,10 @@ def run_trials(
         def gated(trial: optuna.Trial) -> Sequence[float]:
             trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
             if not waiter.wait(interrupted, before=trial.number):
-                trial.set_user_attr("fail_reason", "surplus: the study already held its trials (not evaluated)")
-                raise SurplusTrial("the study already holds the requested complete trials")
+                reason = ("interrupted before it began" if interrupted.is_set()
+                          else "surplus: the study already held its trials (not evaluated)")
+                trial.set_user_attr("fail_reason", reason)
+                raise SurplusTrial(reason)
             return objective(trial)
 
         def tick(study: optuna.Study, trial: FrozenTrial) -> None:
