@@ -161,7 +161,7 @@ def render(report: dict, results: dict[str, tuple[str, float]], command: str) ->
     lost = ("nothing" if all(st == "passed" for st in states) else
             "see the failed rows" if "failed" in states else "nothing in the rows that ran; see the skipped rows")
     lines += ["", f"What was lost: **{lost}** (a passed row means its check of lost or corrupt state held).", ""]
-    lines += render_field(results)
+    lines += render_field(results, command)
     bad = report["categories"].get("bad_input", {})
     lines += [
         "## Bad inputs tried",
@@ -188,12 +188,13 @@ def render(report: dict, results: dict[str, tuple[str, float]], command: str) ->
     return "\n".join(lines)
 
 
-def render_field(results: dict[str, tuple[str, float]]) -> list[str]:
+def render_field(results: dict[str, tuple[str, float]], command: str) -> list[str]:
     """The "faults from the field" section, between markers so that ``--field-only`` can
     re-render it alone."""
     lines = [FIELD_BEGIN, "## Faults from the field, each fixed as a kind", "",
              "Inputs built from public bug reports in the field (SCALE-Sim, ZigZag, Wanda, GPTQ, AutoGPTQ, peft, "
-             "Optuna, transformers); each failing one was fixed for its whole kind (issue 20).", "",
+             "Optuna, transformers); each failing one was fixed for its whole kind (issue 20). "
+             f"This section made by `{command}`.", "",
              "| input | must hold | test | outcome |", "|---|---|---|---|"]
     for node, fault, holds in FIELD:
         state, secs = results.get(node, ("not run", 0.0))
@@ -236,7 +237,8 @@ def field_only() -> int:
         if code != 0:
             print(f"tests failed (pytest exit {code}); {DOC} left as it was", file=sys.stderr)
             return 1
-        section = "\n".join(render_field(outcomes(Path(tmp) / "junit.xml")))
+        section = "\n".join(render_field(outcomes(Path(tmp) / "junit.xml"),
+                                          "python benchmarks/bench_reliability.py --field-only"))
     if FIELD_BEGIN in page:
         head, rest = page.split(FIELD_BEGIN, 1)
         page = head + section + rest.split(FIELD_END, 1)[1].lstrip("\n")
