@@ -1,6 +1,7 @@
 """Run the reliability tests and write docs/results/reliability.md from what they did.
 
-    python benchmarks/bench_reliability.py
+    python benchmarks/bench_reliability.py                # everything (long)
+    python benchmarks/bench_reliability.py --field-only   # only the faults-from-the-field section
 
 Runs, in one pytest session, the bad-input modules (which count every input they tried after
 its assertions passed, see tests/test_reliability_report.py) and the fault-injection tests
@@ -76,10 +77,54 @@ FAULTS = [
      "recorded as a row with its reason, retried on the next run"),
 ]
 
+# Faults from the field (issue 20): inputs built from public bug reports of the field's tools
+# (SCALE-Sim, ZigZag, Wanda, GPTQ, AutoGPTQ, peft, Optuna, transformers), each fixed as a kind.
+# (pytest node, kind of fault, what must hold).
+FIELD = [
+    ("tests/test_shared_textfile.py::test_same_corpus_in_every_encoding_gives_identical_tokens_and_perplexity",
+     "text encodings: a corpus written as UTF-16LE with a BOM and CRLF (PowerShell's `>`), and as UTF-8, UTF-8 with "
+     "a BOM, UTF-16BE and UTF-32 with BOMs, each with LF and CRLF",
+     "identical documents, token count and perplexity in all 12 files (it was read as garbage, exit 0)"),
+    ("tests/test_shared_textfile.py::test_hw_yaml_and_traces_in_every_encoding_read_the_same",
+     "text encodings: hardware YAML, trace and tensor-table CSV in every BOM'd encoding with CRLF",
+     "the same config and trace as the UTF-8 files (sim and workloads readers)"),
+    ("tests/test_shared_textfile.py::test_policy_json_in_every_encoding_loads_the_same_policy",
+     "text encodings: policy JSON in every BOM'd encoding with CRLF", "the same policy"),
+    ("tests/test_shared_textfile.py::test_undecodable_bytes_are_one_line_naming_file_and_offset",
+     "text encodings: Latin-1 bytes, UTF-16 without a BOM, a PNG, a truncated UTF-16 file",
+     "one line naming the file and the byte offset (UTF-16 without a BOM named as such); binaries refused"),
+    ("tests/test_workloads_luc_pack.py::test_trace_bytes_equal_the_packed_compressed_weights",
+     "storage bytes: 7 policies (magnitude/Wanda/SparseGPT x RTN/GPTQ; unstructured, 2:4, 4:8; 2-8 and 16 bits; "
+     "groups 32, 48, 64, 100, 128 and per-channel; quantized head)",
+     "the trace's bytes for every weight equal the packed real compressed weight, byte for byte"),
+    ("tests/test_dse_study_guard.py::test_foreign_study_is_refused_before_anything_is_written",
+     "a study of the same name made by another tool (single-objective with trials, other directions, other "
+     "metric names, no settings), run twice",
+     "one-line error naming the difference and \"use another --study-name\"; the other study and --out untouched"),
+    ("tests/test_dse_study_guard.py::test_two_workers_on_one_sqlite_study_finish_with_exactly_the_trials",
+     "two workers on one SQLite study",
+     "exactly --trials complete trials (was one too many); every failed trial has its reason"),
+    ("tests/test_dse_search.py::test_two_workers_share_a_journal",
+     "two workers on one journal file", "exactly --trials complete trials"),
+    ("tests/test_dse_study_guard.py::test_of_two_racing_trials_for_the_last_slot_the_lower_runs",
+     "two workers asking for the last trial at once", "the lower-numbered trial runs; the other is not evaluated"),
+    ("tests/test_dse_study_guard.py::test_waits_for_other_workers_last_trial_and_says_why",
+     "resuming while another worker's trial runs (it completes, or fails)",
+     "the wait is announced with the trials it waits for and the longest a dead worker can hold it; the count "
+     "stays exact"),
+    ("tests/test_workloads_models.py::test_a_file_is_named_as_a_file_not_as_missing",
+     "--model given a file that exists", "says it is a file and to pass its folder (was \"not found\")"),
+    ("tests/test_workloads_models.py::test_a_broken_gguf_file_says_it_cannot_be_loaded",
+     "--model given a .gguf file", "loaded directly (the real one: test_the_real_gguf_file_loads_directly); a "
+     "broken one is one line saying it cannot be loaded"),
+]
 
-def run_tests(report: Path, junit: Path) -> int:
+
+def run_tests(report: Path, junit: Path, *, field_only: bool = False) -> int:
     env = {**os.environ, "EDGELLM_RELIABILITY_REPORT": str(report), "TQDM_DISABLE": "1"}
-    nodes = INPUT_MODULES + ["tests/test_dse_io.py"] + sorted({f[0] for f in FAULTS if "test_dse_io" not in f[0]})
+    field = sorted({f[0] for f in FIELD})
+    nodes = field if field_only else (INPUT_MODULES + ["tests/test_dse_io.py"]
+                                      + sorted({f[0] for f in FAULTS if "test_dse_io" not in f[0]} | set(field)))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *nodes]
     return subprocess.call(cmd, cwd=ROOT, env=env)
 
@@ -116,6 +161,7 @@ def render(report: dict, results: dict[str, tuple[str, float]], command: str) ->
     lost = ("nothing" if all(st == "passed" for st in states) else
             "see the failed rows" if "failed" in states else "nothing in the rows that ran; see the skipped rows")
     lines += ["", f"What was lost: **{lost}** (a passed row means its check of lost or corrupt state held).", ""]
+    lines += render_field(results, command)
     bad = report["categories"].get("bad_input", {})
     lines += [
         "## Bad inputs tried",
@@ -142,11 +188,33 @@ def render(report: dict, results: dict[str, tuple[str, float]], command: str) ->
     return "\n".join(lines)
 
 
+def render_field(results: dict[str, tuple[str, float]], command: str) -> list[str]:
+    """The "faults from the field" section, between markers so that ``--field-only`` can
+    re-render it alone."""
+    lines = [FIELD_BEGIN, "## Faults from the field, each fixed as a kind", "",
+             "Inputs built from public bug reports in the field (SCALE-Sim, ZigZag, Wanda, GPTQ, AutoGPTQ, peft, "
+             "Optuna, transformers); each failing one was fixed for its whole kind (issue 20). "
+             f"This section made by `{command}`.", "",
+             "| input | must hold | test | outcome |", "|---|---|---|---|"]
+    for node, fault, holds in FIELD:
+        state, secs = results.get(node, ("not run", 0.0))
+        lines.append(f"| {fault} | {holds} | `{node.split('::')[1]}` | {state} ({secs:.0f} s) |")
+    return lines + ["", FIELD_END, ""]
+
+
+FIELD_BEGIN, FIELD_END = "<!-- field faults: begin -->", "<!-- field faults: end -->"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", default=str(ROOT / "runs" / "reliability.json"),
                         help="where the raw counts go (default: runs/reliability.json)")
+    parser.add_argument("--field-only", action="store_true",
+                        help="run only the faults-from-the-field tests and re-render only their section "
+                        "(the rest of the page stays as the last full run wrote it)")
     args = parser.parse_args()
+    if args.field_only:
+        return field_only()
     report = Path(args.report)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
@@ -159,6 +227,26 @@ def main() -> int:
         results = outcomes(junit)
     io.write_text(DOC, render(json.loads(report.read_text()), results, "python benchmarks/bench_reliability.py"))
     print(f"wrote {DOC}")
+    return 0
+
+
+def field_only() -> int:
+    page = DOC.read_text() if DOC.is_file() else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = run_tests(Path(tmp) / "report.json", Path(tmp) / "junit.xml", field_only=True)
+        if code != 0:
+            print(f"tests failed (pytest exit {code}); {DOC} left as it was", file=sys.stderr)
+            return 1
+        section = "\n".join(render_field(outcomes(Path(tmp) / "junit.xml"),
+                                          "python benchmarks/bench_reliability.py --field-only"))
+    if FIELD_BEGIN in page:
+        head, rest = page.split(FIELD_BEGIN, 1)
+        page = head + section + rest.split(FIELD_END, 1)[1].lstrip("\n")
+    else:
+        marker = "## Bad inputs tried"
+        page = page.replace(marker, section + "\n" + marker, 1) if marker in page else page + "\n" + section
+    io.write_text(DOC, page)
+    print(f"wrote {DOC} (faults-from-the-field section only)")
     return 0
 
 

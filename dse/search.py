@@ -22,10 +22,11 @@ from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.pipeline import PHASES, REMEASURE_MC_ITEMS, SearchSettings, run_search
 from dse.progress import Phases, duration
 from dse.storage import open_storage
-from dse.study import SAMPLERS
+from dse.study import SAMPLERS, check_study
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_float, positive_int
-from workloads.models import BUILTIN_MODELS
+from workloads import data as data_mod
+from workloads.models import BUILTIN_MODELS, check_model_source
 
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hardware field, e.g. --set dram.bandwidth_gbps=8 (repeatable)")
     p.add_argument("--model", default=d.model,
-                   help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
+                   help=f"model: {' or '.join(BUILTIN_MODELS)}, a local Hugging Face folder or a .gguf file (default: %(default)s)")
     p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
     p.add_argument("--trials", type=positive_int, default=d.trials,
                    help="complete trials the study should hold when done, counting earlier runs (default: %(default)s)")
@@ -145,16 +146,37 @@ def spawn_workers(argv: list[str], args: argparse.Namespace) -> list[subprocess.
     ]
 
 
+def refuse_early(settings: SearchSettings) -> None:
+    """Every check that can refuse the run, before anything is written to the storage or to
+    ``--out`` (and before workers start): the hardware config, the output folder, the storage
+    URL, and a study of the same name that this search cannot continue (``check_study``).
+
+    Raises:
+        UserError: one line naming the problem and the fix.
+    """
+    try:
+        hw = sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
+    except sim.SimError as exc:
+        raise UserError(str(exc)) from None
+    check_model_source(settings.model)
+    for split in data_mod.SPLITS:  # the text only (cheap): a bad --data is refused here, not after set-up
+        data_mod.load_split(split, settings.data)
+    out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder: give a folder for the outputs")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out '{out}': cannot write in '{existing}' (permission denied); give a writable folder")
+    storage = open_storage(settings.storage)  # one clear error here, not one per worker
+    check_study(storage, settings.storage, settings.study_name, settings.identity(hw))
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     phases = Phases(PHASES, stream=None if args.worker_only else sys.stderr)
-    try:
-        sim.load_hw(settings.hw, settings.overrides)  # a bad config must not leave a new study file behind
-    except sim.SimError as exc:
-        raise UserError(str(exc)) from None
-    open_storage(settings.storage)  # one clear error here, not one per worker
+    refuse_early(settings)
     children = spawn_workers(list(sys.argv[1:] if argv is None else argv), args) if args.workers > 1 else []
 
     def join_workers() -> None:

@@ -3,7 +3,9 @@ number of trials is complete (across restarts and workers), and reading the feas
 from __future__ import annotations
 
 import signal
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,11 +13,11 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from dse.storage import fail_dead_workers, open_storage
+from dse import storage as storage_mod
+from dse.storage import WORKER_ATTR, fail_dead_workers, open_storage, worker_id
 from workloads.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random")
@@ -37,35 +39,83 @@ def make_sampler(name: str, *, seed: int, population: int = 20, startup: int = 2
     raise UserError(f"unknown sampler '{name}': use one of {', '.join(SAMPLERS)}")
 
 
+def check_study(storage: optuna.storages.BaseStorage, storage_url: str, name: str,
+                settings: dict[str, Any]) -> bool:
+    """Refuse, before anything is written, a study of this name that this search cannot
+    continue; returns whether it exists. Only reads the storage.
+
+    A study made by another tool (other directions or metric names, or trials but no
+    ``settings`` of this tool) or by this tool under other ``settings`` (space version, model,
+    data, hardware, fidelity, ...) is a one-line ``UserError`` naming the difference; the
+    other study is left untouched.
+    """
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=RandomSampler(seed=0))
+    except KeyError:
+        return False
+    where = f"study '{name}' in {storage_url}"
+    fix = "use another --study-name (or another --storage)"
+    want = [optuna.study.StudyDirection.MINIMIZE] * len(OBJECTIVES)
+    if list(study.directions) != want:
+        got = ", ".join(d.name.lower() for d in study.directions)
+        raise UserError(f"{where} was made by another tool: it has {len(study.directions)} objective(s) ({got}), "
+                        f"this search minimizes {len(OBJECTIVES)} ({', '.join(OBJECTIVES)}); {fix}")
+    names = study.metric_names
+    if names is not None and list(names) != list(OBJECTIVES):
+        raise UserError(f"{where} was made by another tool: its objectives are {', '.join(names)}, not "
+                        f"{', '.join(OBJECTIVES)}; {fix}")
+    stored = study.user_attrs.get(META_KEY)
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise UserError(f"{where} was made by another tool: it holds {len(study.get_trials(deepcopy=False))} "
+                            f"trial(s) but no search settings; {fix}")
+        return True  # created by a search that died before naming its settings: adopted
+    if not isinstance(stored, dict) or stored != settings:
+        stored = stored if isinstance(stored, dict) else {}
+        diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+        shown = "; ".join(f"{k}: {_short(stored.get(k))} there, {_short(settings.get(k))} now" for k in diff[:3])
+        more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+        raise UserError(f"{where} was created with other settings ({shown}{more}): {fix}, or the same flags")
+    return True
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict[str, Any],
                storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create the study, or resume it if it exists with the same ``settings`` (a study's
     trials are only comparable under one model, hardware and fidelity). ``storage``: the
-    already opened ``storage_url``, if the caller has it."""
+    already opened ``storage_url``, if the caller has it.
+
+    Raises:
+        UserError: the study exists and cannot be continued (``check_study``); nothing written.
+    """
     storage = storage if storage is not None else open_storage(storage_url)
     # Failed trials are reported in trials.csv and the summary, not as tracebacks on stderr.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    check_study(storage, storage_url, name, settings)
     study = optuna.create_study(
         storage=storage, study_name=name, sampler=sampler, directions=["minimize"] * len(OBJECTIVES),
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(META_KEY)
-    if stored is None:
-        study.set_user_attr(META_KEY, settings)
+    if study.user_attrs.get(META_KEY) is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(OBJECTIVES))
-    elif stored != settings:
-        diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
-        raise UserError(
-            f"study '{name}' in {storage_url} was created with other settings ({', '.join(diff)}): "
-            "use another --study-name or the same flags"
-        )
+        study.set_user_attr(META_KEY, settings)
     return study
 
 
 def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+class SurplusTrial(Exception):
+    """A trial started by a race with another worker when the study needed no more (failed with
+    this reason, never evaluated)."""
 
 
 def run_trials(
@@ -76,17 +126,39 @@ def run_trials(
     catch: tuple[type[Exception], ...] = (UserError,),
     progress: bool = True,
     max_attempts: int | None = None,
+    poll_s: float = 1.0,
+    say: Callable[[str], None] | None = None,
 ) -> int:
-    """Run trials until the study holds ``n_trials`` complete ones (counting those of earlier
-    runs and of other workers). Trials that raise one of ``catch`` are stored as failed with
-    their reason and the search goes on. Returns the number of complete trials."""
+    """Run trials until the study holds exactly ``n_trials`` complete ones (counting those of
+    earlier runs and of other workers, on any storage). Trials that raise one of ``catch`` are
+    stored as failed with their reason and the search goes on. Returns the number of complete
+    trials.
+
+    Exactness: a worker starts a trial only while ``complete + running < n_trials``; and a trial
+    runs only if fewer than ``n_trials - complete`` lower-numbered trials are running (so of
+    two workers that asked at once for the last slot, the lower number runs; the other waits,
+    and is failed as ``SurplusTrial``, unevaluated, once the study is full). While it waits for
+    other workers' running trials, it says so through ``say`` (default: stderr), with how long
+    a dead worker's trial can hold it (the heartbeat grace period).
+    """
+    say = say or (lambda text: tqdm.write(text, file=sys.stderr))
     fail_dead_workers(study)
     attempts_left = max_attempts if max_attempts is not None else 2 * n_trials + 10
     done = completed(study)
     bar = tqdm(total=n_trials, initial=min(done, n_trials), desc="trials", unit="trial",
                disable=not progress or None)
+    waiter = _Waiter(study, n_trials, poll_s, say)
 
     with stop_on_ctrl_c() as interrupted:
+
+        def gated(trial: optuna.Trial) -> Sequence[float]:
+            trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
+            if not waiter.wait(interrupted, before=trial.number):
+                reason = ("interrupted before it began" if interrupted.is_set()
+                          else "surplus: the study already held its trials (not evaluated)")
+                trial.set_user_attr("fail_reason", reason)
+                raise SurplusTrial(reason)
+            return objective(trial)
 
         def tick(study: optuna.Study, trial: FrozenTrial) -> None:
             bar.n = min(completed(study), n_trials)
@@ -95,22 +167,54 @@ def run_trials(
                 study.stop()
 
         try:
-            while done < n_trials and attempts_left > 0 and not interrupted.is_set():
-                batch = min(n_trials - done, attempts_left)
-                study.optimize(
-                    objective,
-                    n_trials=batch,
-                    catch=catch,
-                    callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)), tick],
-                    gc_after_trial=False,
-                )
-                attempts_left -= batch
-                done = completed(study)
+            while attempts_left > 0 and not interrupted.is_set():
+                if not waiter.wait(interrupted):  # full, or interrupted
+                    break
+                study.optimize(gated, n_trials=1, catch=(*catch, SurplusTrial), callbacks=[tick],
+                               gc_after_trial=False)
+                attempts_left -= 1
+            done = completed(study)
         finally:
             bar.close()
     if interrupted.is_set():
         raise KeyboardInterrupt
     return done
+
+
+class _Waiter:
+    """Waits until the study has room for one more trial (``wait`` -> True) or is full (False)."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, poll_s: float, say: Callable[[str], None]):
+        self.study, self.n_trials, self.poll_s, self.say = study, n_trials, poll_s, say
+        self._said: set[int] = set()
+
+    def wait(self, interrupted: threading.Event, *, before: int | None = None) -> bool:
+        """``before``: the caller's own running trial; only lower-numbered running trials count."""
+        while not interrupted.is_set():
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING
+                       and (before is None or t.number < before)]
+            if complete >= self.n_trials:
+                return False
+            if complete + len(running) < self.n_trials:
+                return True
+            self._announce(running, self.n_trials - complete)
+            time.sleep(self.poll_s)
+            fail_dead_workers(self.study)
+        return False
+
+    def _announce(self, running: list[FrozenTrial], needed: int) -> None:
+        numbers = sorted(t.number for t in running)
+        if set(numbers) <= self._said:
+            return
+        self._said |= set(numbers)
+        listed = ", ".join(map(str, numbers[:5])) + (" ..." if len(numbers) > 5 else "")
+        grace, beat = storage_mod.GRACE_S, storage_mod.HEARTBEAT_S
+        self.say(f"waiting for {len(numbers)} running trial(s) of other workers (trial {listed}) before starting "
+                 f"another: the study needs {needed} more complete. If a worker died, its trial is failed and "
+                 f"retried {grace} s after its last heartbeat (sent every {beat} s), so a dead worker holds "
+                 f"this wait at most about {grace + beat} s; a live one, until its trial ends")
 
 
 @contextmanager

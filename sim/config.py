@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.textfile import file_problem, read_text
 from sim.errors import ConfigError
 from sim.foreign import translate_hw
 
@@ -511,15 +512,14 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
         ConfigError: missing file, bad YAML or an invalid field (one line naming it).
     """
     path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{path}: hardware config {problem}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: hardware config not found") from None
+        # shared.textfile: BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused.
+        text = read_text(path, what="YAML hardware config", error=ConfigError)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
-                          f"YAML hardware config") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         data = None if path.suffix.lower() == ".cfg" else yaml.safe_load(text)
     except yaml.YAMLError as exc:

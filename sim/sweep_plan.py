@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from shared.textfile import file_problem
 from sim.config import HwConfig, hw_from_dict, load_hw
 from sim.dataflow import DATAFLOWS
 from sim.errors import ConfigError, SimError
@@ -227,8 +228,8 @@ def expand_hw(patterns: Iterable[str | Path]) -> list[Path]:
                 raise SweepError(f"--hw {text!r}: no config file matches this glob")
             found.extend(Path(m) for m in matches)
         else:
-            if not Path(text).is_file():
-                raise SweepError(f"--hw {text}: hardware config not found")
+            if (problem := file_problem(text)) is not None:
+                raise SweepError(f"--hw {text}: hardware config {problem}")
             found.append(Path(text))
     unique: list[Path] = []
     seen: set[Path] = set()
@@ -282,8 +283,8 @@ def load_traces(paths: Iterable[str | Path]) -> tuple[TraceInfo, ...]:
         raise SweepError("--trace: no trace given")
     for item in raw:
         path = Path(item)
-        if not path.is_file():
-            raise SweepError(f"--trace {path}: trace file not found")
+        if (problem := file_problem(path)) is not None:
+            raise SweepError(f"--trace {path}: trace file {problem}")
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())

@@ -10,6 +10,7 @@ the row (1-based, as in the data rows) and the column.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import warnings
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.textfile import file_problem, read_text
 from sim.errors import TraceError, TraceFormatWarning
 
 __all__ = ["FORMAT", "FORMAT_V1", "KINDS", "LIFETIME_COLUMNS", "MATMUL_PHASES", "OPS_COLUMNS",
@@ -294,14 +296,8 @@ def validate_tensors(df: pd.DataFrame, source: str = "<tensors>") -> pd.DataFram
     return out.reset_index(drop=True)
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    try:
-        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the '#'.
-        with path.open(encoding="utf-8-sig") as fh:
-            first = fh.readline().strip()
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
-                         f"trace CSV (docs/trace.md)") from None
+def _read_header(path: Path, text: str) -> dict[str, Any]:
+    first = text.split("\n", 1)[0].strip()
     if not first.startswith("#"):
         raise TraceError(f"{path}: first line must be '# {{json header}}' "
                          f"(format {FORMAT}, see docs/trace.md)")
@@ -320,14 +316,24 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _decode(path: Path, what: str) -> str:
+    """The text of a trace or tensor table (``shared.textfile``: BOMs honoured, else strict
+    UTF-8, CRLF normalized, binaries refused)."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise TraceError(f"{path}: {what} {problem}")
     try:
-        df = pd.read_csv(path, comment="#", skipinitialspace=True)
-    except FileNotFoundError:
-        raise TraceError(f"{path}: file not found") from None
+        return read_text(path, what=f"{what} (docs/trace.md)", error=TraceError)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_csv(path: Path, text: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(io.StringIO(text), comment="#", skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: file has no table") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         raise TraceError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if not isinstance(df.index, pd.RangeIndex):
         # pandas silently turns the extra leading fields into an index, shifting every column.
@@ -345,23 +351,21 @@ def read_trace(path: str | Path, tensors: str | Path | None = None) -> Trace:
         TraceError: missing file, bad header, missing columns or bad values (one line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"{path}: trace file not found")
+    text = _decode(path, "trace file")
     from sim.foreign import foreign_trace  # lazy: sim.foreign builds on this module
 
-    foreign = foreign_trace(path)  # a SCALE-Sim topology CSV, lowered to products
+    foreign = foreign_trace(path, text)  # a SCALE-Sim topology CSV, lowered to products
     if foreign is not None:
         header, raw_ops = {"format": FORMAT, **foreign[0]}, foreign[1]
     else:
-        header, raw_ops = _read_header(path), _read_csv(path)
+        header, raw_ops = _read_header(path, text), _read_csv(path, text)
     version = FORMATS[header["format"]]
     ops = validate_ops(raw_ops, str(path), version=version)
     tensor_path = Path(tensors) if tensors is not None else tensors_path_for(path)
     tensor_df = None
     if tensors is not None or tensor_path.is_file():
-        if not tensor_path.is_file():
-            raise TraceError(f"{tensor_path}: tensor table not found")
-        tensor_df = validate_tensors(_read_csv(tensor_path), str(tensor_path))
+        tensor_df = validate_tensors(_read_csv(tensor_path, _decode(tensor_path, "tensor table")),
+                                     str(tensor_path))
         if "last_op" in tensor_df.columns and (tensor_df["last_op"] >= len(ops)).any():
             i = int(np.flatnonzero((tensor_df["last_op"] >= len(ops)).to_numpy())[0])
             raise TraceError(f"{_where(str(tensor_path), i)}: column last_op must be below the "

@@ -88,6 +88,8 @@ FLAGS = {
     "--set without =": (["--set", "dram.bandwidth_gbps"], "key=value"),
     "--model missing folder": (["--model", "/no/such/model"], "model"),
     "--data missing file": (["--data", "/no/such/text.txt"], "data"),
+    "--model a file": (["--model", __file__], "is a file, not a model folder"),
+    "--data not text": (["--data", str(Path(__file__).parent / "data" / "README.md")], "unsupported file type"),
 }
 
 
@@ -98,8 +100,8 @@ def test_bad_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
                                   *extra])
     check_refused(code, out, err, needle)
     assert not (tmp_path / "out").exists()
-    if case.startswith(("--hw", "--set", "--trials", "--sampler", "--max", "--workers", "--remeasure", "--tune")):
-        assert not (tmp_path / "s.db").exists(), "a refused config left a study file"
+    # Every check that can refuse runs before anything is written (issue 20): no study file either.
+    assert not (tmp_path / "s.db").exists(), "a refused run left a study file"
     TALLY.add("dse.search: bad flags, hardware, model and data paths")
 
 

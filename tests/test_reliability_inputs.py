@@ -144,7 +144,7 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 MODEL_CASES = [
-    ("missing", "not found"), ("a_file", "not found"), ("empty", "no config.json"),
+    ("missing", "not found"), ("a_file", "is a file, not a model folder"), ("empty", "no config.json"),
     ("no_config", "no config.json"), ("config_is_dir", "no config.json"),
     ("config_not_json", "cannot load"), ("config_a_list", "cannot load"),
     ("unknown_architecture", "cannot load"), ("no_tokenizer", "cannot load"),
@@ -221,7 +221,7 @@ DATA_CASES = [
     ("no_suffix", "unsupported file type"), ("jsonl_not_json", "a.jsonl:2: not valid JSON"),
     ("jsonl_array", "b.jsonl:1: each line needs a string field 'text'"),
     ("jsonl_text_not_string", "c.jsonl:1:"), ("jsonl_no_text", "d.jsonl:1:"),
-    ("jsonl_binary", "not UTF-8 text"), ("jsonl_utf16", "not UTF-8 text"),
+    ("jsonl_binary", "does not decode"), ("jsonl_utf16", "too small"),
     ("empty_txt", "holds no text"), ("whitespace_txt", "holds no text"),
     ("empty_jsonl", "holds no text"), ("empty_dir", "holds no .txt or .jsonl files"),
     ("other_suffixes", "holds no .txt or .jsonl files"),
@@ -243,14 +243,14 @@ def test_unreadable_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
     """A permission error while reading (root cannot chmod it away, so it is injected)."""
     corpus = tmp_path / "locked.txt"
     corpus.write_text("text " * 100)
-    real_read = Path.read_text
+    real_read = Path.read_bytes
 
-    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+    def read_bytes(self: Path) -> bytes:
         if self == corpus:
             raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_read(self)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
     res = run_main(capsys, "--model", "tiny", "--data", corpus, *FAST)
     assert_one_line_error(*res, "cannot read data", "Permission denied")
     tried("evaluate --data: bad files and folders")

@@ -410,14 +410,16 @@ ALIAS_BOMB = ("[&a [x, x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *
 BAD_HW_FILES: list[tuple[str, str | bytes | None, tuple[str, ...]]] = [
     ("empty", "", ("file is empty",)),
     ("comment_only", "# nothing here\n\n", ("file is empty",)),
-    ("binary", b"\x00\xff\xfe\x89garbage\x00\x01", ("not a UTF-8 text file",)),
-    ("utf16", HW.read_text().encode("utf-16"), ("not a UTF-8 text file",)),
+    ("binary", b"\x00\xff\xfe\x89garbage\x00\x01", ("a binary file (NUL byte at offset 0)",)),
+    ("latin1", HW.read_text().replace("edge_llm", "edge_llm \u00e9").encode("latin-1"),
+     ("not UTF-8 text: byte 0xe9 at offset",)),
+    ("utf16_no_bom", HW.read_text().encode("utf-16-le"), ("UTF-16LE text without a byte-order mark",)),
     ("list", "- pe\n- sram\n", ("top level must be a mapping",)),
     ("scalar", "42\n", ("top level must be a mapping",)),
     ("unclosed_flow", "pe: {rows: 3\n", ("invalid YAML at line 2",)),
     ("tab_indent", "pe:\n\trows: 3\n", ("invalid YAML",)),
     ("python_tag", "!!python/object/apply:os.system [ls]\n", ("invalid YAML",)),
-    ("nul_char", _hw_text(**{"edge_llm": "edge\x00llm"}), ("invalid YAML",)),
+    ("nul_char", _hw_text(**{"edge_llm": "edge\x00llm"}), ("a binary file (NUL byte at offset",)),
     ("deep_nesting", "[" * 3000 + "]" * 3000, ("nested too deeply",)),
     ("alias_bomb", _hw_text(**{"rows: 32": f"rows: {ALIAS_BOMB}"}), ("pe.rows:",)),
     ("unknown_key", _hw_text(clock_mhz="clock_mhzz"), ("clock_mhzz: unknown field",)),
@@ -450,7 +452,7 @@ BAD_HW_FILES: list[tuple[str, str | bytes | None, tuple[str, ...]]] = [
     ("newline_in_key", '"a\\nb": 1\n' + HW.read_text(), ("unknown field",)),
     ("mapping_then_list", "name: x\n- 3\n", ("invalid YAML",)),
     ("missing_file", None, ("hardware config not found",)),
-    ("folder", "DIR", ("hw",)),
+    ("folder", "DIR", ("hardware config is a folder, not a file",)),
 ]
 
 
@@ -476,9 +478,8 @@ def test_bad_hw_files_in_every_cli(capsys: pytest.CaptureFixture[str], tmp_path:
         res = cli(capsys, tool, "--hw", path, "--M", "64", "--N", "64", "--K", "64", "--json")
     else:
         res = cli(capsys, tool, "--hw", path, "--trace", TRACE, "--out", out, "--no-plots")
-    # The sweep words a missing file or a folder its own way; the path is always named.
-    line = assert_one_line_error(*res, str(path), *(needles if tool != "sim.sweep"
-                                                    or content not in (None, "DIR") else ()))
+    # Every tool says what is actually wrong (a folder is not "not found"), the path named.
+    line = assert_one_line_error(*res, str(path), *needles)
     assert len(line) < 400, line
     assert_nothing_written(out)
     tried(f"hw config: bad files ({tool})")
@@ -675,7 +676,7 @@ def test_read_trace_of_corrupted_text(tmp_path: Path, edits: list) -> None:
 
 @fuzz(60)
 @given(blob=st.binary(max_size=300))
-@example(blob=TRACE.read_text().encode("utf-16"))
+@example(blob=TRACE.read_text().encode("utf-16-le"))  # no byte-order mark: refused
 def test_read_trace_of_binary_garbage(tmp_path: Path, blob: bytes) -> None:
     path = tmp_path / "garbage.csv"
     path.write_bytes(blob)
@@ -817,8 +818,8 @@ BAD_TRACES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("a_bits_33", _trace_body(a_bits=33), ("row 1: column a_bits",)),
     ("trainable_maybe", _trace_body(trainable="maybe"), ("row 1: column trainable",)),
     ("module_empty", _trace_body(module=""), ("row 1: column module is empty",)),
-    ("binary", b"\x00\xff\xfe\x89garbage", ("not a UTF-8 text file",)),
-    ("utf16", TRACE.read_text().encode("utf-16"), ("not a UTF-8 text file",)),
+    ("binary", b"\x00\xff\xfe\x89garbage", ("a binary file (NUL byte at offset 0)",)),
+    ("utf16_no_bom", TRACE.read_text().encode("utf-16-le"), ("UTF-16LE text without a byte-order mark",)),
 ]
 
 
@@ -854,7 +855,8 @@ BAD_TENSORS: list[tuple[str, str | bytes, str]] = [
     ("huge_bytes", ",".join(TENSOR_COLUMNS) + "\nx,weight,0,1,8,1e300\n", "at most 2**53"),
     ("bad_kind", ",".join(TENSOR_COLUMNS) + "\nx,cache,0,1,8,8\n", "column kind"),
     ("bits_zero", ",".join(TENSOR_COLUMNS) + "\nx,weight,0,1,0,8\n", "column bits"),
-    ("binary", b"\xff\xfe\x00\x01", "not a readable CSV"),
+    ("binary", b"\x00\x01\x02garbage", "a binary file (NUL byte at offset 0)"),
+    ("utf16_bom_header_only", "\ufeffname".encode("utf-16-le"), "missing column(s)"),
 ]
 
 
@@ -897,17 +899,17 @@ PATH_CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str | Path]],
     ("run --hw missing", lambda p, o: ["sim.run", "--hw", p["missing"], "--trace", TRACE],
      "hardware config not found"),
     ("run --hw folder", lambda p, o: ["sim.run", "--hw", p["folder"], "--trace", TRACE],
-     "cannot read"),
+     "hardware config is a folder, not a file"),
     ("run --trace missing", lambda p, o: ["sim.run", "--hw", HW, "--trace", p["missing"]],
      "trace file not found"),
     ("run --trace folder", lambda p, o: ["sim.run", "--hw", HW, "--trace", p["folder"]],
-     "trace file not found"),
+     "trace file is a folder, not a file"),
     ("run --tensors missing", lambda p, o: ["sim.run", "--hw", HW, "--trace", TRACE,
                                             "--tensors", p["missing"]],
      "tensor table not found"),
     ("run --tensors folder", lambda p, o: ["sim.run", "--hw", HW, "--trace", TRACE,
                                            "--tensors", p["folder"]],
-     "tensor table not found"),
+     "tensor table is a folder, not a file"),
     ("run --ops-csv in missing folder", lambda p, o: [
         "sim.run", "--hw", HW, "--trace", TRACE, "--ops-csv", o / "nope" / "ops.csv"],
      "does not exist"),
@@ -928,18 +930,18 @@ PATH_CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str | Path]],
     ("gemm --hw missing", lambda p, o: ["sim.gemm", "--hw", p["missing"], "--M", "8", "--N",
                                         "8", "--K", "8"], "hardware config not found"),
     ("gemm --hw folder", lambda p, o: ["sim.gemm", "--hw", p["folder"], "--M", "8", "--N", "8",
-                                       "--K", "8"], "cannot read"),
+                                       "--K", "8"], "hardware config is a folder, not a file"),
     ("sweep --hw missing", lambda p, o: ["sim.sweep", "--hw", p["missing"], "--trace", TRACE,
                                          "--out", o / "s"], "hardware config not found"),
     ("sweep --hw folder", lambda p, o: ["sim.sweep", "--hw", p["folder"], "--trace", TRACE,
-                                        "--out", o / "s"], "hardware config not found"),
+                                        "--out", o / "s"], "hardware config is a folder, not a file"),
     ("sweep --hw glob matches nothing", lambda p, o: [
         "sim.sweep", "--hw", str(p["folder"] / "*.yaml"), "--trace", TRACE, "--out", o / "s"],
      "no config file matches"),
     ("sweep --trace missing", lambda p, o: ["sim.sweep", "--hw", HW, "--trace", p["missing"],
                                             "--out", o / "s"], "trace file not found"),
     ("sweep --trace folder", lambda p, o: ["sim.sweep", "--hw", HW, "--trace", p["folder"],
-                                           "--out", o / "s"], "trace file not found"),
+                                           "--out", o / "s"], "trace file is a folder, not a file"),
     ("sweep --out is a file", lambda p, o: ["sim.sweep", "--hw", HW, "--trace", TRACE, "--out",
                                             p["file"]], "exists and is not a folder"),
     ("sweep --out under a file", lambda p, o: ["sim.sweep", "--hw", HW, "--trace", TRACE,
@@ -1032,7 +1034,7 @@ def test_real_entry_points_fail_in_one_line(cli_env: dict, tmp_path: Path) -> No
     out.mkdir()
     runs = [
         (("sim.run", "--hw", garbage, "--trace", TRACE, "--ops-csv", out / "ops.csv"),
-         "not a UTF-8 text file"),
+         "a binary file"),
         (("sim.gemm", "--hw", HW, "--M", "0", "--N", "8", "--K", "8"), "--M"),
         (("sim.sweep", "--hw", HW, "--trace", huge, "--out", out / "s"), "at most 2**53"),
     ]

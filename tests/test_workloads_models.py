@@ -62,3 +62,34 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.delenv("EDGELLM_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert models.cache_dir() == tmp_path / "edgellm"
+
+
+def test_a_file_is_named_as_a_file_not_as_missing(tmp_path):
+    """Issue 20, kind 6: a path that exists is never "not found"."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 16)
+    with pytest.raises(UserError, match="is a file, not a model folder: pass the Hugging Face folder"):
+        models.load_model(str(weights))
+
+
+def test_a_broken_gguf_file_says_it_cannot_be_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + b"\x00" * 60)
+    with pytest.raises(UserError) as info:
+        models.load_model(str(gguf))
+    message = str(info.value)
+    assert message.startswith(f"{gguf}: cannot load this GGUF file") and "\n" not in message
+    assert "not found" not in message
+
+
+@pytest.mark.real_model
+def test_the_real_gguf_file_loads_directly(smollm2):
+    """``--model path/to/model.gguf`` is accepted: the same weights as the built-in name."""
+    path = models.smollm2_gguf_path()
+    loaded = models.load_model(str(path))
+    assert loaded.source == str(path) and loaded.name == models.SMOLLM2  # one cache entry for both
+    assert loaded.num_layers == smollm2.num_layers
+    ref = dict(smollm2.model.named_parameters())
+    for name, p in list(loaded.model.named_parameters())[:5]:
+        assert torch.equal(p, ref[name]), name

@@ -11,7 +11,7 @@ import torch
 
 from workloads.luc.policy import Policy
 from workloads.trace import Trace, record_trace
-from workloads.trace.annotate import weight_storage_bits
+from workloads.trace.annotate import weight_bytes
 from workloads.tuning.lora import LINEAR_MODULES
 
 SEQ, BATCH, RANK = 16, 2, 4
@@ -144,11 +144,15 @@ def test_head_bits_annotate_head_products_and_the_embedding(tiny, traces):
 
 
 def test_weight_storage_formats():
-    assert weight_storage_bits(1024, 16, 0.0, "dense", 128) == 1024 * 16
-    assert weight_storage_bits(1024, 4, 0.0, "dense", 128) == 1024 * 4 + 8 * 32
-    # Unstructured: the bitmap only pays off once enough weights are gone.
-    assert weight_storage_bits(1024, 4, 0.1, "unstructured", 128) == 1024 * 4 + 8 * 32
-    assert weight_storage_bits(1024, 4, 0.7, "unstructured", 128) == round(1024 * 0.3) * 4 + 1024 + 8 * 32
+    # [8, 128]: one group of 128 per row, a float16 scale and zero point each.
+    assert weight_bytes(8, 128, w_bits=16, sparsity=0.0, pattern="dense", group_size=128) == 1024 * 2
+    assert weight_bytes(8, 128, w_bits=4, sparsity=0.0, pattern="dense", group_size=128) == 1024 * 4 // 8 + 8 * 4
+    # Unstructured and quantized: values of the kept weights plus a bitmap (a pruned weight is
+    # not on its group's grid, so the dense layout cannot hold it).
+    assert weight_bytes(8, 128, w_bits=4, sparsity=0.7, pattern="unstructured", group_size=128) == \
+        -(-(1024 - round(0.7 * 1024)) * 4 // 8) + 1024 // 8 + 8 * 4  # values padded to whole bytes
+    # Unquantized: the bitmap only pays off once enough weights are gone.
+    assert weight_bytes(8, 128, w_bits=16, sparsity=0.05, pattern="unstructured", group_size=128) == 1024 * 2
 
 
 def test_record_trace_leaves_the_model_as_it_was(tiny, traces):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from shared.textfile import read_text
 from workloads.errors import UserError
 
 BUILTIN = "pydoc"
@@ -54,28 +55,28 @@ def load_documents(source: str | None = None) -> list[str]:
 
 
 def _read_file(path: Path) -> list[str]:
-    if path.suffix == ".jsonl":
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise UserError(
-                f"{path}: not UTF-8 text (byte {exc.start}); a .jsonl file holds one JSON object per line"
-            ) from None
-        docs = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UserError(f"{path}:{lineno}: each line needs a string field 'text'")
-            docs.append(record["text"])
-        return docs
+    """The documents of one ``.txt`` (one document) or ``.jsonl`` file (one per line), decoded
+    by ``shared.textfile`` (BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused)."""
+    if path.suffix not in (".txt", ".jsonl"):
+        raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .txt or .jsonl)")
+    what = "JSON-lines file" if path.suffix == ".jsonl" else "text file"
+    text = read_text(path, what=what, error=UserError)
     if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8", errors="replace")]
-    raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .txt or .jsonl)")
+        return [text]
+    docs = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError):  # a 5000-digit integer, or [[[[... nested too deep
+            raise UserError(f"{path}:{lineno}: not a JSON object with a 'text' field (too large or too deeply nested)") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UserError(f"{path}:{lineno}: each line needs a string field 'text'")
+        docs.append(record["text"].replace("\r\n", "\n").replace("\r", "\n"))
+    return docs
 
 
 def passages(documents: list[str], *, target_chars: int = PASSAGE_CHARS) -> list[str]:

@@ -102,14 +102,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="smollm2-135m",
-        help=f"model: {' or '.join(BUILTIN_MODELS)} (built in, no download) or a local Hugging Face "
-        "folder (default: %(default)s)",
+        help=f"model: {' or '.join(BUILTIN_MODELS)} (built in, no download), a local Hugging Face "
+        "folder or a .gguf file (default: %(default)s)",
     )
     parser.add_argument(
         "--data",
         default=None,
-        help="text corpus: a .txt file, a .jsonl file with a 'text' field, or a folder of them "
-        f"(default: the built-in '{data_mod.BUILTIN}' corpus, the Python documentation)",
+        help="text corpus: a .txt file, a .jsonl file with a 'text' field, or a folder of them; UTF-8, "
+        f"or UTF-16/UTF-32 with a byte-order mark (default: the built-in '{data_mod.BUILTIN}' corpus, the Python documentation)",
     )
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed, 0..2**64-1 (default: %(default)s)")
     parser.add_argument(

@@ -8,21 +8,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from shared.textfile import file_problem, read_text
 from workloads.errors import UserError
 
 
 def read_json(path: str | Path, what: str, noun: str) -> Any:
     """The parsed document at ``path``; ``what`` names the file in errors ("policy file"),
-    ``noun`` the thing it should hold ("policy")."""
+    ``noun`` the thing it should hold ("policy"). The text is decoded by ``shared.textfile``
+    (BOMs honoured, else strict UTF-8, binaries refused)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} '{path}' not found")
+    problem = file_problem(path)
+    if problem is not None:
+        raise UserError(f"{what} '{path}' {problem}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path, what=what, error=UserError))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except (ValueError, RecursionError):  # e.g. a 5000-digit integer, or [[[[... nested too deep
         raise UserError(f"{path}: not a {noun} (JSON too large or too deeply nested)") from None
     except OSError as exc:

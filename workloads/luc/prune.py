@@ -26,6 +26,32 @@ def pattern_sparsity(pattern: str) -> float | None:
     return None if nm is None else 1.0 - nm[0] / nm[1]
 
 
+# Methods that prune each output row alike (Wanda's per-output comparison); the others prune
+# the whole matrix at once (magnitude, SparseGPT).
+PER_ROW_METHODS = ("wanda",)
+
+
+def pruned_count(rows: int, cols: int, sparsity: float, pattern: str = "unstructured", *,
+                 prune: str = "magnitude") -> int:
+    """How many weights of a ``[rows, cols]`` matrix ``prune`` removes at ``sparsity``: the
+    count ``keep_mask`` (and SparseGPT's block-wise selection) leave out, so that what the
+    trace charges is what the compressor made.
+
+    - ``sparsity <= 0``: none (the layer stays dense, whatever the pattern);
+    - ``N:M``: ``M - N`` of every ``M`` consecutive inputs;
+    - unstructured, per row (Wanda): ``round(sparsity * cols)`` in each row;
+    - unstructured, whole matrix (magnitude, SparseGPT): ``round(sparsity * rows * cols)``.
+    """
+    if sparsity <= 0:
+        return 0
+    nm = parse_nm(pattern)
+    if nm is not None:
+        return rows * (cols // nm[1]) * (nm[1] - nm[0])
+    if prune in PER_ROW_METHODS:
+        return rows * int(round(sparsity * cols))
+    return int(round(sparsity * (rows * cols)))
+
+
 def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
     """``|W|``: the smallest weights go first."""
     return weight.detach().abs().float()
@@ -63,10 +89,10 @@ def keep_mask(scores: torch.Tensor, sparsity: float, pattern: str = "unstructure
         return torch.ones_like(scores, dtype=torch.bool)
     # argsort rather than topk: far faster when k is a large share of the elements.
     if per_row:
-        k = int(round(sparsity * cols))
+        k = pruned_count(rows, cols, sparsity, prune=PER_ROW_METHODS[0]) // rows
         mask = torch.ones_like(scores, dtype=torch.bool)
         return mask.scatter_(1, scores.argsort(dim=1)[:, :k], False) if k else mask
-    k = int(round(sparsity * scores.numel()))
+    k = pruned_count(rows, cols, sparsity)
     mask = torch.ones(scores.numel(), dtype=torch.bool)
     if k:
         mask[scores.reshape(-1).argsort()[:k]] = False

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of what device memory holds during the step.",
     )
     p.add_argument("--model", default="smollm2-135m",
-                   help=f"model: {' or '.join(BUILTIN_MODELS)} or a local Hugging Face folder (default: %(default)s)")
+                   help=f"model: {' or '.join(BUILTIN_MODELS)}, a local Hugging Face folder or a .gguf file (default: %(default)s)")
     p.add_argument("--method", choices=METHODS, default="adaptive",
                    help="vanilla = LoRA on all layers, full backprop; adaptive = LoRA in one window trained "
                    "through its exit; inference = one scoring forward pass (default: %(default)s)")

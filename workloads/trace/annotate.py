@@ -6,22 +6,19 @@ policy (``Trace.with_policy``) with these functions alone.
 """
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from workloads.errors import UserError
+from workloads.luc.pack import packed_bytes
 from workloads.luc.policy import DENSE_BITS, HEAD_GROUP, Policy
+from workloads.luc.prune import pruned_count
 from workloads.tuning.lora import LINEAR_MODULES
 
 LORA_MODULES = ("lora_A", "lora_B")
 HEAD_MODULES = ("lm_head", "exit_head")
-# A quantized weight group stores a float16 scale and a float16 zero point beside its values;
-# a group of the (symmetric) embedding / head a float16 scale only.
-GROUP_OVERHEAD_BITS = 32
-HEAD_GROUP_OVERHEAD_BITS = 16
 HEAD_WEIGHTS = ("embed_tokens", "lm_head")
 
 
@@ -88,23 +85,44 @@ def _ends_with_any(path: str, names: Sequence[str]) -> bool:
     return any(path == n or path.endswith("." + n) for n in names)
 
 
-def weight_storage_bits(numel: int, w_bits: int, sparsity: float, pattern: str, group_size: int) -> int:
-    """Bits one weight matrix takes in device memory.
+def weight_bytes(rows: int, cols: int, *, w_bits: int, sparsity: float, pattern: str, group_size: int,
+                 prune: str = "magnitude") -> int:
+    """Bytes one ``[rows, cols]`` weight matrix (``cols`` = input features) takes in device
+    memory: ``workloads.luc.pack.packed_bytes`` of what the compressor makes of it, with the
+    pruned count of ``prune`` (``workloads.luc.prune.pruned_count``). Quantization groups are cut
+    per row (``ceil(cols / min(group_size, cols))`` each), as the quantizers cut them."""
+    pattern = pattern if sparsity > 0 else "dense"
+    kept = rows * cols - pruned_count(rows, cols, sparsity, pattern, prune=prune)
+    return packed_bytes(rows, cols, bits=w_bits, group_size=group_size, kept=kept, pattern=pattern)
 
-    - quantized (``w_bits < 16``): values at ``w_bits`` plus a float16 scale and zero point per
-      group of ``group_size`` weights;
-    - N:M sparse: only the kept values, each with ``ceil(log2 M)`` bits of position metadata;
-    - unstructured sparse: the kept values plus a one-bit-per-weight bitmap, or the dense
-      layout when that is smaller (at low sparsity the bitmap costs more than it saves).
-    """
-    overhead = math.ceil(numel / group_size) * GROUP_OVERHEAD_BITS if w_bits < DENSE_BITS else 0
-    if sparsity <= 0:
-        return numel * w_bits + overhead
-    kept = round(numel * (1.0 - sparsity))
-    match = re.fullmatch(r"(\d+):(\d+)", pattern)
-    if match:
-        return kept * (w_bits + math.ceil(math.log2(int(match.group(2))))) + overhead
-    return min(numel * w_bits, kept * w_bits + numel) + overhead
+
+def weight_in_features(ops: pd.DataFrame, linear_modules: Sequence[str] = LINEAR_MODULES
+                       ) -> dict[tuple[int, str], int]:
+    """Input features of each weight matrix, from the trace's own forward products (operand B
+    of ``fwd`` is the weight ``[K, N]``): keys ``(layer, module)`` (``module`` one of
+    ``linear_modules``, the trace header's labels), and ``(-1, module)`` for a module of any
+    layer (decoder layers share shapes); ``(-1, "lm_head")`` for the head and embedding."""
+    fwd = ops[(ops["phase"] == "fwd") & (ops.get("kind", "matmul") == "matmul")]
+    out: dict[tuple[int, str], int] = {}
+    for layer, module, k in zip(fwd["layer"], fwd["module"], fwd["K"], strict=True):
+        if module in linear_modules:
+            out[(int(layer), str(module))] = int(k)
+            out.setdefault((-1, str(module)), int(k))
+        elif module in HEAD_MODULES:
+            out.setdefault((-1, "lm_head"), int(k))
+    return out
+
+
+def _shape(name: str, layer: int, numel: int, in_features: dict[tuple[int, str], int], *,
+           label: str) -> tuple[int, int]:
+    """``[rows, cols]`` of weight ``name`` whose product label is ``label`` (``"lm_head"`` for the
+    head / embedding), ``cols`` read from ``in_features``."""
+    key = (-1, "lm_head") if label == "lm_head" else (layer, label)
+    cols = in_features.get(key) or in_features.get((-1, key[1]))
+    if not cols or numel % cols:
+        raise UserError(f"trace: cannot tell the input width of weight '{name}' ({numel} values) from the "
+                        f"trace's forward products; re-record the trace")
+    return numel // cols, cols
 
 
 def annotate_tensors(
@@ -114,31 +132,48 @@ def annotate_tensors(
     dense_bits: int = DENSE_BITS,
     linear_modules: Sequence[str] = LINEAR_MODULES,
     head_weights: Sequence[str] = HEAD_WEIGHTS,
+    in_features: dict[tuple[int, str], int] | None = None,
 ) -> pd.DataFrame:
     """Set ``bits`` and ``bytes`` of the weight rows from the policy: a decoder layer's linear
     weights (``NAME.weight`` with ``NAME`` ending in one of ``linear_modules``) at their policy
-    bits (sparse format and group overhead folded into ``bytes``), the embedding / tied head
-    (``head_weights``: tensor names, or their first component) at the policy's ``head_bits`` (a
-    float16 scale per ``HEAD_GROUP``), every other weight (norms, biases) at ``dense_bits``.
-    Both lists come from the trace header; the defaults are LLaMA's, for traces without them."""
+    bits (sparse format and per-row group overhead folded into ``bytes``, ``weight_bytes``), the
+    embedding / tied head (``head_weights``: tensor names, or their first component) at the
+    policy's ``head_bits`` (symmetric, a float16 scale per ``HEAD_GROUP`` values of a row), every
+    other weight (norms, biases) at ``dense_bits``. Both lists come from the trace header; the
+    defaults are LLaMA's, for traces without them. ``in_features`` (``weight_in_features`` of
+    the trace's ops) gives each matrix's shape; it is needed only for quantized or sparse weights.
+
+    Raises:
+        UserError: a compressed weight whose input width the ops do not tell."""
     out = tensors.copy()
     sparsity_of, bits_of = _layer_maps(policy)
     group = policy.group_size if policy else 128
     pattern = policy.pattern if policy else "dense"
+    prune = policy.prune if policy else "magnitude"
+    shapes = in_features or {}
     for idx in np.flatnonzero((out["kind"] == "weight").to_numpy()):
         row = out.iloc[idx]
         name = str(row["name"])
         layer = int(row["layer"])
-        linear = layer >= 0 and name.endswith(".weight") and _ends_with_any(name[: -len(".weight")], linear_modules)
+        stem = name[: -len(".weight")] if name.endswith(".weight") else ""
+        labels = [m for m in linear_modules if _ends_with_any(stem, [m])] if layer >= 0 else []
+        linear = bool(labels)
+        label = max(labels, key=len) if labels else "lm_head"  # GPT-2's attn.c_proj over c_proj
         numel = int(row["numel"])
         is_head = name in head_weights or name.split(".")[0] in head_weights
         if policy is not None and layer < 0 and is_head and policy.head_bits < DENSE_BITS:
             bits = policy.head_bits
-            total = numel * bits + math.ceil(numel / HEAD_GROUP) * HEAD_GROUP_OVERHEAD_BITS
+            rows, cols = _shape(name, layer, numel, shapes, label=label)
+            total = packed_bytes(rows, cols, bits=bits, group_size=HEAD_GROUP, symmetric=True)
         else:
             bits = bits_of.get(layer, dense_bits) if linear else dense_bits
             sparsity = sparsity_of.get(layer, 0.0) if linear else 0.0
-            total = weight_storage_bits(numel, bits, sparsity, pattern, group)
+            if bits >= DENSE_BITS and sparsity <= 0:
+                rows, cols = 1, numel  # a float16 matrix: its shape does not matter
+            else:
+                rows, cols = _shape(name, layer, numel, shapes, label=label)
+            total = weight_bytes(rows, cols, w_bits=bits, sparsity=sparsity, pattern=pattern, group_size=group,
+                                 prune=prune)
         out.iat[idx, out.columns.get_loc("bits")] = bits
-        out.iat[idx, out.columns.get_loc("bytes")] = math.ceil(total / 8)
+        out.iat[idx, out.columns.get_loc("bytes")] = total
     return out

@@ -1,6 +1,7 @@
 """The ``Trace`` object: ops table, tensor table and provenance header (docs/trace.md)."""
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass, field, replace
@@ -10,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.textfile import file_problem, read_text
 from workloads.errors import UserError
 from workloads.jsonfile import write_atomic
 from workloads.luc.policy import Policy
-from workloads.trace.annotate import annotate_ops, annotate_tensors
+from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_features
 from workloads.tuning.lora import LINEAR_MODULES
 
 FORMAT = "edgellm-trace/2"
@@ -80,9 +82,11 @@ class Trace:
         lora_bits = int(self.header.get("lora_bits", 16))
         dense_bits = int(self.header.get("dense_bits", 16))
         names = {k: self.header[k] for k in ("linear_modules", "head_weights") if self.header.get(k)}  # per architecture
+        linear = names.get("linear_modules", LINEAR_MODULES)
         ops = annotate_ops(self.ops, policy, a_bits=a_bits, dense_bits=dense_bits, lora_bits=lora_bits,
-                           linear_modules=names.get("linear_modules", LINEAR_MODULES))
-        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits, **names)
+                           linear_modules=linear)
+        tensors = annotate_tensors(self.tensors, policy, dense_bits=dense_bits, **names,
+                                   in_features=weight_in_features(self.ops, linear))
         header = dict(self.header)
         header["policy"] = label if label is not None else ("inline" if policy is not None else None)
         header["policy_summary"] = policy_summary(policy) if policy is not None else None
@@ -138,17 +142,18 @@ class Trace:
         """Read a trace written by :meth:`save` (or any file following docs/trace.md). A
         format-1 trace reads as products only, with a warning that its vector work is missing."""
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"trace file '{path}' not found")
-        with path.open() as fh:
-            first = fh.readline().strip()
+        problem = file_problem(path)
+        if problem is not None:
+            raise UserError(f"trace file '{path}' {problem}")
+        text = read_text(path, what="trace CSV", error=UserError)
+        first = text.split("\n", 1)[0].strip()
         if not first.startswith("#"):
             raise UserError(f"{path}: first line must be '# {{json header}}' (see docs/trace.md)")
         try:
             header = json.loads(first[1:])
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: header is not valid JSON ({exc.msg})") from None
-        ops = pd.read_csv(path, comment="#")
+        ops = pd.read_csv(io.StringIO(text), comment="#")
         if header.get("format") == FORMAT_V1:
             warnings.warn(f"{path}: trace format 1 has no vector rows: the step's non-matrix work is "
                           f"missing (record it again for format 2)", TraceFormatWarning, stacklevel=2)
@@ -163,7 +168,8 @@ class Trace:
             ops[col] = ops[col].astype(str).str.lower().isin(["true", "1"])
         ops["vector_class"] = ops["vector_class"].fillna("").astype(str)
         tpath = tensors_path(path)
-        tensors = pd.read_csv(tpath) if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS))
+        tensors = (pd.read_csv(io.StringIO(read_text(tpath, what="tensor table", error=UserError)))
+                   if tpath.is_file() else pd.DataFrame(columns=list(TENSOR_COLUMNS)))
         if "first_op" not in tensors.columns:  # an older table: every tensor lives the whole step
             tensors = tensors.assign(first_op=0, last_op=max(len(ops) - 1, 0))
         return cls(ops, tensors, header)
