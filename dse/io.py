@@ -2,24 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
+from common.files import write_atomic
+
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``common.files.write_atomic`` into ``path``, creating its folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -15,7 +15,7 @@ from sim.api import simulate_gemm, simulate_trace
 from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw
 from sim.cost import OpCost
 from sim.dataflow import DATAFLOWS
-from sim.errors import (ConfigError, MappingError, SimError, SimWarning, TraceError,
+from sim.errors import (ConfigError, MappingError, SimError, SimWarning, SweepError, TraceError,
                         TraceFormatWarning)
 from sim.report import Footprint, GemmResult, SimResult
 from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
@@ -23,7 +23,8 @@ from sim.trace import Trace, read_trace, validate_ops, validate_tensors
 
 __all__ = [
     "DATAFLOWS", "OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
-    "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "Trace", "TraceError",
+    "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "SweepError", "Trace",
+    "TraceError",
     "TraceFormatWarning", "apply_overrides", "evaluate_op", "hw_from_dict", "load_hw",
     "read_trace", "schedule_ops", "simulate_gemm", "simulate_trace", "validate_ops",
     "validate_tensors",

@@ -3,11 +3,10 @@ written atomically so a kill leaves the old file or the new one, never half of o
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from common.files import write_atomic
 from workloads.errors import UserError
 
 
@@ -30,14 +29,8 @@ def read_json(path: str | Path, what: str, noun: str) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> None:
-    """Write ``obj`` through a temp file in the same folder and a rename."""
+    """Write ``obj`` as JSON through a temp file in the same folder and a rename
+    (``common.files.write_atomic``), creating the folder first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=indent)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent)))

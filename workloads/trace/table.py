@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,33 +9,25 @@ from typing import Any
 
 import pandas as pd
 
+from common.files import write_atomic
+from common.trace_format import (
+    FORMAT,
+    FORMAT_V1,
+    MATMUL_DEFAULTS,
+    OPS_COLUMNS,
+    TENSOR_COLUMNS,
+    tensors_path,
+)
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors
 
-FORMAT = "edgellm-trace/2"
-FORMAT_V1 = "edgellm-trace/1"
-V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
-              "w_bits", "a_bits", "trainable", "count")
-# Format 2: matrix products and non-matrix (vector) work in one table (docs/trace.md).
-VECTOR_COLUMNS = ("kind", "vector_class", "elements", "read_bytes", "write_bytes", "fusable")
-OPS_COLUMNS = V1_COLUMNS + VECTOR_COLUMNS
+__all__ = ["FORMAT", "OPS_COLUMNS", "TENSOR_COLUMNS", "Trace", "TraceFormatWarning",
+           "policy_summary", "tensors_path"]
 
 
 class TraceFormatWarning(UserWarning):
     """A trace in an older format: it reads, but lacks what newer traces record."""
-
-
-_V1_DEFAULTS = {"kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
-                "fusable": False}
-TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
-
-
-def tensors_path(ops_path: str | Path) -> Path:
-    """``NAME.tensors.csv`` beside ``NAME.csv``."""
-    path = Path(ops_path)
-    stem = path.name[:-4] if path.name.endswith(".csv") else path.name
-    return path.with_name(f"{stem}.tensors.csv")
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:
@@ -137,7 +127,7 @@ class Trace:
         if header.get("format") == FORMAT_V1:
             warnings.warn(f"{path}: trace format 1 has no vector rows: the step's non-matrix work is "
                           f"missing (record it again for format 2)", TraceFormatWarning, stacklevel=2)
-            for col, value in _V1_DEFAULTS.items():
+            for col, value in MATMUL_DEFAULTS.items():
                 ops[col] = value
         elif header.get("format") != FORMAT:
             raise UserError(f"{path}: unknown trace format {header.get('format')!r} (expected {FORMAT!r})")
@@ -153,11 +143,4 @@ class Trace:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: tmp.write_text(text))

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.sweep_plan import GridAxis
-from sim.sweep_report import best_points
+from sim.sweep.plan import GridAxis
+from sim.sweep.report import best_points
 from sim.trace import PHASES
 
 __all__ = ["choose_heatmap_keys", "plot_heatmap", "plot_pareto", "plot_time"]

@@ -56,7 +56,7 @@ def summary_text(table: pd.DataFrame, grid_keys: Sequence[str], *,
                  header_lines: Sequence[str] = ()) -> str:
     """A short plain-text report: the best point per config for each trace, then failures.
 
-    Latency in ms, energy in mJ, area in mm^2 (the proxy of ``sim.sweep_table``).
+    Latency in ms, energy in mJ, area in mm^2 (the proxy of ``sim.sweep.table``).
     """
     lines = list(header_lines)
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)

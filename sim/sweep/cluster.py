@@ -11,7 +11,7 @@ run like any internal error. Points already finished are never lost: they are in
 
 Workers need this project importable (the same code as the client: checked before the first
 task) but no shared file system: each validated trace is shipped once with
-``Client.scatter`` and cached in the worker (``sim.sweep_worker.remember_trace``).
+``Client.scatter`` and cached in the worker (``sim.sweep.worker.remember_trace``).
 
 Start a cluster on one machine (or the scheduler on one and workers on many)::
 
@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.sweep_plan import Plan, Point, SweepError
-from sim.sweep_worker import Outcome, Task, cached_trace, remember_trace, run_task
+from sim.errors import SweepError
+from sim.sweep.plan import Plan, Point
+from sim.sweep.worker import Outcome, Task, cached_trace, remember_trace, run_task
 
 __all__ = ["check_cluster", "code_fingerprint", "run_tasks_dask", "task_key"]
 
@@ -37,7 +38,7 @@ WORKER_WAIT_S = 60.0
 
 
 def _sources_digest() -> str:
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the whole sim package
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
