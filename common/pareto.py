@@ -1,14 +1,13 @@
 """The Pareto mask: which points no other point dominates, every objective minimized."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["pareto_mask"]
 
 
-def pareto_mask(*objectives: Sequence[float] | np.ndarray) -> np.ndarray:
+def pareto_mask(*objectives: npt.ArrayLike) -> np.ndarray:
     """Points that no other point dominates when every objective is minimized.
 
     Args:

@@ -15,8 +15,15 @@ from sim.api import simulate_gemm, simulate_trace
 from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw
 from sim.cost import OpCost
 from sim.dataflow import DATAFLOWS
-from sim.errors import (ConfigError, MappingError, SimError, SimWarning, SweepError, TraceError,
-                        TraceFormatWarning)
+from sim.errors import (
+    ConfigError,
+    MappingError,
+    SimError,
+    SimWarning,
+    SweepError,
+    TraceError,
+    TraceFormatWarning,
+)
 from sim.report import Footprint, GemmResult, SimResult
 from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
 from sim.trace import Trace, read_trace, validate_ops, validate_tensors

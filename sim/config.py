@@ -28,7 +28,7 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, cast, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -393,7 +393,7 @@ class HwConfig(_Strict):
             ``{"pe_count": int, "sram_bytes": int, "area_mm2": float | None,
             "area_source": "config" | "default" | None}``.
         """
-        area, source = self.area, "config"
+        area, source = self.area, cast(str | None, "config")
         if area is None:
             area, source = (DEFAULT_AREA, "default") if fallback else (None, None)
         sram_bytes = self.sram.total_bytes
@@ -568,12 +568,12 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{path}: {err.get('msg', 'invalid')} (got {got})"
 
 
-def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (),
+def hw_from_dict(data: object, overrides: Iterable[str] | Mapping[str, Any] = (),
                  *, source: str = "<config>") -> HwConfig:
     """Validate a config mapping, after applying dotted overrides.
 
     Args:
-        data: the parsed YAML mapping.
+        data: the parsed YAML (anything but a mapping is a ``ConfigError``).
         overrides: ``["pe.rows=16", "dram.bandwidth_gbps=8"]`` (values parsed as YAML) or a
             mapping ``{"pe.rows": 16}``.
         source: name used at the start of error messages (usually the file path).

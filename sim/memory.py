@@ -91,11 +91,11 @@ def continued_tiles(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
     return total
 
 
-def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
+def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], *,
                   a_bytes: float | np.ndarray, b_bytes: float | np.ndarray,
                   out_bytes: float | np.ndarray, psum_bytes: float | np.ndarray,
                   compute: np.ndarray, bytes_per_cycle: float,
-                  double_buffering: bool, *, continued: np.ndarray | None = None,
+                  double_buffering: bool, continued: np.ndarray | None = None,
                   continue_saving: np.ndarray | None = None) -> MemoryTiming:
     """Traffic and cycles for every loop order and candidate tiling.
 

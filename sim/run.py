@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sim.api import simulate_trace
-from sim.cli import (CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_main,
-                     write_atomic)
+from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_main, write_atomic
 from sim.config import load_hw
 from sim.dataflow import DATAFLOWS
 from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
@@ -67,7 +67,7 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def _text_summary(s: dict) -> str:
+def _text_summary(s: dict[str, Any]) -> str:
     ms = 1e3
     lines = [
         f"hw {s['hw']}  dataflow {s['dataflow']}  objective {s['objective']}  "
@@ -104,7 +104,7 @@ def _text_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _stall(row: dict) -> float:
+def _stall(row: dict[str, Any]) -> float:
     return row["stall_cycles"] / row["cycles"] if row["cycles"] else 0.0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,14 +95,17 @@ def scalesim_bandwidth_hw(rows: int = 32, cols: int = 32) -> HwConfig:
     }, source="scalesim_bandwidth_hw")
 
 
-def _operand_bytes(hw: HwConfig, m: int, n: int, k: int, best: dict) -> dict[str, float]:
+def _operand_bytes(hw: HwConfig, m: int, n: int, k: int, best: dict[str, Any]
+                   ) -> dict[str, float]:
     """DRAM bytes of A, B and the output under the mapping ``best`` found by ``evaluate_op``."""
     bits = float(hw.precision.base_bits)
-    trips = tuple(np.array([math.ceil(d / t)], dtype=float) for d, t in
+    tm, tn, tk = (np.array([math.ceil(d / t)], dtype=float) for d, t in
                   ((m, best["tile_m"]), (n, best["tile_n"]), (k, best["tile_k"])))
-    mem = memory_timing(trips, m * k * bits / 8, k * n * bits / 8, m * n * bits / 8,
-                        m * n * hw.pe.accum_bits / 8, np.array([1.0]), hw.dram_bytes_per_cycle,
-                        hw.sram.double_buffering)
+    trips = (tm, tn, tk)
+    mem = memory_timing(trips, a_bytes=m * k * bits / 8, b_bytes=k * n * bits / 8,
+                        out_bytes=m * n * bits / 8, psum_bytes=m * n * hw.pe.accum_bits / 8,
+                        compute=np.array([1.0]), bytes_per_cycle=hw.dram_bytes_per_cycle,
+                        double_buffering=hw.sram.double_buffering)
     order = LOOP_ORDERS.index(best["loop_order"])
 
     def pick(x: np.ndarray) -> float:  # (orders, ...) with one candidate and one variant

@@ -297,8 +297,9 @@ def _cfg_fields_of(hw: Mapping[str, Any]) -> dict[str, Any]:
         third = max(1, int(sram["unified_kib"] // 3))
         sizes = (third, third, third)
     else:
-        sizes = tuple(max(1, int(round(float(sram[k]))))
-                      for k in ("input_kib", "weight_kib", "output_kib"))
+        size = {k: max(1, int(round(float(sram[k]))))
+                for k in ("input_kib", "weight_kib", "output_kib")}
+        sizes = (size["input_kib"], size["weight_kib"], size["output_kib"])
     clock = float(hw["clock_mhz"])
     bytes_per_cycle = float(hw["dram"]["bandwidth_gbps"]) * 1000.0 / clock
     words = max(1, int(round(bytes_per_cycle / (WORD_BITS / 8))))
@@ -397,7 +398,8 @@ def _conv_row(parts: Sequence[str], where: str) -> dict[str, Any]:
                          f"(got {len(parts)} fields)")
     names = ("IFMAP height", "IFMAP width", "filter height", "filter width", "channels",
              "filters", "stride")
-    h, w, r, s, c, f, stride = (_positive(v, where, n) for v, n in zip(parts[1:8], names))
+    h, w, r, s, c, f, stride = (_positive(v, where, n)
+                                  for v, n in zip(parts[1:8], names, strict=True))
     if r > h or s > w:
         raise TraceError(f"{where}: filter {r}x{s} is larger than the IFMAP {h}x{w}")
     pattern, sparsity = _ratio(parts[8] if len(parts) > 8 else None, where)
@@ -486,17 +488,17 @@ def trace_to_topology(ops: pd.DataFrame) -> tuple[str, list[str]]:
                          f"matrix products only)")
         ops = ops[~vector]
     unstructured = 0
-    for row in ops.itertuples(index=False):
-        name = f"L{int(row.layer)}.{row.module}.{row.phase}".replace(",", "_")
+    for row in ops.to_dict("records"):
+        name = f"L{int(row['layer'])}.{row['module']}.{row['phase']}".replace(",", "_")
         ratio = ""
-        if row.sparsity_pattern not in ("dense", "unstructured"):
-            ratio = f"{row.sparsity_pattern},"
-        elif row.sparsity_pattern == "unstructured":
+        if row["sparsity_pattern"] not in ("dense", "unstructured"):
+            ratio = f"{row['sparsity_pattern']},"
+        elif row["sparsity_pattern"] == "unstructured":
             unstructured += 1
-        count = int(row.count)
+        count = int(row["count"])
         for i in range(count):
             label = name if count == 1 else f"{name}#{i}"
-            lines.append(f"{label},{int(row.M)},{int(row.N)},{int(row.K)},{ratio}")
+            lines.append(f"{label},{int(row['M'])},{int(row['N'])},{int(row['K'])},{ratio}")
     if unstructured:
         notes.append(f"{unstructured} row(s) with unstructured sparsity written dense "
                      f"(SCALE-Sim models N:M only)")

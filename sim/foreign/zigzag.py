@@ -106,7 +106,8 @@ class _Memories:
         return max(held, key=self.bits)
 
 
-def _array(data: Mapping[str, Any], source: str) -> tuple[list[str], list[int], Mapping]:
+def _array(data: Mapping[str, Any], source: str
+           ) -> tuple[list[str], list[int], Mapping[str, Any]]:
     array = data.get("operational_array")
     if not isinstance(array, Mapping):
         raise ConfigError(f"{source}: operational_array: must be a mapping")
@@ -182,7 +183,7 @@ def accelerator_to_hw(data: Mapping[str, Any], *, source: str = "<zigzag>") -> T
         defaults.append(f"energy.mac_pj = {MAC_PJ} (no unit_energy; Horowitz ISSCC 2014, "
                         f"45 nm, 8-bit)")
         mac_pj = MAC_PJ
-    hw = {
+    hw: dict[str, Any] = {
         "name": str(data.get("name") or "zigzag"),
         "clock_mhz": CLOCK_MHZ,
         "pe": {"rows": math.prod(sizes[1:]) if len(sizes) > 1 else 1, "cols": sizes[0],

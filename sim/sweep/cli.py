@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.cli import (OneLineParser, deferred_warnings, positive_int, print_error,
-                     print_warnings)
+from sim.cli import OneLineParser, deferred_warnings, positive_int, print_error, print_warnings
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
 from sim.scheduler import OBJECTIVES

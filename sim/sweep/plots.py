@@ -131,7 +131,8 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
             if np.isfinite(grid).any():
                 worst = max(worst, float(np.nanmax(grid) / np.nanmin(grid)))
     fig, ax_grid = _figure(len(configs), len(traces), max(3.4, 6.0 / len(traces)), 2.8)
-    norm = LogNorm(vmin=1.0, vmax=max(worst, 1.01))
+    vmax = max(worst, 1.01)
+    norm = LogNorm(vmin=1.0, vmax=vmax)
     image = None
     for i, config in enumerate(configs):
         for j, trace in enumerate(traces):
@@ -160,7 +161,7 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
 
         bar = fig.colorbar(image, ax=ax_grid, shrink=0.6, label="latency / best in panel")
         ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
-                 if t <= norm.vmax]
+                 if t <= vmax]
         bar.set_ticks(ticks)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))

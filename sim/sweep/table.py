@@ -92,7 +92,6 @@ def build_table(plan: Plan, records: Mapping[str, Mapping[str, Any]]) -> pd.Data
     table = table[front + [c for c in table.columns if c not in front]]
     table["pareto"] = False
     ok = table["status"] == "ok"
-    for _, idx in table[ok].groupby("trace").groups.items():
-        sub = table.loc[idx]
-        table.loc[idx, "pareto"] = pareto_mask(sub["latency_s"], sub["energy_j"])
+    for _, sub in table[ok].groupby("trace"):
+        table.loc[sub.index, "pareto"] = pareto_mask(sub["latency_s"], sub["energy_j"])
     return table
