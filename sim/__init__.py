@@ -7,9 +7,12 @@ vector rows (format 2) on the vector unit.
 
 Example:
     >>> import sim
-    >>> hw = sim.load_hw("hwconfigs/edge_llm.yaml", ["dram.bandwidth_gbps=8"])  # doctest: +SKIP
-    >>> res = sim.simulate_trace("trace.csv", hw, dataflow="auto")  # doctest: +SKIP
-    >>> res.ops[["module", "phase", "cycles", "dataflow"]]  # doctest: +SKIP
+    >>> hw = sim.load_hw("hwconfigs/edge_llm.yaml", ["dram.bandwidth_gbps=8"])
+    >>> hw.dram.bandwidth_gbps
+    8.0
+    >>> res = sim.simulate_trace("tests/data/tiny_step_v2.csv", hw, dataflow="auto")
+    >>> sorted(res.ops["kind"].unique()), res.total.cycles >= res.total.roofline_cycles
+    (['matmul', 'vector'], True)
 """
 from sim.api import simulate_gemm, simulate_trace
 from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw

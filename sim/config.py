@@ -605,8 +605,8 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
     YAML (translated by ``sim.foreign``; ``sim.foreign.hw_translation`` lists the defaults).
 
     Example:
-        >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])  # doctest: +SKIP
-        >>> hw.pe.rows  # doctest: +SKIP
+        >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])
+        >>> hw.pe.rows
         16
 
     Raises:

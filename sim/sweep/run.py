@@ -12,9 +12,12 @@ Example::
 
 The pure API is ``run_sweep`` (returns the table; nothing printed)::
 
-    >>> table = run_sweep(["hwconfigs/edge_llm.yaml"], ["tests/data/tiny_step.csv"],
-    ...                   {"pe.rows": [8, 16]}, out="runs/s")  # doctest: +SKIP
-    >>> table[["config", "pe.rows", "trace", "status", "latency_s"]]  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     table = run_sweep(["hwconfigs/edge_llm.yaml"], ["tests/data/tiny_step_v2.csv"],
+    ...                       {"pe.rows": [8, 16]}, out=out, plots=False)
+    >>> table[["pe.rows", "trace", "status"]].values.tolist()
+    [[8, 'tiny_step_v2', 'ok'], [16, 'tiny_step_v2', 'ok']]
 
 Resume: finished points are appended to ``OUT/points.jsonl`` (flushed and fsynced per task)
 under a key that hashes the resolved config, the trace file content, the dataflow and the
