@@ -15,9 +15,12 @@ from typing import NoReturn
 from common import files
 from common.errors import cli_main, deferred_warnings, one_line, print_error, print_warnings
 from sim.config import config_help
+from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
+from sim.scheduler import OBJECTIVES
 
-__all__ = ["CONFIG_EPILOG", "SET_HELP", "OneLineParser", "check_output", "cli_main",
+__all__ = ["CONFIG_EPILOG", "SET_HELP", "OneLineParser", "add_mapping_flags", "check_output",
+           "cli_main",
            "deferred_warnings", "one_line", "positive_int", "print_error", "print_warnings",
            "write_atomic"]
 
@@ -28,6 +31,19 @@ CONFIG_EPILOG = (
     f"hardware keys for --set: {config_help()}. "
     "Use KEY=null to drop a key (e.g. to switch capacity_gib to capacity_mib). "
     "User errors print one line 'error: ...' and exit with code 2.")
+
+
+def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataflow`` and ``--objective``, the per-op mapping search's two choices."""
+    parser.add_argument(
+        "--dataflow", choices=("auto", *DATAFLOWS), default=None,
+        help="auto: per-op best of ws (weight-), os (output-), is (input-stationary); or one "
+             "dataflow for every op; a SCALE-Sim .cfg given as --hw brings its own Dataflow "
+             "unless this flag is given (default: auto)")
+    parser.add_argument(
+        "--objective", choices=OBJECTIVES, default="latency",
+        help="what the per-op mapping search minimizes: latency (cycles), energy (joules) or "
+             "edp (cycles x joules) (default: latency)")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from common.scalesim_cfg import scalesim_cfg
 from sim.errors import ConfigError, TraceError
 from sim.foreign import Translation
 
@@ -242,50 +243,9 @@ def cfg_to_hw(text: str, *, source: str = "<cfg>") -> Translation:
 
 # ----------------------------------------------------------------------------- hw -> .cfg
 
-_CFG_TEMPLATE = """# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
+_CFG_HEADER = """# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
 # Run: python -m scalesim.scale -c THIS.cfg -t TOPOLOGY.csv -l layout.csv -i gemm -p logs/
 # The [{extra}] section is ignored by SCALE-Sim; `sim` reads it back.
-[general]
-run_name = {run_name}
-
-[architecture_presets]
-ArrayHeight: {rows}
-ArrayWidth: {cols}
-IfmapSramSzkB: {ifmap_kib}
-FilterSramSzkB: {filter_kib}
-OfmapSramSzkB: {ofmap_kib}
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : {bandwidth}
-Dataflow : {dataflow}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-
-[run_presets]
-InterfaceBandwidth: USER
-UseRamulatorTrace: False
-
-[{extra}]
-hw_json = {blob}
 """
 
 
@@ -333,10 +293,12 @@ def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str) -> tuple[str, list[str]]:
                      f"{hw['precision']['base_bits']}-bit precision is not expressed")
     blob = json.dumps(dict(hw), sort_keys=True, separators=(",", ":"))
     run_name = str(hw["name"])
-    text = _CFG_TEMPLATE.format(
-        run_name=run_name, rows=f["rows"], cols=f["cols"], ifmap_kib=f["ifmap_kib"],
-        filter_kib=f["filter_kib"], ofmap_kib=f["ofmap_kib"],
-        bandwidth=int(f["bandwidth_words"]), dataflow=dataflow, extra=EXTRA_SECTION, blob=blob)
+    text = (_CFG_HEADER.format(run_name=run_name, extra=EXTRA_SECTION)
+            + scalesim_cfg(run_name=run_name, rows=f["rows"], cols=f["cols"],
+                           ifmap_kib=f["ifmap_kib"], filter_kib=f["filter_kib"],
+                           ofmap_kib=f["ofmap_kib"], bandwidth=int(f["bandwidth_words"]),
+                           dataflow=dataflow)
+            + f"\n[{EXTRA_SECTION}]\nhw_json = {blob}\n")
     return text, notes
 
 

@@ -12,10 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.cli import OneLineParser, deferred_warnings, positive_int, print_error, print_warnings
-from sim.dataflow import DATAFLOWS
+from sim.cli import (
+    OneLineParser,
+    add_mapping_flags,
+    deferred_warnings,
+    positive_int,
+    print_error,
+    print_warnings,
+)
 from sim.errors import SimError
-from sim.scheduler import OBJECTIVES
 from sim.sweep.run import Progress, SweepInterrupted, run_sweep
 
 __all__ = ["build_parser", "main"]
@@ -60,13 +65,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="fixed override applied to every config before the grid's, e.g. "
                         "--set clock_mhz=500 (repeatable; default: none)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
-                   help="auto: per-op best of ws (weight-), os (output-), is (input-"
-                        "stationary); or one dataflow for every op; each SCALE-Sim .cfg in --hw "
-                        "brings its own Dataflow unless this flag is given (default: auto)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="latency",
-                   help="what the per-op mapping search minimizes: latency (cycles), energy "
-                        "(joules) or edp (default: latency)")
+    add_mapping_flags(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder, created if missing; an existing sweep there is "
                         "resumed (required)")
