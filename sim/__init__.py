@@ -28,11 +28,11 @@ from sim.errors import (
     TraceFormatWarning,
 )
 from sim.report import Footprint, GemmResult, SimResult
-from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
+from sim.scheduler import MAPPING_OBJECTIVES, evaluate_op, schedule_ops
 from sim.trace import Trace, read_trace, validate_ops, validate_tensors
 
 __all__ = [
-    "DATAFLOWS", "OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
+    "DATAFLOWS", "MAPPING_OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
     "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "SweepError", "Trace",
     "TraceError",
     "TraceFormatWarning", "apply_overrides", "evaluate_op", "hw_from_dict", "load_hw",

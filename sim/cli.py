@@ -17,7 +17,7 @@ from common.errors import cli_main, deferred_warnings, one_line, print_error, pr
 from sim.config import config_help
 from sim.dataflow import DATAFLOWS
 from sim.errors import SimError
-from sim.scheduler import OBJECTIVES
+from sim.scheduler import MAPPING_OBJECTIVES
 
 __all__ = ["CONFIG_EPILOG", "SET_HELP", "OneLineParser", "add_mapping_flags", "check_output",
            "cli_main",
@@ -41,7 +41,7 @@ def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
              "dataflow for every op; a SCALE-Sim .cfg given as --hw brings its own Dataflow "
              "unless this flag is given (default: auto)")
     parser.add_argument(
-        "--objective", choices=OBJECTIVES, default="latency",
+        "--objective", choices=MAPPING_OBJECTIVES, default="latency",
         help="what the per-op mapping search minimizes: latency (cycles), energy (joules) or "
              "edp (cycles x joules) (default: latency)")
 

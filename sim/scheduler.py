@@ -26,10 +26,10 @@ from sim.opwork import OpWork, op_work
 from sim.tiling import TileSet, buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals
 from sim.vector import vector_costs
 
-__all__ = ["OBJECTIVES", "OP_KEY", "OpKey", "evaluate_op", "evaluate_shapes",
+__all__ = ["MAPPING_OBJECTIVES", "OP_KEY", "OpKey", "evaluate_op", "evaluate_shapes",
            "evaluate_variants", "schedule_ops", "unique_ops"]
 
-OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
+MAPPING_OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
 
 
 class OpKey(NamedTuple):
@@ -48,8 +48,9 @@ OP_KEY: tuple[str, ...] = OpKey._fields
 
 
 def _check_choice(dataflow: str, objective: str) -> tuple[str, ...]:
-    if objective not in OBJECTIVES:
-        raise SimError(f"objective must be one of {', '.join(OBJECTIVES)} (got {objective!r})")
+    if objective not in MAPPING_OBJECTIVES:
+        raise SimError(f"objective must be one of {', '.join(MAPPING_OBJECTIVES)} "
+                       f"(got {objective!r})")
     if dataflow == "auto":
         return DATAFLOWS
     if dataflow not in DATAFLOWS:

@@ -17,9 +17,9 @@ Example:
 """
 from sim.errors import SweepError
 from sim.sweep.cli import build_parser, main
-from sim.sweep.plan import Plan, Point, parse_grid
+from sim.sweep.plan import Point, SweepPlan, parse_grid
 from sim.sweep.report import best_points, ratio_by_value, ratio_effects
 from sim.sweep.run import SweepInterrupted, prepare, run_sweep
 
-__all__ = ["Plan", "Point", "SweepError", "SweepInterrupted", "best_points", "build_parser",
+__all__ = ["Point", "SweepError", "SweepInterrupted", "SweepPlan", "best_points", "build_parser",
            "main", "parse_grid", "prepare", "ratio_by_value", "ratio_effects", "run_sweep"]

@@ -26,28 +26,40 @@ from sim.sweep.run import Progress, SweepInterrupted, run_sweep
 __all__ = ["build_parser", "main"]
 
 
+_DESCRIPTION = (
+    "Sweep hardware configs x a grid of config overrides x traces through the "
+    "simulator. Writes OUT/sweep.csv (+ sweep.parquet if pyarrow is "
+    "installed; one row per point: config, swept values, trace provenance, "
+    "latency_s in seconds, every per-op cost field summed (cycles, "
+    "dram_bytes, energy_j in joules, ...), compute/stall/vector cycles per "
+    "phase, matmul_cycles, vector_cycles, vector_latency_s, utilization, "
+    "peak_memory_bytes, fits_in_dram, roofline_ratio, pe_count, sram_bytes "
+    "(SRAM capacity), area_mm2), points.jsonl (the resume "
+    "log), summary.txt, summary.json and PNG plots. A point that fails is a "
+    "row with status infeasible (its tensors exceed DRAM capacity) or error "
+    "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
+    "with the same --out computes only missing points (keyed by a hash of the "
+    "resolved config, the trace files' content, dataflow and objective)."
+)
+_EPILOG = (
+    "example: python -m sim.sweep --hw 'hwconfigs/*.yaml' --trace a.csv b.csv "
+    "--grid pe.rows=16,32 --grid dram.bandwidth_gbps=8,25.6 --out runs/sweep1 "
+    "--workers 2. Exit codes: 0 done (failed points included), 2 user error "
+    "(nothing written), 130 interrupted by Ctrl-C or SIGTERM (finished points "
+    "kept; rerun to resume)."
+)
+
+
 def build_parser() -> OneLineParser:
     """The command-line interface (every flag with its units and default)."""
-    p = OneLineParser(
-        prog="python -m sim.sweep",
-        description="Sweep hardware configs x a grid of config overrides x traces through the "
-                    "simulator. Writes OUT/sweep.csv (+ sweep.parquet if pyarrow is "
-                    "installed; one row per point: config, swept values, trace provenance, "
-                    "latency_s in seconds, every per-op cost field summed (cycles, "
-                    "dram_bytes, energy_j in joules, ...), compute/stall/vector cycles per "
-                    "phase, matmul_cycles, vector_cycles, vector_latency_s, utilization, "
-                    "peak_memory_bytes, fits_in_dram, roofline_ratio, pe_count, sram_bytes "
-                    "(SRAM capacity), area_mm2), points.jsonl (the resume "
-                    "log), summary.txt, summary.json and PNG plots. A point that fails is a "
-                    "row with status infeasible (its tensors exceed DRAM capacity) or error "
-                    "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
-                    "with the same --out computes only missing points (keyed by a hash of the "
-                    "resolved config, the trace files' content, dataflow and objective).",
-        epilog="example: python -m sim.sweep --hw 'hwconfigs/*.yaml' --trace a.csv b.csv "
-               "--grid pe.rows=16,32 --grid dram.bandwidth_gbps=8,25.6 --out runs/sweep1 "
-               "--workers 2. Exit codes: 0 done (failed points included), 2 user error "
-               "(nothing written), 130 interrupted by Ctrl-C or SIGTERM (finished points "
-               "kept; rerun to resume).")
+    p = OneLineParser(prog="python -m sim.sweep", description=_DESCRIPTION, epilog=_EPILOG)
+    _add_input_flags(p)
+    _add_run_flags(p)
+    return p
+
+
+def _add_input_flags(p: OneLineParser) -> None:
+    """What is swept: configs, traces, grid, fixed overrides, dataflow and objective."""
     p.add_argument("--hw", required=True, nargs="+", metavar="YAML",
                    help="hardware config files or quoted globs, e.g. 'hwconfigs/*.yaml'; "
                         "SCALE-Sim .cfg and ZigZag accelerator YAMLs too (required; a glob "
@@ -66,6 +78,10 @@ def build_parser() -> OneLineParser:
                    help="fixed override applied to every config before the grid's, e.g. "
                         "--set clock_mhz=500 (repeatable; default: none)")
     add_mapping_flags(p)
+
+
+def _add_run_flags(p: OneLineParser) -> None:
+    """Where results go and how the sweep runs: output folder, engine, plots, checkpoints."""
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder, created if missing; an existing sweep there is "
                         "resumed (required)")
@@ -89,7 +105,6 @@ def build_parser() -> OneLineParser:
                    help="print a JSON summary (points, done, computed, skipped, ok, failed, "
                         "by_status, wall_s in seconds, files, best point per config and "
                         "trace) instead of the text summary")
-    return p
 
 
 def _tqdm_progress() -> tuple[Progress, Callable[[], None]]:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import SweepError
-from sim.sweep.plan import Plan, Point
-from sim.sweep.worker import Outcome, Task, cached_trace, remember_trace, run_task
+from sim.sweep.plan import Point, SweepPlan
+from sim.sweep.worker import PointOutcome, Task, cached_trace, remember_trace, run_task
 
 __all__ = ["check_cluster", "code_fingerprint", "run_tasks_dask", "task_key"]
 
@@ -63,7 +63,7 @@ def task_key(points: Sequence[Point]) -> str:
     return "edgellm-sweep-" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def run_remote(task: Task, *traces: Any) -> tuple[int, list[Outcome]]:
+def run_remote(task: Task, *traces: Any) -> tuple[int, list[PointOutcome]]:
     """On a worker: cache the shipped traces, then ``run_task`` (Dask pickles this by name)."""
     for (path, content_hash), trace in zip(task.traces, traces, strict=True):
         remember_trace(path, content_hash, trace)
@@ -121,12 +121,12 @@ def check_cluster(scheduler: str) -> None:
         client.close()
 
 
-def _killed(exc: BaseException, seconds: float = 0.0) -> Outcome:
-    return Outcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
+def _killed(exc: BaseException, seconds: float = 0.0) -> PointOutcome:
+    return PointOutcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
 
 
-def run_tasks_dask(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, scheduler: str,
-                   finish: Callable[[Sequence[Point], Sequence[Outcome]], None]) -> None:
+def run_tasks_dask(tasks: Sequence[tuple[Task, list[Point]]], plan: SweepPlan, scheduler: str,
+                   finish: Callable[[Sequence[Point], Sequence[PointOutcome]], None]) -> None:
     """Run tasks on the Dask cluster at ``scheduler``; hand each finished one to ``finish``.
 
     Raises:

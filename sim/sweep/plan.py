@@ -26,12 +26,12 @@ from sim.config import parse_overrides as config_overrides
 from sim.dataflow import DATAFLOWS
 from sim.errors import ConfigError, SweepError
 from sim.foreign import hw_translation
-from sim.scheduler import OBJECTIVES
+from sim.scheduler import MAPPING_OBJECTIVES
 from sim.sweep.worker import cached_trace
 from sim.trace import tensors_path_for
 
 __all__ = [
-    "ConfigInfo", "GridAxis", "Plan", "Point", "TraceInfo", "build_plan", "expand_hw",
+    "ConfigInfo", "GridAxis", "Point", "SweepPlan", "TraceInfo", "build_plan", "expand_hw",
     "file_hash", "grid_points", "load_configs", "load_traces", "parse_grid", "parse_overrides",
     "point_key",
 ]
@@ -75,9 +75,9 @@ class Point:
     """One sweep point: a config under one grid point, on one trace."""
 
     index: int  # position in the plan (row order of sweep.csv)
-    config: int  # index into Plan.configs
-    grid: tuple[Any, ...]  # one value per Plan.axes entry
-    trace: int  # index into Plan.traces
+    config: int  # index into SweepPlan.configs
+    grid: tuple[Any, ...]  # one value per SweepPlan.axes entry
+    trace: int  # index into SweepPlan.traces
     key: str  # content key (see module docstring)
     hw: HwConfig | None  # resolved config; None when the overrides are invalid
     error: str | None = None  # one-line reason when hw is None
@@ -85,7 +85,7 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Plan:
+class SweepPlan:
     """Everything a sweep will compute, in row order."""
 
     configs: tuple[ConfigInfo, ...]
@@ -269,7 +269,7 @@ def point_key(hw: Mapping[str, Any], trace_hash: str, dataflow: str, objective: 
 
 def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
                traces: Sequence[TraceInfo], *, dataflow: str | None = None,
-               objective: str = "latency", fixed: Mapping[str, Any] | None = None) -> Plan:
+               objective: str = "latency", fixed: Mapping[str, Any] | None = None) -> SweepPlan:
     """Every config x grid point x trace, with resolved configs and content keys.
 
     Overrides are ``fixed`` (``--set``) then the grid point's values (the grid wins).
@@ -277,8 +277,8 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
     """
     if dataflow is not None and dataflow not in ("auto", *DATAFLOWS):
         raise SweepError(f"--dataflow must be auto, {', '.join(DATAFLOWS)} (got {dataflow!r})")
-    if objective not in OBJECTIVES:
-        raise SweepError(f"--objective must be one of {', '.join(OBJECTIVES)} "
+    if objective not in MAPPING_OBJECTIVES:
+        raise SweepError(f"--objective must be one of {', '.join(MAPPING_OBJECTIVES)} "
                          f"(got {objective!r})")
     fixed = dict(fixed or {})
     points: list[Point] = []
@@ -302,5 +302,5 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
                                     key=point_key(resolved, trace.content_hash,
                                                   point_dataflow, objective),
                                     hw=hw, error=error, dataflow=point_dataflow))
-    return Plan(configs=tuple(configs), axes=tuple(axes), traces=tuple(traces),
+    return SweepPlan(configs=tuple(configs), axes=tuple(axes), traces=tuple(traces),
                 points=tuple(points), dataflow=dataflow, objective=objective, fixed=fixed)

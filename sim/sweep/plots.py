@@ -102,6 +102,24 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _latency_grids(table: pd.DataFrame, keys: tuple[str, str], xvals: list[Any],
+                   yvals: list[Any]) -> dict[tuple[str, str], np.ndarray]:
+    """Per (config, trace): the best ok latency at each (y value, x value) cell, seconds
+    (NaN where no point ran and fit), shape ``(len(yvals), len(xvals))``."""
+    xkey, ykey = keys
+    ok = table[table["status"] == "ok"]
+    panels: dict[tuple[str, str], np.ndarray] = {}
+    for config in dict.fromkeys(table["config"]):
+        for trace in dict.fromkeys(table["trace"]):
+            sub = ok[(ok["config"] == config) & (ok["trace"] == trace)]
+            grid = np.full((len(yvals), len(xvals)), np.nan)
+            for (xv, yv), lat in sub.groupby([xkey, ykey])["latency_s"].min().items():
+                if xv in xvals and yv in yvals:
+                    grid[yvals.index(yv), xvals.index(xv)] = lat
+            panels[(config, trace)] = grid
+    return panels
+
+
 def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str, str],
                  path: Path) -> Path:
     """Latency over two grid keys, one panel per config (rows) and trace (columns).
@@ -117,19 +135,9 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
     xvals, yvals = list(by_key[xkey].values), list(by_key[ykey].values)
     traces = list(dict.fromkeys(table["trace"]))
     configs = list(dict.fromkeys(table["config"]))
-    ok = table[table["status"] == "ok"]
-    panels: dict[tuple[str, str], np.ndarray] = {}
-    worst = 1.0
-    for config in configs:
-        for trace in traces:
-            sub = ok[(ok["config"] == config) & (ok["trace"] == trace)]
-            grid = np.full((len(yvals), len(xvals)), np.nan)
-            for (xv, yv), lat in sub.groupby([xkey, ykey])["latency_s"].min().items():
-                if xv in xvals and yv in yvals:
-                    grid[yvals.index(yv), xvals.index(xv)] = lat
-            panels[(config, trace)] = grid
-            if np.isfinite(grid).any():
-                worst = max(worst, float(np.nanmax(grid) / np.nanmin(grid)))
+    panels = _latency_grids(table, keys, xvals, yvals)
+    worst = max([1.0, *(float(np.nanmax(g) / np.nanmin(g)) for g in panels.values()
+                        if np.isfinite(g).any())])
     fig, ax_grid = _figure(len(configs), len(traces), max(3.4, 6.0 / len(traces)), 2.8)
     vmax = max(worst, 1.01)
     norm = LogNorm(vmin=1.0, vmax=vmax)

@@ -44,8 +44,8 @@ from sim.errors import SweepError
 from sim.foreign import hw_translation, stated_defaults
 from sim.sweep.plan import (
     GridAxis,
-    Plan,
     Point,
+    SweepPlan,
     build_plan,
     expand_hw,
     load_configs,
@@ -56,7 +56,7 @@ from sim.sweep.plan import (
 from sim.sweep.report import best_summary, summary_text
 from sim.sweep.store import PointStore, has_pyarrow, write_tables
 from sim.sweep.table import build_table
-from sim.sweep.worker import Outcome, Task, init_worker, run_task
+from sim.sweep.worker import PointOutcome, Task, init_worker, run_task
 
 __all__ = ["OUT_FILES", "Progress", "SweepInterrupted", "prepare", "run_sweep"]
 
@@ -83,7 +83,7 @@ def prepare(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
             grid: Iterable[str] | Mapping[str, Sequence[Any]] = (), *,
             dataflow: str | None = None,
             objective: str = "latency", overrides: Iterable[str] | Mapping[str, Any] = ()
-            ) -> Plan:
+            ) -> SweepPlan:
     """Validate all inputs and build the plan (reads configs and traces; writes nothing).
 
     Raises:
@@ -123,7 +123,19 @@ def _check_out(out: Path) -> None:
         raise SweepError(f"--out {out}: folder is not writable")
 
 
-def _tasks(plan: Plan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[Point]]],
+def _make_out(out: Path, scheduler: str | None) -> Path:
+    """Create the output folder once every user error is ruled out (an unwritable folder, an
+    unreachable cluster): a failed start writes nothing."""
+    _check_out(out)
+    if scheduler:
+        from sim.sweep.cluster import check_cluster
+
+        check_cluster(scheduler)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _tasks(plan: SweepPlan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[Point]]],
                                                         list[Point]]:
     """Group pending points into one task per (config, grid point); split off invalid ones."""
     groups: dict[tuple[int, tuple[Any, ...]], list[Point]] = {}
@@ -144,7 +156,7 @@ def _tasks(plan: Plan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[
     return tasks, invalid
 
 
-def _record(plan: Plan, point: Point, outcome: Outcome, run_id: str) -> dict[str, Any]:
+def _record(plan: SweepPlan, point: Point, outcome: PointOutcome, run_id: str) -> dict[str, Any]:
     return {
         "key": point.key, "status": outcome.status, "reason": outcome.reason,
         "metrics": outcome.metrics, "seconds": round(outcome.seconds, 6), "run_id": run_id,
@@ -167,7 +179,7 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _stats(plan: Plan, table: pd.DataFrame, *, computed: int, skipped: int, wall_s: float,
+def _stats(plan: SweepPlan, table: pd.DataFrame, *, computed: int, skipped: int, wall_s: float,
            out: Path, written: Mapping[str, Path], complete: bool) -> dict[str, Any]:
     status = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
     ok = int(status.get("ok", 0))
@@ -185,7 +197,7 @@ def _stats(plan: Plan, table: pd.DataFrame, *, computed: int, skipped: int, wall
     }
 
 
-def _stated_defaults(plan: Plan) -> list[str]:
+def _stated_defaults(plan: SweepPlan) -> list[str]:
     """Defaults taken for fields that peer files (SCALE-Sim, ZigZag) lack, one line each."""
     lines = []
     for config in plan.configs:
@@ -196,7 +208,7 @@ def _stated_defaults(plan: Plan) -> list[str]:
     return lines
 
 
-def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
+def _finish(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
             computed: int, skipped: int, start: float, plots: bool,
             heatmap: tuple[str, str] | None, complete: bool) -> pd.DataFrame:
     """Write tables, summary and plots of everything done so far; return the table."""
@@ -279,13 +291,7 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
     plan = prepare(hw_paths, trace_paths, grid, dataflow=dataflow, objective=objective,
                    overrides=overrides)
     heat_keys = _check_heatmap(heatmap, plan.axes)
-    out = Path(out)
-    _check_out(out)
-    if scheduler:
-        from sim.sweep.cluster import check_cluster
-
-        check_cluster(scheduler)  # an unreachable cluster is a user error: nothing written
-    out.mkdir(parents=True, exist_ok=True)
+    out = _make_out(Path(out), scheduler)
     n_workers = (os.cpu_count() or 1) if workers == 0 else workers
 
     with PointStore(out) as store:
@@ -313,7 +319,7 @@ class _RunState:
     ``checkpoint_s`` seconds.
     """
 
-    plan: Plan
+    plan: SweepPlan
     store: PointStore
     out: Path
     records: dict[str, dict[str, Any]]
@@ -329,7 +335,7 @@ class _RunState:
     last_checkpoint: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def begin(cls, plan: Plan, store: PointStore, out: Path, *, progress: Progress | None,
+    def begin(cls, plan: SweepPlan, store: PointStore, out: Path, *, progress: Progress | None,
               checkpoint_s: float) -> _RunState:
         """Load the stored records and queue every point whose key is missing (or failed
         with an internal error), once per key."""
@@ -353,7 +359,7 @@ class _RunState:
         if self.progress is not None:
             self.progress(self.done, len(self.plan.points))
 
-    def finish_points(self, points: Sequence[Point], outcomes: Sequence[Outcome]) -> None:
+    def finish_points(self, points: Sequence[Point], outcomes: Sequence[PointOutcome]) -> None:
         """Store the outcomes of finished points durably, then count and report them."""
         new = [_record(self.plan, p, o, self.run_id)
                for p, o in zip(points, outcomes, strict=True)]
@@ -375,7 +381,7 @@ def _run_tasks(state: _RunState, *, scheduler: str | None, n_workers: int) -> No
     tasks, invalid = _tasks(state.plan, state.pending)
     state.report_progress()
     if invalid:
-        state.finish_points(invalid, [Outcome("error", p.error or "invalid config", {}, 0.0)
+        state.finish_points(invalid, [PointOutcome("error", p.error or "invalid config", {}, 0.0)
                                       for p in invalid])
     if tasks and scheduler:
         from sim.sweep.cluster import run_tasks_dask
@@ -389,14 +395,14 @@ def _run_tasks(state: _RunState, *, scheduler: str | None, n_workers: int) -> No
         _run_pool(tasks, state.plan, min(n_workers, len(tasks)), state.finish_points)
 
 
-def _run_pool(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, n_workers: int,
-              finish: Callable[[Sequence[Point], Sequence[Outcome]], None]) -> None:
+def _run_pool(tasks: Sequence[tuple[Task, list[Point]]], plan: SweepPlan, n_workers: int,
+              finish: Callable[[Sequence[Point], Sequence[PointOutcome]], None]) -> None:
     """Run tasks on a process pool, handing each finished task to ``finish`` in the parent."""
     traces = [(str(t.path), t.content_hash) for t in plan.traces]
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context(),
                                initializer=init_worker, initargs=(traces,))
     try:
-        futures: dict[Future[tuple[int, list[Outcome]]], list[Point]] = {
+        futures: dict[Future[tuple[int, list[PointOutcome]]], list[Point]] = {
             pool.submit(run_task, task): points for task, points in tasks}
         remaining = set(futures)
         while remaining:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from common.pareto import pareto_mask
-from sim.sweep.plan import Plan, Point
+from sim.sweep.plan import Point, SweepPlan
 from sim.sweep.worker import metric_columns
 
 __all__ = ["METRIC_COLUMNS", "PROVENANCE_KEYS", "build_table", "pareto_mask"]
@@ -36,7 +36,7 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, sort_keys=True)
 
 
-def _identity(plan: Plan, point: Point) -> dict[str, Any]:
+def _identity(plan: SweepPlan, point: Point) -> dict[str, Any]:
     config = plan.configs[point.config]
     trace = plan.traces[point.trace]
     overrides = {**plan.fixed, **{a.key: v for a, v in zip(plan.axes, point.grid, strict=True)}}
@@ -59,7 +59,7 @@ def _identity(plan: Plan, point: Point) -> dict[str, Any]:
     return row
 
 
-def build_table(plan: Plan, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def build_table(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per plan point that has a record, in plan order, with a ``pareto`` column.
 
     ``pareto`` marks the points (status ok) on the latency-energy front of their trace,
