@@ -28,7 +28,7 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, cast, get_args, get_origin
+from typing import Any, ClassVar, Literal, Self, cast, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -71,6 +71,16 @@ class _Strict(BaseModel):
             return False
         ann = cls.model_fields[info.field_name].annotation
         return bool({int, float} & {ann, *get_args(ann)})
+
+    # Pairs of fields that give one quantity in two units: exactly one of each pair is set.
+    one_unit_of: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one_unit(self) -> Self:
+        for first, second in self.one_unit_of:
+            if (getattr(self, first) is None) == (getattr(self, second) is None):
+                raise ValueError(f"give exactly one of {first} or {second}")
+        return self
 
     @field_validator("*", mode="before")
     @classmethod
@@ -231,11 +241,7 @@ class Dram(_Strict):
     capacity_mib: float | None = Field(None, gt=0, description="capacity, MiB")
     energy_pj_per_bit: float = Field(ge=0, description="access energy, pJ per bit moved")
 
-    @model_validator(mode="after")
-    def _one_capacity(self) -> Dram:
-        if (self.capacity_gib is None) == (self.capacity_mib is None):
-            raise ValueError("give exactly one of capacity_gib or capacity_mib")
-        return self
+    one_unit_of = (("capacity_gib", "capacity_mib"),)
 
     @property
     def capacity_bytes(self) -> int:
@@ -253,11 +259,7 @@ class Energy(_Strict):
     sram_pj_per_bit: float | None = Field(None, ge=0, description="pJ per SRAM bit accessed")
     static_mw: float = Field(0.0, ge=0, description="leakage + clock power while busy, mW")
 
-    @model_validator(mode="after")
-    def _one_sram_unit(self) -> Energy:
-        if (self.sram_pj_per_byte is None) == (self.sram_pj_per_bit is None):
-            raise ValueError("give exactly one of sram_pj_per_byte or sram_pj_per_bit")
-        return self
+    one_unit_of = (("sram_pj_per_byte", "sram_pj_per_bit"),)
 
     @property
     def sram_pj_per_byte_eff(self) -> float:
