@@ -25,6 +25,7 @@ from sim.cli import (
 from sim.config import load_hw
 from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
 
+__all__ = ["build_parser", "main"]
 
 def _fraction(text: str) -> float:
     try:

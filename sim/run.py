@@ -27,6 +27,7 @@ from sim.config import load_hw
 from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
 from sim.trace import read_trace
 
+__all__ = ["build_parser", "main"]
 
 def build_parser() -> OneLineParser:
     """The command-line interface (every flag with units and default)."""
