@@ -38,11 +38,15 @@ WORKER_WAIT_S = 60.0
 
 
 def _sources_digest() -> str:
-    root = Path(__file__).resolve().parents[1]  # the whole sim package
+    """sha256 over the Python sources of ``sim`` and of ``common``, the one package it
+    imports from this repository."""
+    import common
+
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
+    for root in (Path(__file__).resolve().parents[1], Path(common.__file__).resolve().parent):
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{root.name}/{path.relative_to(root)}".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -52,8 +56,8 @@ _FINGERPRINT = _sources_digest()
 
 
 def code_fingerprint() -> str:
-    """sha256 of the ``sim`` package's Python sources as this process loaded them (client and
-    workers must agree)."""
+    """sha256 of the ``sim`` and ``common`` Python sources as this process loaded them (client
+    and workers must agree)."""
     return _FINGERPRINT
 
 
