@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_sweep_traces import write_all  # noqa: E402
 
 from sim.config import load_hw  # noqa: E402
-from sim.sweep_report import best_points, ratio_by_value, ratio_effects  # noqa: E402
+from sim.sweep.report import best_points, ratio_by_value, ratio_effects  # noqa: E402
 
 GRID = ("pe.rows=16,32,64", "dram.bandwidth_gbps=2,8,32",
         "precision.model=fixed,bit_serial,scalable")
@@ -346,7 +346,7 @@ def write_markdown(path: Path, *, argv: list[str], wall: float, stats: dict, rer
         "## Best point per config and trace",
         "",
         "Lowest latency among points that ran and fit in DRAM (latency and energy per tuning "
-        "step; area is the proxy of `sim/sweep_table.py` from each config's `area` constants).",
+        "step; area is the proxy of `HwConfig.area_proxy` (sim/config.py) from each config's `area` constants).",
         "",
         _md_table(best_df),
         "",
@@ -360,7 +360,7 @@ def write_markdown(path: Path, *, argv: list[str], wall: float, stats: dict, rer
         "For a knob and one setting of the two other knobs, the *swing* is max / min of the "
         "advantage over the knob's three values (1.00 = the knob does not move it). The table "
         "gives the geometric mean swing over the other knobs' 9 settings and the largest one "
-        "(`sim.sweep_report.ratio_effects`); `all` pools every config that has pairs "
+        "(`sim.sweep.report.ratio_effects`); `all` pools every config that has pairs "
         "(Eyeriss has none: vanilla never fits its DRAM).",
         "",
         _md_table(effects),

@@ -45,50 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.scalesim_golden import estimated_cycles, layer_linear_shapes  # noqa: E402
+from common.scalesim_cfg import scalesim_cfg  # noqa: E402
 
 SRAM_KIB = {"ifmap": 256, "filter": 512, "ofmap": 256}  # hwconfigs/edge_llm.yaml
 WORDS_PER_CYCLE = 25  # 25.6 GB/s at 1 GHz, whole 1-byte words
 ARRAY = (32, 32)
-
-_CFG = """[general]
-run_name = bandwidth
-
-[architecture_presets]
-ArrayHeight: {rows}
-ArrayWidth: {cols}
-IfmapSramSzkB: {ifmap}
-FilterSramSzkB: {filter}
-OfmapSramSzkB: {ofmap}
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : {bw}
-Dataflow : {df}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: {bw}
-IfmapSRAMBankNum: 1
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: {bw}
-FilterSRAMBankNum: 1
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-
-[run_presets]
-InterfaceBandwidth: USER
-UseRamulatorTrace: False
-"""
 
 _DETAIL = {"SRAM IFMAP Reads": "sram_ifmap_reads", "SRAM Filter Reads": "sram_filter_reads",
            "SRAM OFMAP Writes": "sram_ofmap_writes", "DRAM IFMAP Reads": "dram_ifmap_reads",
@@ -107,8 +68,10 @@ def run_worker(m: int, n: int, k: int, rows: int, cols: int, df: str) -> None:
 
     with tempfile.TemporaryDirectory(prefix="scalesim_bw_") as tmp:
         tmpdir = Path(tmp)
-        (tmpdir / "cfg.cfg").write_text(_CFG.format(rows=rows, cols=cols, df=df,
-                                                    bw=WORDS_PER_CYCLE, **SRAM_KIB))
+        (tmpdir / "cfg.cfg").write_text(scalesim_cfg(
+            run_name="bandwidth", rows=rows, cols=cols, ifmap_kib=SRAM_KIB["ifmap"],
+            filter_kib=SRAM_KIB["filter"], ofmap_kib=SRAM_KIB["ofmap"],
+            bandwidth=WORDS_PER_CYCLE, dataflow=df, bank_bandwidth=WORDS_PER_CYCLE, bank_num=1))
         (tmpdir / "topo.csv").write_text(f"Layer,M,N,K,\ngemm,{m},{n},{k},\n")
         (tmpdir / "layout.csv").write_text("Layer,\n")  # opened even with custom layouts off
         start = time.perf_counter()

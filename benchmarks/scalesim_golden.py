@@ -40,6 +40,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+# The worker runs inside SCALE-Sim's venv: the repo root is put on the path for the one
+# standard-library module it shares with sim.export (the .cfg text).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.scalesim_cfg import scalesim_cfg  # noqa: E402
+
 # SmolLM2-135M layer dimensions (config.json of HuggingFaceTB/SmolLM2-135M).
 HIDDEN = 576
 MLP = 1536
@@ -49,47 +54,6 @@ KV_DIM = HEAD_DIM * N_KV_HEADS  # 192
 TOKENS = (128, 256)  # batch 1 x seq_len; attention uses seq = tokens
 ARRAYS = ((16, 16), (32, 32), (16, 64))
 DATAFLOWS = ("ws", "os", "is")
-
-_CFG = """[general]
-run_name = golden
-
-[architecture_presets]
-ArrayHeight: {rows}
-ArrayWidth: {cols}
-IfmapSramSzkB: 1024
-FilterSramSzkB: 1024
-OfmapSramSzkB: 1024
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : 10
-Dataflow : {df}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-
-[run_presets]
-InterfaceBandwidth: CALC
-UseRamulatorTrace: False
-"""
-
 
 LINEARS = {  # module: (in features, out features)
     "q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, KV_DIM), "v_proj": (HIDDEN, KV_DIM),
@@ -150,7 +114,9 @@ def run_worker(m: int, n: int, k: int, rows: int, cols: int, df: str) -> None:
 
     with tempfile.TemporaryDirectory(prefix="scalesim_golden_") as tmp:
         tmpdir = Path(tmp)
-        (tmpdir / "cfg.cfg").write_text(_CFG.format(rows=rows, cols=cols, df=df))
+        (tmpdir / "cfg.cfg").write_text(scalesim_cfg(
+            run_name="golden", rows=rows, cols=cols, ifmap_kib=1024, filter_kib=1024,
+            ofmap_kib=1024, bandwidth=10, dataflow=df, interface_bandwidth="CALC"))
         (tmpdir / "topo.csv").write_text(f"Layer,M,N,K,\ngemm,{m},{n},{k},\n")
         # SCALE-Sim opens a layout file even with custom layouts off.
         (tmpdir / "layout.csv").write_text("Layer,\n")

@@ -7,10 +7,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from workloads.jsonfile import write_atomic
+from common.files import write_atomic
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``common.files.write_atomic`` into ``path``, creating its folder first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, write)
 
 

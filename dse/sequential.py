@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
 
+from common.pareto import pareto_mask
 from dse.pipeline import Search
 from dse.space import MAX_EXITS, NM_SPARSITY, PATTERNS, RULES, VOTES, WINDOWS, Compression, Design, Tuning
 from workloads.errors import UserError
@@ -64,16 +64,6 @@ def tunings(num_layers: int) -> list[Tuning]:
             for vote in VOTES if exits > 1 else ("max_conf",):
                 out.append(Tuning("adaptive", window=window, exits=exits, vote=vote))
     return out
-
-
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Rows of ``values [n, d]`` (minimized) that no other row dominates."""
-    n = len(values)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        dominated = np.all(values <= values[i], axis=1) & np.any(values < values[i], axis=1)
-        keep[i] = not dominated.any()
-    return keep
 
 
 def sequential_front(search: Search, *, progress: bool = True) -> pd.DataFrame:

@@ -113,7 +113,7 @@ def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-class SurplusTrial(Exception):
+class SurplusTrialError(Exception):
     """A trial started by a race with another worker when the study needed no more (failed with
     this reason, never evaluated)."""
 
@@ -137,7 +137,7 @@ def run_trials(
     Exactness: a worker starts a trial only while ``complete + running < n_trials``; and a trial
     runs only if fewer than ``n_trials - complete`` lower-numbered trials are running (so of
     two workers that asked at once for the last slot, the lower number runs; the other waits,
-    and is failed as ``SurplusTrial``, unevaluated, once the study is full). While it waits for
+    and is failed as ``SurplusTrialError``, unevaluated, once the study is full). While it waits for
     other workers' running trials, it says so through ``say`` (default: stderr), with how long
     a dead worker's trial can hold it (the heartbeat grace period).
     """
@@ -157,7 +157,7 @@ def run_trials(
                 reason = ("interrupted before it began" if interrupted.is_set()
                           else "surplus: the study already held its trials (not evaluated)")
                 trial.set_user_attr("fail_reason", reason)
-                raise SurplusTrial(reason)
+                raise SurplusTrialError(reason)
             return objective(trial)
 
         def tick(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -170,7 +170,7 @@ def run_trials(
             while attempts_left > 0 and not interrupted.is_set():
                 if not waiter.wait(interrupted):  # full, or interrupted
                     break
-                study.optimize(gated, n_trials=1, catch=(*catch, SurplusTrial), callbacks=[tick],
+                study.optimize(gated, n_trials=1, catch=(*catch, SurplusTrialError), callbacks=[tick],
                                gc_after_trial=False)
                 attempts_left -= 1
             done = completed(study)

@@ -7,23 +7,34 @@ vector rows (format 2) on the vector unit.
 
 Example:
     >>> import sim
-    >>> hw = sim.load_hw("hwconfigs/edge_llm.yaml", ["dram.bandwidth_gbps=8"])  # doctest: +SKIP
-    >>> res = sim.simulate_trace("trace.csv", hw, dataflow="auto")  # doctest: +SKIP
-    >>> res.ops[["module", "phase", "cycles", "dataflow"]]  # doctest: +SKIP
+    >>> hw = sim.load_hw("hwconfigs/edge_llm.yaml", ["dram.bandwidth_gbps=8"])
+    >>> hw.dram.bandwidth_gbps
+    8.0
+    >>> res = sim.simulate_trace("tests/data/tiny_step_v2.csv", hw, dataflow="auto")
+    >>> sorted(res.ops["kind"].unique()), res.total.cycles >= res.total.roofline_cycles
+    (['matmul', 'vector'], True)
 """
 from sim.api import simulate_gemm, simulate_trace
 from sim.config import HwConfig, apply_overrides, hw_from_dict, load_hw
 from sim.cost import OpCost
 from sim.dataflow import DATAFLOWS
-from sim.errors import (ConfigError, MappingError, SimError, SimWarning, TraceError,
-                        TraceFormatWarning)
+from sim.errors import (
+    ConfigError,
+    MappingError,
+    SimError,
+    SimWarning,
+    SweepError,
+    TraceError,
+    TraceFormatWarning,
+)
 from sim.report import Footprint, GemmResult, SimResult
-from sim.scheduler import OBJECTIVES, evaluate_op, schedule_ops
+from sim.scheduler import MAPPING_OBJECTIVES, evaluate_op, schedule_ops
 from sim.trace import Trace, read_trace, validate_ops, validate_tensors
 
 __all__ = [
-    "DATAFLOWS", "OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
-    "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "Trace", "TraceError",
+    "DATAFLOWS", "MAPPING_OBJECTIVES", "ConfigError", "Footprint", "GemmResult", "HwConfig",
+    "MappingError", "OpCost", "SimError", "SimResult", "SimWarning", "SweepError", "Trace",
+    "TraceError",
     "TraceFormatWarning", "apply_overrides", "evaluate_op", "hw_from_dict", "load_hw",
     "read_trace", "schedule_ops", "simulate_gemm", "simulate_trace", "validate_ops",
     "validate_tensors",

@@ -28,7 +28,7 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, Self, cast, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -40,15 +40,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
-from shared.textfile import file_problem, read_text
-from sim.errors import ConfigError
+from common.textfile import file_problem, read_text
+from sim.errors import ConfigError, SimError
 from sim.foreign import translate_hw
 
 __all__ = [
-    "VECTOR_PJ_PER_MAC", "Area", "Dram", "Energy", "HwConfig", "PEArray", "Precision",
-    "PrecisionModel", "Sparsity", "SparsitySupport", "Sram", "Vector", "VectorEnergy",
-    "VectorFusion", "VectorRates", "apply_overrides", "hw_from_dict", "load_hw", "parse_nm",
+    "DEFAULT_AREA", "VECTOR_PJ_PER_MAC", "Area", "Dram", "Energy", "HwConfig", "PEArray",
+    "Precision", "PrecisionModel", "Sparsity", "SparsitySupport", "Sram", "Vector", "VectorEnergy",
+    "VectorFusion", "VectorRates", "apply_overrides", "check_key", "config_help", "config_keys",
+    "hw_from_dict", "load_hw", "parse_nm", "parse_overrides", "parse_value",
 ]
 
 
@@ -70,6 +72,16 @@ class _Strict(BaseModel):
             return False
         ann = cls.model_fields[info.field_name].annotation
         return bool({int, float} & {ann, *get_args(ann)})
+
+    # Pairs of fields that give one quantity in two units: exactly one of each pair is set.
+    one_unit_of: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one_unit(self) -> Self:
+        for first, second in self.one_unit_of:
+            if (getattr(self, first) is None) == (getattr(self, second) is None):
+                raise ValueError(f"give exactly one of {first} or {second}")
+        return self
 
     @field_validator("*", mode="before")
     @classmethod
@@ -230,11 +242,7 @@ class Dram(_Strict):
     capacity_mib: float | None = Field(None, gt=0, description="capacity, MiB")
     energy_pj_per_bit: float = Field(ge=0, description="access energy, pJ per bit moved")
 
-    @model_validator(mode="after")
-    def _one_capacity(self) -> Dram:
-        if (self.capacity_gib is None) == (self.capacity_mib is None):
-            raise ValueError("give exactly one of capacity_gib or capacity_mib")
-        return self
+    one_unit_of = (("capacity_gib", "capacity_mib"),)
 
     @property
     def capacity_bytes(self) -> int:
@@ -252,11 +260,7 @@ class Energy(_Strict):
     sram_pj_per_bit: float | None = Field(None, ge=0, description="pJ per SRAM bit accessed")
     static_mw: float = Field(0.0, ge=0, description="leakage + clock power while busy, mW")
 
-    @model_validator(mode="after")
-    def _one_sram_unit(self) -> Energy:
-        if (self.sram_pj_per_byte is None) == (self.sram_pj_per_bit is None):
-            raise ValueError("give exactly one of sram_pj_per_byte or sram_pj_per_bit")
-        return self
+    one_unit_of = (("sram_pj_per_byte", "sram_pj_per_bit"),)
 
     @property
     def sram_pj_per_byte_eff(self) -> float:
@@ -267,10 +271,20 @@ class Energy(_Strict):
 
 
 class Area(_Strict):
-    """Optional area proxy coefficients (area ~ PE count and SRAM bytes)."""
+    """Optional area proxy coefficients (area ~ PE count and SRAM bytes).
+
+    A proxy for ranking designs, not a layout estimate: ``pe_um2`` covers a MAC and its
+    registers, ``sram_um2_per_kib`` an SRAM macro's density. ``DEFAULT_AREA`` (used by
+    ``HwConfig.area_proxy(fallback=True)``, e.g. in sweep tables) holds the coefficients of
+    ``hwconfigs/edge_llm.yaml``: a 16-bit precision-scalable MAC with pipeline registers, and
+    1.5 mm^2 per MiB of SRAM, a 28 nm-class macro density.
+    """
 
     pe_um2: float = Field(gt=0, description="area of one PE, um^2")
     sram_um2_per_kib: float = Field(gt=0, description="SRAM area per KiB, um^2")
+
+
+DEFAULT_AREA = Area(pe_um2=2500.0, sram_um2_per_kib=1500.0)
 
 
 class VectorRates(_Strict):
@@ -331,7 +345,7 @@ class Vector(_Strict):
 class HwConfig(_Strict):
     """A whole accelerator: PE array, precision, sparsity, SRAM, DRAM, energy, vector unit."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="the design's name in tables and plots")
     clock_mhz: float = Field(gt=0, description="core clock, MHz")
     pe: PEArray
     precision: Precision = Precision()  # frozen, so one shared default is safe
@@ -369,14 +383,27 @@ class HwConfig(_Strict):
         """DRAM bandwidth in bytes per core cycle."""
         return self.dram.bandwidth_gbps * 1e9 / (self.clock_mhz * 1e6)
 
-    def area_proxy(self) -> dict[str, float | None]:
-        """Area proxy: PE count, SRAM bytes and, if coefficients are given, mm^2."""
-        area_mm2 = None
-        if self.area is not None:
-            area_mm2 = (self.pe_count * self.area.pe_um2
-                        + self.sram.total_bytes / 1024 * self.area.sram_um2_per_kib) / 1e6
-        return {"pe_count": float(self.pe_count), "sram_bytes": float(self.sram.total_bytes),
-                "area_mm2": area_mm2}
+    def area_proxy(self, *, fallback: bool = False) -> dict[str, Any]:
+        """PE count, SRAM bytes and the area proxy in mm^2 (see ``Area``)::
+
+            area_mm2 = (pe_count * pe_um2 + sram_bytes / 1024 * sram_um2_per_kib) / 1e6
+
+        Args:
+            fallback: a config without an ``area`` section uses ``DEFAULT_AREA`` (True) or has
+                no ``area_mm2`` (False: None).
+
+        Returns:
+            ``{"pe_count": int, "sram_bytes": int, "area_mm2": float | None,
+            "area_source": "config" | "default" | None}``.
+        """
+        area, source = self.area, cast(str | None, "config")
+        if area is None:
+            area, source = (DEFAULT_AREA, "default") if fallback else (None, None)
+        sram_bytes = self.sram.total_bytes
+        area_mm2 = None if area is None else (
+            self.pe_count * area.pe_um2 + sram_bytes / 1024 * area.sram_um2_per_kib) / 1e6
+        return {"pe_count": self.pe_count, "sram_bytes": sram_bytes, "area_mm2": area_mm2,
+                "area_source": source}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -395,36 +422,113 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     node[parts[-1]] = value
 
 
-def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple[str, Any]]:
+def parse_value(raw: str) -> Any:
+    """A ``--set`` or ``--grid`` value as YAML (``16`` -> int, ``true`` -> bool, ``""`` ->
+    None); text that is no YAML stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError):
+        return raw
+
+
+def parse_overrides(overrides: Iterable[str] | Mapping[str, Any], *, flag: str = "--set",
+                    error: type[SimError] = ConfigError) -> list[tuple[str, Any]]:
+    """``["pe.rows=16", ...]`` (values parsed by ``parse_value``) or a mapping, as
+    ``[(dotted key, value), ...]`` in order.
+
+    Raises:
+        error: an item without ``=`` or with an empty key (``ConfigError`` by default).
+    """
     if isinstance(overrides, Mapping):
-        return list(overrides.items())
+        return [(str(k), v) for k, v in overrides.items()]
     out = []
     for item in overrides:
         key, sep, raw = str(item).partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. pe.rows=16")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except (yaml.YAMLError, RecursionError):  # a flag value that is no YAML is text
-            value = raw
-        out.append((key.strip(), value))
+            raise error(f"{flag} {item!r}: expected key=value, e.g. pe.rows=16")
+        out.append((key.strip(), parse_value(raw)))
     return out
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds (its model, also inside ``X | None``), else None."""
+    for cand in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
 
 
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """Field names of the model that owns ``loc`` (for 'unknown field' messages)."""
-    model: Any = HwConfig
+    model: type[BaseModel] | None = HwConfig
     for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
-                     None)
+        field = model.model_fields.get(part) if isinstance(part, str) and model else None
+        model = _section_model(field.annotation) if field is not None else None
         if model is None:
             return []
-    return list(model.model_fields)
+    return list(model.model_fields) if model is not None else []
+
+
+def check_key(key: str, *, flag: str = "--set", error: type[SimError] = ConfigError) -> None:
+    """Reject a dotted key that names no field of the hardware schema, before any config is
+    built (in a sweep a typo would otherwise fail every point, one by one).
+
+    Raises:
+        error: an empty part, a part below a plain field, or an unknown field (the message
+            lists the allowed ones).
+    """
+    parts = key.split(".")
+    if not all(parts):
+        raise error(f"{flag} {key!r}: empty part in dotted key (expected e.g. pe.rows)")
+    model: type[BaseModel] | None = HwConfig
+    for i, part in enumerate(parts):
+        if model is None:
+            raise error(f"{flag} {key!r}: {'.'.join(parts[:i])} is not a section")
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "top level"
+            raise error(f"{flag} {key!r}: unknown field {part!r} in {where} "
+                        f"(allowed: {', '.join(fields)})")
+        model = _section_model(fields[part].annotation)
+
+
+def config_keys(model: type[BaseModel] = HwConfig, prefix: str = ""
+                ) -> list[tuple[str, FieldInfo]]:
+    """Every settable field of the schema as ``(dotted key, pydantic FieldInfo)``, in schema
+    order (sections walked depth first)."""
+    out: list[tuple[str, FieldInfo]] = []
+    for name, info in model.model_fields.items():
+        section = _section_model(info.annotation)
+        if section is None:
+            out.append((prefix + name, info))
+        else:
+            out.extend(config_keys(section, f"{prefix}{name}."))
+    return out
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The allowed values of an enum or ``Literal`` field (empty for any other type)."""
+    for cand in (annotation, *get_args(annotation)):
+        if isinstance(cand, type) and issubclass(cand, StrEnum):
+            return [m.value for m in cand]
+    return [str(a) for a in get_args(annotation)] if get_origin(annotation) is Literal else []
+
+
+def config_help() -> str:
+    """One line per hardware key for ``--help``, generated from the schema: the key, its
+    description with units, its choices and its default (``--set`` and ``--grid`` keys)."""
+    items = []
+    for key, info in config_keys():
+        parts = [info.description] if info.description else []
+        choices = _choices(info.annotation)
+        if choices:
+            parts.append("|".join(choices))
+        if not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            if default is not None:
+                parts.append(f"default {getattr(default, 'value', default)}")
+        items.append(f"{key} ({'; '.join(parts)})" if parts else key)
+    return ", ".join(items)
 
 
 def _short_repr() -> reprlib.Repr:
@@ -467,12 +571,12 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{path}: {err.get('msg', 'invalid')} (got {got})"
 
 
-def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (),
+def hw_from_dict(data: object, overrides: Iterable[str] | Mapping[str, Any] = (),
                  *, source: str = "<config>") -> HwConfig:
     """Validate a config mapping, after applying dotted overrides.
 
     Args:
-        data: the parsed YAML mapping.
+        data: the parsed YAML (anything but a mapping is a ``ConfigError``).
         overrides: ``["pe.rows=16", "dram.bandwidth_gbps=8"]`` (values parsed as YAML) or a
             mapping ``{"pe.rows": 16}``.
         source: name used at the start of error messages (usually the file path).
@@ -488,7 +592,7 @@ def hw_from_dict(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str
     except (yaml.YAMLError, RecursionError):
         raise ConfigError(f"{source}: not a plain mapping of YAML values (nested too deeply "
                           f"or of a type YAML cannot hold)") from None
-    for key, value in _parse_overrides(overrides):
+    for key, value in parse_overrides(overrides):
         _set_dotted(tree, key, value, source)
     try:
         return HwConfig.model_validate(tree)
@@ -504,8 +608,8 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
     YAML (translated by ``sim.foreign``; ``sim.foreign.hw_translation`` lists the defaults).
 
     Example:
-        >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])  # doctest: +SKIP
-        >>> hw.pe.rows  # doctest: +SKIP
+        >>> hw = load_hw("hwconfigs/edge_llm.yaml", ["pe.rows=16"])
+        >>> hw.pe.rows
         16
 
     Raises:
@@ -516,7 +620,7 @@ def load_hw(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ())
     if problem is not None:
         raise ConfigError(f"{path}: hardware config {problem}")
     try:
-        # shared.textfile: BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused.
+        # common.textfile: BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused.
         text = read_text(path, what="YAML hardware config", error=ConfigError)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -8,7 +8,7 @@ from sim.config import HwConfig
 __all__ = ["energy_j"]
 
 
-def energy_j(hw: HwConfig, macs_effective: float | np.ndarray,
+def energy_j(hw: HwConfig, *, macs_effective: float | np.ndarray,
              cycles_per_mac: float | np.ndarray, sram_bytes: np.ndarray,
              dram_bytes: np.ndarray, cycles: np.ndarray) -> np.ndarray:
     """Total energy in joules (elementwise over candidates).
@@ -26,4 +26,4 @@ def energy_j(hw: HwConfig, macs_effective: float | np.ndarray,
                   + np.asarray(sram_bytes) * e.sram_pj_per_byte_eff
                   + np.asarray(dram_bytes) * 8.0 * hw.dram.energy_pj_per_bit)
     static_j = e.static_mw * 1e-3 * np.asarray(cycles) / (hw.clock_mhz * 1e6)
-    return dynamic_pj * 1e-12 + static_j
+    return np.asarray(dynamic_pj * 1e-12 + static_j)

@@ -5,8 +5,13 @@ exit with code 2. Anything else escaping the simulator is a bug and keeps its tr
 """
 from __future__ import annotations
 
+from common.errors import ToolWarning, UserError
 
-class SimError(Exception):
+__all__ = ["ConfigError", "MappingError", "SimError", "SimWarning", "SweepError", "TraceError",
+           "TraceFormatWarning"]
+
+
+class SimError(UserError):
     """Base class of the simulator's user-facing errors (one-line message)."""
 
 
@@ -22,7 +27,11 @@ class MappingError(SimError):
     """No dataflow/tiling fits the hardware for some op (e.g. buffers too small)."""
 
 
-class SimWarning(UserWarning):
+class SweepError(SimError):
+    """A user error in a sweep's inputs or output folder (``python -m sim.sweep``)."""
+
+
+class SimWarning(ToolWarning):
     """Base class of the simulator's warnings: the run goes on, but a result is partial."""
 
 

@@ -14,12 +14,18 @@ import sys
 from pathlib import Path
 
 from sim.api import simulate_gemm
-from sim.cli import CONFIG_EPILOG, SET_HELP, OneLineParser, cli_main, positive_int
+from sim.cli import (
+    CONFIG_EPILOG,
+    SET_HELP,
+    OneLineParser,
+    add_mapping_flags,
+    cli_main,
+    positive_int,
+)
 from sim.config import load_hw
-from sim.dataflow import DATAFLOWS
 from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
-from sim.scheduler import OBJECTIVES
 
+__all__ = ["build_parser", "main"]
 
 def _fraction(text: str) -> float:
     try:
@@ -52,11 +58,7 @@ def build_parser() -> OneLineParser:
                    help="columns of B and out (required)")
     p.add_argument("--K", required=True, type=positive_int,
                    help="reduction length: columns of A, rows of B (required)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
-                   help="ws, os, is, or auto to pick the best; a SCALE-Sim .cfg given as "
-                        "--hw brings its own Dataflow unless this flag is given (default: auto)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="latency",
-                   help="what the mapping search minimizes (default: latency)")
+    add_mapping_flags(p)
     p.add_argument("--rows", type=positive_int, default=None,
                    help="PE array rows, overriding pe.rows (default: from --hw)")
     p.add_argument("--cols", type=positive_int, default=None,

@@ -91,12 +91,22 @@ def continued_tiles(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
     return total
 
 
-def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
+def _pipelined_cycles(*, first: np.ndarray, counts: np.ndarray, per_class: np.ndarray,
+                      c_avg: np.ndarray, last_store: np.ndarray,
+                      bytes_per_cycle: float) -> np.ndarray:
+    """Cycles with double buffering: the first tile's load, then per tile the longer of its
+    compute and the next transfer, then the last compute and the last store."""
+    overlap = np.maximum(c_avg, per_class / bytes_per_cycle)
+    return np.asarray(first / bytes_per_cycle + (counts * overlap).sum(axis=0) + c_avg
+                      + last_store / bytes_per_cycle)
+
+
+def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray], *,
                   a_bytes: float | np.ndarray, b_bytes: float | np.ndarray,
                   out_bytes: float | np.ndarray, psum_bytes: float | np.ndarray,
-                  compute: np.ndarray, bytes_per_cycle: float,
-                  double_buffering: bool, *, continued: np.ndarray | None = None,
-                  continue_saving: np.ndarray | None = None) -> MemoryTiming:
+                  compute: np.ndarray, bytes_per_cycle: float, double_buffering: bool,
+                  continued: np.ndarray | None = None, continue_saving: np.ndarray | None = None
+                  ) -> MemoryTiming:
     """Traffic and cycles for every loop order and candidate tiling.
 
     Args:
@@ -114,10 +124,8 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
         continue_saving: cycles one such tile saves, (ops, T) (``TileTotals``).
     """
     tm, tn, tk = (np.asarray(x, dtype=float) for x in trips)
-    n_iter = tm * tn * tk
-    a_tile = a_bytes / (tm * tk)
-    b_tile = b_bytes / (tk * tn)
-    out_tiles = tm * tn
+    n_iter, out_tiles = tm * tn * tk, tm * tn
+    a_tile, b_tile = a_bytes / (tm * tk), b_bytes / (tk * tn)
     if continued is not None and continue_saving is not None:
         compute = compute - continued[:, None, :] * continue_saving
     else:
@@ -145,9 +153,8 @@ def memory_timing(trips: tuple[np.ndarray, np.ndarray, np.ndarray],
     first = a_tile + b_tile
     dram = first + (counts * per_class).sum(axis=0) + avg_store
     if double_buffering:
-        overlap = np.maximum(c_avg, per_class / bytes_per_cycle)
-        cycles = (first / bytes_per_cycle + (counts * overlap).sum(axis=0) + c_avg
-                  + avg_store / bytes_per_cycle)
+        cycles = _pipelined_cycles(first=first, counts=counts, per_class=per_class, c_avg=c_avg,
+                                   last_store=avg_store, bytes_per_cycle=bytes_per_cycle)
     else:
         cycles = dram / bytes_per_cycle + np.broadcast_to(compute, dram.shape)
     return MemoryTiming(dram_bytes=dram, cycles=cycles, compute_cycles=compute, a_loads=a_loads,

@@ -83,7 +83,8 @@ def op_work(hw: HwConfig, w_bits: np.ndarray, a_bits: np.ndarray, sparsity: np.n
     nm = [pattern_nm(p) for p in patterns]
     # Zero fraction of B: an N:M op has at least 1 - N/M zeros whatever the column says.
     zeros = np.array([0.0 if p == "dense" else (max(s, 1.0 - t[0] / t[1]) if t else s)
-                      for p, s, t in zip(patterns, sparsity, nm)], dtype=float)
+                      for p, s, t in zip(patterns, sparsity, nm, strict=True)],
+                     dtype=float)
 
     sp = hw.sparsity
     density = np.ones_like(zeros)

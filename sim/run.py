@@ -11,16 +11,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sim.api import simulate_trace
-from sim.cli import (CONFIG_EPILOG, SET_HELP, OneLineParser, check_output, cli_main,
-                     write_atomic)
+from sim.cli import (
+    CONFIG_EPILOG,
+    SET_HELP,
+    OneLineParser,
+    add_mapping_flags,
+    check_output,
+    cli_main,
+    write_atomic,
+)
 from sim.config import load_hw
-from sim.dataflow import DATAFLOWS
 from sim.foreign import hw_translation, resolve_dataflow, stated_defaults
-from sim.scheduler import OBJECTIVES
 from sim.trace import read_trace
 
+__all__ = ["build_parser", "main"]
 
 def build_parser() -> OneLineParser:
     """The command-line interface (every flag with units and default)."""
@@ -41,13 +48,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--tensors", type=Path, metavar="CSV", default=None,
                    help="tensor table for the memory footprint (default: NAME.tensors.csv "
                         "next to the trace, if it exists)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
-                   help="auto: per-op choice among ws (weight-), os (output-), is (input-"
-                        "stationary); or force one for every op; a SCALE-Sim .cfg given as --hw "
-                        "brings its own Dataflow unless this flag is given (default: auto)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="latency",
-                   help="what the per-op mapping search minimizes: latency (cycles), energy "
-                        "(joules) or edp (cycles x joules) (default: latency)")
+    add_mapping_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help=SET_HELP)
     p.add_argument("--ops-csv", type=Path, metavar="CSV", default=None,
@@ -67,7 +68,7 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def _text_summary(s: dict) -> str:
+def _text_summary(s: dict[str, Any]) -> str:
     ms = 1e3
     lines = [
         f"hw {s['hw']}  dataflow {s['dataflow']}  objective {s['objective']}  "
@@ -104,7 +105,7 @@ def _text_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _stall(row: dict) -> float:
+def _stall(row: dict[str, Any]) -> float:
     return row["stall_cycles"] / row["cycles"] if row["cycles"] else 0.0
 
 

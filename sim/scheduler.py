@@ -10,7 +10,8 @@ shape.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,21 +22,35 @@ from sim.dataflow import DATAFLOWS, STREAMED_DIM
 from sim.energy import energy_j
 from sim.errors import MappingError, SimError
 from sim.memory import LOOP_ORDERS, continued_tiles, memory_timing
-from sim.opwork import op_work
-from sim.tiling import buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals
+from sim.opwork import OpWork, op_work
+from sim.tiling import TileSet, buffer_copies, candidate_tiles, tile_buffer_bytes, tile_totals
 from sim.vector import vector_costs
 
-__all__ = ["OBJECTIVES", "OP_KEY", "evaluate_op", "evaluate_shapes", "evaluate_variants",
-           "schedule_ops", "unique_ops"]
+__all__ = ["MAPPING_OBJECTIVES", "OP_KEY", "OpKey", "evaluate_op", "evaluate_shapes",
+           "evaluate_variants", "schedule_ops", "unique_ops"]
 
-OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
-OP_KEY: tuple[str, ...] = ("M", "N", "K", "w_bits", "a_bits", "weight_sparsity",
-                           "sparsity_pattern")
+MAPPING_OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
+
+
+class OpKey(NamedTuple):
+    """What a product's cost depends on: its shape, bits and sparsity (one search each)."""
+
+    M: int
+    N: int
+    K: int
+    w_bits: int
+    a_bits: int
+    weight_sparsity: float
+    sparsity_pattern: str
+
+
+OP_KEY: tuple[str, ...] = OpKey._fields
 
 
 def _check_choice(dataflow: str, objective: str) -> tuple[str, ...]:
-    if objective not in OBJECTIVES:
-        raise SimError(f"objective must be one of {', '.join(OBJECTIVES)} (got {objective!r})")
+    if objective not in MAPPING_OBJECTIVES:
+        raise SimError(f"objective must be one of {', '.join(MAPPING_OBJECTIVES)} "
+                       f"(got {objective!r})")
     if dataflow == "auto":
         return DATAFLOWS
     if dataflow not in DATAFLOWS:
@@ -47,7 +62,7 @@ def _fits(hw: HwConfig, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarr
     """Whether buffers holding ``a``, ``b``, ``c`` bytes (all copies) fit the SRAM."""
     s = hw.sram
     if s.unified_kib is not None:
-        return a + b + c <= s.unified_kib * 1024
+        return np.asarray(a + b + c <= s.unified_kib * 1024)
     return ((a <= (s.input_kib or 0) * 1024) & (b <= (s.weight_kib or 0) * 1024)
             & (c <= (s.output_kib or 0) * 1024))
 
@@ -67,90 +82,139 @@ def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bit
     Raises:
         MappingError: no tiling of this op fits the SRAM buffers.
     """
-    return evaluate_variants(hw, m, n, k, [w_bits], [a_bits], [weight_sparsity],
-                             [sparsity_pattern], dataflow=dataflow, objective=objective)[0]
+    return evaluate_variants(hw, m, n, k, w_bits=[w_bits], a_bits=[a_bits],
+                             weight_sparsity=[weight_sparsity],
+                             sparsity_patterns=[sparsity_pattern], dataflow=dataflow,
+                             objective=objective)[0]
 
 
-def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, w_bits: Sequence[int],
+def _column(values: Any, variants: int) -> np.ndarray:
+    """Per-variant values as a column ``(variants, 1)`` that broadcasts over candidates."""
+    return np.asarray(values, dtype=float).reshape(variants, 1)
+
+
+def _fitting_tiles(hw: HwConfig, work: OpWork, dataflows: tuple[str, ...], m: int, n: int,
+                   k: int, w_bits: Sequence[int]) -> tuple[TileSet, np.ndarray]:
+    """The candidate tilings some variant can use, and which variant fits which:
+    (tiles, fit ``(variants, T)``).
+
+    Raises:
+        MappingError: a variant fits no candidate.
+    """
+    g = len(w_bits)
+    tiles = candidate_tiles(dataflows, m, n, k, hw.pe.rows, hw.pe.cols)
+    copies = buffer_copies(tiles, m, n, k, double_buffering=hw.sram.double_buffering)
+    need = tile_buffer_bytes(tiles, _column(work.a_bits, g), _column(work.b_bits, g),
+                             float(hw.pe.accum_bits))
+    a, b, c = (x * n_copies for x, n_copies in zip(need, copies, strict=True))
+    fit = _fits(hw, a, b, c)
+    no_fit = np.flatnonzero(~fit.any(axis=1))
+    if no_fit.size:
+        i = int(no_fit[0])
+        raise MappingError(
+            f"op M={m} N={n} K={k} ({int(work.a_bits[i])}/{int(w_bits[i])}-bit) has no tiling "
+            f"that fits the SRAM of {hw.name!r}; enlarge sram sizes or disable double_buffering")
+    usable = fit.any(axis=0)  # candidates no variant can use are dropped before costing
+    return tiles.take(usable), fit[:, usable]
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Every (loop order, variant, candidate) of one shape costed: arrays (orders, variants, T)
+    except ``compulsory``, ``compute_roof`` and ``memory_roof`` (variants,)."""
+
+    cycles: np.ndarray  # inf where the variant does not fit the candidate
+    compute_cycles: np.ndarray
+    dram_bytes: np.ndarray
+    sram_bytes: np.ndarray
+    energy: np.ndarray
+    macs: float
+    macs_effective: np.ndarray
+    compulsory: np.ndarray
+    compute_roof: np.ndarray
+    memory_roof: np.ndarray
+
+
+def _cost_candidates(hw: HwConfig, work: OpWork, tiles: TileSet, fit: np.ndarray, m: int,
+                     n: int, k: int) -> _Candidates:
+    """Compute, SRAM, DRAM, energy and roofline of every candidate for every variant."""
+    g = len(work.a_bits)
+    rows, cols = hw.pe.rows, hw.pe.cols
+    acc = float(hw.pe.accum_bits)
+    a_b, b_b = work.a_bits, work.b_bits
+    totals = tile_totals(tiles, m=m, n=n, k=k, rows=rows, cols=cols, density=work.density,
+                         macs_per_pe=work.macs_per_pe_per_cycle, a_bits=a_b, b_bits=b_b,
+                         accum_bits=acc, sram_bytes_per_cycle=hw.sram.bytes_per_cycle)
+    a_bytes, b_bytes, out_bytes = m * k * a_b / 8.0, k * n * b_b / 8.0, m * n * a_b / 8.0
+    streamed = np.take(STREAMED_DIM, tiles.df.astype(int))
+    mem = memory_timing(totals.trips, a_bytes=_column(a_bytes, g), b_bytes=_column(b_bytes, g),
+                        out_bytes=_column(out_bytes, g), psum_bytes=m * n * acc / 8.0,
+                        compute=totals.compute_cycles, bytes_per_cycle=hw.dram_bytes_per_cycle,
+                        double_buffering=hw.sram.double_buffering,
+                        continued=continued_tiles(totals.trips, streamed),
+                        continue_saving=totals.continue_saving)
+    macs = float(m) * n * k
+    macs_eff = macs * work.density
+    sram = totals.sram_array_bytes + mem.dram_bytes
+    energy = energy_j(hw, macs_effective=_column(macs_eff, g),
+                      cycles_per_mac=_column(work.cycles_per_mac, g), sram_bytes=sram,
+                      dram_bytes=mem.dram_bytes, cycles=mem.cycles)
+    compulsory = a_bytes + b_bytes + out_bytes
+    return _Candidates(
+        cycles=np.where(fit, mem.cycles, np.inf), compute_cycles=mem.compute_cycles,
+        dram_bytes=mem.dram_bytes, sram_bytes=sram, energy=energy, macs=macs,
+        macs_effective=macs_eff, compulsory=compulsory,
+        compute_roof=macs_eff / (rows * cols * work.macs_per_pe_per_cycle),
+        memory_roof=compulsory / hw.dram_bytes_per_cycle)
+
+
+def _chosen(c: _Candidates, tiles: TileSet, v: int, objective: str) -> dict[str, Any]:
+    """The best mapping of variant ``v``: its ``OpCost`` fields and its mapping columns."""
+    cyc, en = c.cycles[:, v, :], c.energy[:, v, :]
+    order_i, tile_i = _best(cyc, en, objective)
+    cycles = float(cyc[order_i, tile_i])
+    compute_cycles = float(c.compute_cycles[order_i, v, tile_i])
+    compute_roof, memory_roof = float(c.compute_roof[v]), float(c.memory_roof[v])
+    roof = max(compute_roof, memory_roof)
+    cost = OpCost(
+        cycles=cycles, compute_cycles=compute_cycles, stall_cycles=cycles - compute_cycles,
+        dram_bytes=float(c.dram_bytes[order_i, v, tile_i]),
+        compulsory_bytes=float(c.compulsory[v]),
+        sram_access_bytes=float(c.sram_bytes[order_i, v, tile_i]),
+        energy_j=float(en[order_i, tile_i]), macs=c.macs,
+        macs_effective=float(c.macs_effective[v]), roofline_cycles=roof,
+        compute_roof_cycles=compute_roof, memory_roof_cycles=memory_roof)
+    return {
+        **cost.as_dict(),
+        "utilization": compute_roof / cycles,
+        "roofline_ratio": cycles / roof,
+        "bound": "compute" if compute_roof >= memory_roof else "memory",
+        "dataflow": DATAFLOWS[int(tiles.df[tile_i])],
+        "loop_order": LOOP_ORDERS[order_i],
+        "tile_m": int(tiles.tm[tile_i]),
+        "tile_n": int(tiles.tn[tile_i]),
+        "tile_k": int(tiles.tk[tile_i]),
+    }
+
+
+def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, *, w_bits: Sequence[int],
                       a_bits: Sequence[int], weight_sparsity: Sequence[float],
-                      sparsity_patterns: Sequence[str], *, dataflow: str = "auto",
+                      sparsity_patterns: Sequence[str], dataflow: str = "auto",
                       objective: str = "latency") -> list[dict[str, Any]]:
     """``evaluate_op`` for several bits/sparsity variants of one shape, in one numpy pass.
 
     The candidate tilings depend only on the shape, so variants share them and every cost
     array gets a leading variant axis: arrays are (loop orders, variants, candidates).
+
+    Raises:
+        MappingError: some variant fits no tiling of the SRAM buffers.
     """
     dataflows = _check_choice(dataflow, objective)
-    g = len(w_bits)
     work = op_work(hw, np.asarray(w_bits), np.asarray(a_bits), np.asarray(weight_sparsity),
                    list(sparsity_patterns))
-    col = lambda x: np.asarray(x, dtype=float).reshape(g, 1)  # noqa: E731 (variant axis)
-    density, p_eff = work.density, work.macs_per_pe_per_cycle
-    a_b, b_b = work.a_bits, work.b_bits
-    rows, cols = hw.pe.rows, hw.pe.cols
-    acc = float(hw.pe.accum_bits)
-
-    tiles = candidate_tiles(dataflows, m, n, k, rows, cols)
-    copies = buffer_copies(tiles, m, n, k, double_buffering=hw.sram.double_buffering)
-    fit = _fits(hw, *(x * c for x, c in zip(tile_buffer_bytes(tiles, col(a_b), col(b_b), acc),
-                                            copies)))  # (variants, T)
-    no_fit = np.flatnonzero(~fit.any(axis=1))
-    if no_fit.size:
-        i = int(no_fit[0])
-        raise MappingError(
-            f"op M={m} N={n} K={k} ({int(a_b[i])}/{int(w_bits[i])}-bit) has no tiling that "
-            f"fits the SRAM of {hw.name!r}; enlarge sram sizes or disable double_buffering")
-    usable = fit.any(axis=0)  # candidates no variant can use are dropped before costing
-    tiles, fit = tiles.take(usable), fit[:, usable]
-
-    totals = tile_totals(tiles, m, n, k, rows, cols, density, p_eff, a_b, b_b, acc,
-                         hw.sram.bytes_per_cycle)
-    a_bytes = m * k * a_b / 8.0
-    b_bytes = k * n * b_b / 8.0
-    out_bytes = m * n * a_b / 8.0
-    streamed = np.take(STREAMED_DIM, tiles.df.astype(int))
-    mem = memory_timing(totals.trips, col(a_bytes), col(b_bytes), col(out_bytes),
-                        m * n * acc / 8.0, totals.compute_cycles, hw.dram_bytes_per_cycle,
-                        hw.sram.double_buffering,
-                        continued=continued_tiles(totals.trips, streamed),
-                        continue_saving=totals.continue_saving)
-    macs = float(m) * n * k
-    macs_eff = macs * density
-    sram = totals.sram_array_bytes + mem.dram_bytes
-    energy = energy_j(hw, col(macs_eff), col(work.cycles_per_mac), sram, mem.dram_bytes,
-                      mem.cycles)
-    cycles_all = np.where(fit, mem.cycles, np.inf)  # a variant may not fit every candidate
-
-    compulsory = a_bytes + b_bytes + out_bytes
-    compute_roof = macs_eff / (rows * cols * p_eff)
-    memory_roof = compulsory / hw.dram_bytes_per_cycle
-    results = []
-    for v in range(g):
-        cyc, en = cycles_all[:, v, :], energy[:, v, :]
-        order_i, tile_i = _best(cyc, en, objective)
-        cycles = float(cyc[order_i, tile_i])
-        compute_cycles = float(mem.compute_cycles[order_i, v, tile_i])
-        roof = max(compute_roof[v], memory_roof[v])
-        cost = OpCost(
-            cycles=cycles, compute_cycles=compute_cycles, stall_cycles=cycles - compute_cycles,
-            dram_bytes=float(mem.dram_bytes[order_i, v, tile_i]),
-            compulsory_bytes=float(compulsory[v]),
-            sram_access_bytes=float(sram[order_i, v, tile_i]),
-            energy_j=float(en[order_i, tile_i]), macs=macs, macs_effective=float(macs_eff[v]),
-            roofline_cycles=float(roof), compute_roof_cycles=float(compute_roof[v]),
-            memory_roof_cycles=float(memory_roof[v]))
-        results.append({
-            **cost.as_dict(),
-            "utilization": float(compute_roof[v] / cycles),
-            "roofline_ratio": float(cycles / roof),
-            "bound": "compute" if compute_roof[v] >= memory_roof[v] else "memory",
-            "dataflow": DATAFLOWS[int(tiles.df[tile_i])],
-            "loop_order": LOOP_ORDERS[order_i],
-            "tile_m": int(tiles.tm[tile_i]),
-            "tile_n": int(tiles.tn[tile_i]),
-            "tile_k": int(tiles.tk[tile_i]),
-        })
-    return results
+    tiles, fit = _fitting_tiles(hw, work, dataflows, m, n, k, w_bits)
+    costed = _cost_candidates(hw, work, tiles, fit, m, n, k)
+    return [_chosen(costed, tiles, v, objective) for v in range(len(w_bits))]
 
 
 def _best(cycles: np.ndarray, energy: np.ndarray, objective: str) -> tuple[int, int]:
@@ -195,19 +259,21 @@ def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
 def _schedule_products(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str, objective: str
                        ) -> pd.DataFrame:
     """Mapping-search results of the product rows of ``ops`` (same index), cost x ``count``."""
-    keys = [tuple(row) for row in ops[list(OP_KEY)].itertuples(index=False, name=None)]
+    keys = [OpKey(*row) for row in ops[list(OP_KEY)].itertuples(index=False, name=None)]
     # Distinct products, grouped by shape: one vectorized search per shape.
-    by_shape: dict[tuple[int, int, int], list[tuple[Any, ...]]] = {}
+    by_shape: dict[tuple[int, int, int], list[OpKey]] = {}
     for key in dict.fromkeys(keys):
-        by_shape.setdefault((int(key[0]), int(key[1]), int(key[2])), []).append(key)
-    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+        by_shape.setdefault((int(key.M), int(key.N), int(key.K)), []).append(key)
+    cache: dict[OpKey, dict[str, Any]] = {}
     for (m, n, k), variants in by_shape.items():
         # Chunks bound the (orders x variants x candidates) arrays to a few MB.
         for start in range(0, len(variants), _VARIANT_CHUNK):
             chunk = variants[start:start + _VARIANT_CHUNK]
             found = evaluate_variants(
-                hw, m, n, k, [int(v[3]) for v in chunk], [int(v[4]) for v in chunk],
-                [float(v[5]) for v in chunk], [str(v[6]) for v in chunk],
+                hw, m, n, k, w_bits=[int(v.w_bits) for v in chunk],
+                a_bits=[int(v.a_bits) for v in chunk],
+                weight_sparsity=[float(v.weight_sparsity) for v in chunk],
+                sparsity_patterns=[str(v.sparsity_pattern) for v in chunk],
                 dataflow=dataflow, objective=objective)
             cache.update(zip(chunk, found, strict=True))
     records = [cache[key] for key in keys]

@@ -78,7 +78,7 @@ def candidate_tiles(dataflows: tuple[str, ...], m: int, n: int, k: int, rows: in
         gm, gn, gk = np.meshgrid(*per_df[name], indexing="ij")
         code = np.full(gm.size, DF_CODE[name], dtype=float)
         parts.append((code, gm.ravel(), gn.ravel(), gk.ravel()))
-    return TileSet(*(np.concatenate(arrs) for arrs in zip(*parts)))
+    return TileSet(*(np.concatenate(arrs) for arrs in zip(*parts, strict=True)))
 
 
 def tile_buffer_bytes(tiles: TileSet, a_bits: float | np.ndarray, b_bits: float | np.ndarray,
@@ -131,7 +131,7 @@ class TileTotals:
     continue_saving: np.ndarray
 
 
-def tile_totals(tiles: TileSet, m: int, n: int, k: int, rows: int, cols: int,
+def tile_totals(tiles: TileSet, *, m: int, n: int, k: int, rows: int, cols: int,
                 density: np.ndarray | float, macs_per_pe: np.ndarray | float,
                 a_bits: np.ndarray | float, b_bits: np.ndarray | float, accum_bits: float,
                 sram_bytes_per_cycle: float) -> TileTotals:

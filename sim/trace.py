@@ -21,33 +21,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.textfile import file_problem, read_text
+from common.textfile import file_problem, read_text
+from common.trace_format import (
+    FORMAT,
+    FORMAT_V1,
+    FORMATS,
+    HEADER_KEYS,
+    KINDS,
+    LIFETIME_COLUMNS,
+    MATMUL_DEFAULTS,
+    MATMUL_PHASES,
+    OPS_COLUMNS,
+    PHASES,
+    TENSOR_COLUMNS,
+    TENSOR_KINDS,
+    V1_COLUMNS,
+    VECTOR_CLASSES,
+    VECTOR_COLUMNS,
+    tensors_path,
+)
 from sim.errors import TraceError, TraceFormatWarning
 
-__all__ = ["FORMAT", "FORMAT_V1", "KINDS", "LIFETIME_COLUMNS", "MATMUL_PHASES", "OPS_COLUMNS",
-           "PHASES", "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS",
-           "Trace", "read_trace", "tensors_path_for", "validate_ops", "validate_tensors"]
+__all__ = ["FORMAT", "FORMATS", "FORMAT_V1", "HEADER_KEYS", "KINDS", "LIFETIME_COLUMNS",
+           "MATMUL_DEFAULTS", "MATMUL_PHASES", "OPS_COLUMNS", "PHASES", "TENSOR_COLUMNS",
+           "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS", "Trace", "read_trace",
+           "tensors_path_for", "validate_ops", "validate_tensors"]
 
-FORMAT = "edgellm-trace/2"
-FORMAT_V1 = "edgellm-trace/1"
-FORMATS = {FORMAT_V1: 1, FORMAT: 2}
-HEADER_KEYS = ("format", "model", "method", "seq_len", "batch")
-V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
-              "w_bits", "a_bits", "trainable", "count")
-VECTOR_COLUMNS = ("kind", "vector_class", "elements", "read_bytes", "write_bytes", "fusable")
-OPS_COLUMNS = V1_COLUMNS + VECTOR_COLUMNS
-KINDS = ("matmul", "vector")
-VECTOR_CLASSES = ("add", "exp", "rsqrt", "reduce", "move")
-MATMUL_PHASES = ("fwd", "bwd_input", "bwd_weight")
-PHASES = (*MATMUL_PHASES, "update")  # update: optimizer step and clipping, vector rows only
-# The format-2 columns of a product (and of every row of a format-1 trace).
-MATMUL_DEFAULTS: dict[str, Any] = {"kind": "matmul", "vector_class": "", "elements": 0,
-                                   "read_bytes": 0, "write_bytes": 0, "fusable": False}
-TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")
-# When each tensor lives (ops-table rows, inclusive); a table without them: the whole step.
-LIFETIME_COLUMNS = ("first_op", "last_op")
-TENSOR_KINDS = ("weight", "lora_weight", "activation", "gradient", "optimizer", "kv_cache",
-                "activation_grad", "temporary")
 _PATTERN = re.compile(r"^(dense|unstructured|(\d+):(\d+))$")
 # Largest integer a cell may hold: float64 (which the columns are parsed through) is exact up
 # to 2**53, and an int64 cast of anything beyond 2**63 silently wraps to a negative number.
@@ -70,9 +69,8 @@ class Trace:
 
 
 def tensors_path_for(ops_path: Path) -> Path:
-    """``NAME.tensors.csv`` next to ``NAME.csv``."""
-    name = ops_path.name[:-4] if ops_path.name.endswith(".csv") else ops_path.name
-    return ops_path.with_name(f"{name}.tensors.csv")
+    """``NAME.tensors.csv`` next to ``NAME.csv`` (``common.trace_format.tensors_path``)."""
+    return tensors_path(ops_path)
 
 
 def _short_repr(value: Any) -> str:
@@ -317,7 +315,7 @@ def _read_header(path: Path, text: str) -> dict[str, Any]:
 
 
 def _decode(path: Path, what: str) -> str:
-    """The text of a trace or tensor table (``shared.textfile``: BOMs honoured, else strict
+    """The text of a trace or tensor table (``common.textfile``: BOMs honoured, else strict
     UTF-8, CRLF normalized, binaries refused)."""
     problem = file_problem(path)
     if problem is not None:

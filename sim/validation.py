@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,20 +29,28 @@ __all__ = ["compare_with_golden", "compare_with_scalesim_bandwidth", "compare_wi
            "read_golden", "scalesim_bandwidth_hw", "scalesim_like_hw"]
 
 
+def _peer_array(name: str, rows: int, cols: int, *, bits: int, accum_bits: int,
+                sram: dict[str, Any], dram: dict[str, Any], energy: dict[str, Any],
+                source: str) -> HwConfig:
+    """A SCALE-Sim-like array at 1 GHz: one MAC per PE per cycle at ``bits``, no precision
+    scaling, no sparsity support; ``source`` names it in errors."""
+    return hw_from_dict({
+        "name": name, "clock_mhz": 1000,
+        "pe": {"rows": rows, "cols": cols, "macs_per_pe_per_cycle": 1, "accum_bits": accum_bits},
+        "precision": {"model": "fixed", "base_bits": bits, "min_bits": bits},
+        "sparsity": {"support": "none"}, "sram": sram, "dram": dram, "energy": energy,
+    }, source=source)
+
+
 def scalesim_like_hw(rows: int, cols: int) -> HwConfig:
     """An ``rows x cols`` array under SCALE-Sim's stall-free assumptions (see module doc)."""
-    return hw_from_dict({
-        "name": f"scalesim_like_{rows}x{cols}",
-        "clock_mhz": 1000,
-        "pe": {"rows": rows, "cols": cols, "macs_per_pe_per_cycle": 1, "accum_bits": 32},
-        "precision": {"model": "fixed", "base_bits": 16, "min_bits": 16},
-        "sparsity": {"support": "none"},
-        # 1 GiB of SRAM, 16 KiB per cycle of SRAM ports and 1 PB/s of DRAM: never binding.
-        "sram": {"unified_kib": 2**20, "banks": 1024, "bank_width_bits": 128,
-                 "double_buffering": True},
-        "dram": {"bandwidth_gbps": 1e6, "capacity_gib": 1, "energy_pj_per_bit": 1.0},
-        "energy": {"mac_pj": 1.0, "sram_pj_per_byte": 1.0},
-    }, source="scalesim_like_hw")
+    # 1 GiB of SRAM, 16 KiB per cycle of SRAM ports and 1 PB/s of DRAM: never binding.
+    return _peer_array(
+        f"scalesim_like_{rows}x{cols}", rows, cols, bits=16, accum_bits=32,
+        sram={"unified_kib": 2**20, "banks": 1024, "bank_width_bits": 128,
+              "double_buffering": True},
+        dram={"bandwidth_gbps": 1e6, "capacity_gib": 1, "energy_pj_per_bit": 1.0},
+        energy={"mac_pj": 1.0, "sram_pj_per_byte": 1.0}, source="scalesim_like_hw")
 
 
 def read_golden(path: str | Path) -> pd.DataFrame:
@@ -80,28 +89,27 @@ def scalesim_bandwidth_hw(rows: int = 32, cols: int = 32) -> HwConfig:
     / 256 KiB, double-buffered, and DRAM moves 25 bytes per cycle at 1 GHz (SCALE-Sim gives
     each of its three interfaces that bandwidth; ours share it).
     """
-    return hw_from_dict({
-        "name": f"scalesim_bandwidth_{rows}x{cols}",
-        "clock_mhz": 1000,
-        "pe": {"rows": rows, "cols": cols, "macs_per_pe_per_cycle": 1, "accum_bits": 8},
-        "precision": {"model": "fixed", "base_bits": 8, "min_bits": 8},
-        "sparsity": {"support": "none"},
-        "sram": {"input_kib": 256, "weight_kib": 512, "output_kib": 256, "banks": 1024,
-                 "bank_width_bits": 128, "double_buffering": True},
-        "dram": {"bandwidth_gbps": 25, "capacity_gib": 4, "energy_pj_per_bit": 1.0},
+    return _peer_array(
+        f"scalesim_bandwidth_{rows}x{cols}", rows, cols, bits=8, accum_bits=8,
+        sram={"input_kib": 256, "weight_kib": 512, "output_kib": 256, "banks": 1024,
+              "bank_width_bits": 128, "double_buffering": True},
+        dram={"bandwidth_gbps": 25, "capacity_gib": 4, "energy_pj_per_bit": 1.0},
         # DRAM dominates energy, so the energy objective finds the least traffic.
-        "energy": {"mac_pj": 0.0, "sram_pj_per_byte": 0.0, "static_mw": 0},
-    }, source="scalesim_bandwidth_hw")
+        energy={"mac_pj": 0.0, "sram_pj_per_byte": 0.0, "static_mw": 0},
+        source="scalesim_bandwidth_hw")
 
 
-def _operand_bytes(hw: HwConfig, m: int, n: int, k: int, best: dict) -> dict[str, float]:
+def _operand_bytes(hw: HwConfig, m: int, n: int, k: int, best: dict[str, Any]
+                   ) -> dict[str, float]:
     """DRAM bytes of A, B and the output under the mapping ``best`` found by ``evaluate_op``."""
     bits = float(hw.precision.base_bits)
-    trips = tuple(np.array([math.ceil(d / t)], dtype=float) for d, t in
+    tm, tn, tk = (np.array([math.ceil(d / t)], dtype=float) for d, t in
                   ((m, best["tile_m"]), (n, best["tile_n"]), (k, best["tile_k"])))
-    mem = memory_timing(trips, m * k * bits / 8, k * n * bits / 8, m * n * bits / 8,
-                        m * n * hw.pe.accum_bits / 8, np.array([1.0]), hw.dram_bytes_per_cycle,
-                        hw.sram.double_buffering)
+    trips = (tm, tn, tk)
+    mem = memory_timing(trips, a_bytes=m * k * bits / 8, b_bytes=k * n * bits / 8,
+                        out_bytes=m * n * bits / 8, psum_bytes=m * n * hw.pe.accum_bits / 8,
+                        compute=np.array([1.0]), bytes_per_cycle=hw.dram_bytes_per_cycle,
+                        double_buffering=hw.sram.double_buffering)
     order = LOOP_ORDERS.index(best["loop_order"])
 
     def pick(x: np.ndarray) -> float:  # (orders, ...) with one candidate and one variant

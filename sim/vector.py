@@ -74,9 +74,9 @@ def _cycles(hw: HwConfig, compute: np.ndarray, read: np.ndarray, write: np.ndarr
     """Cycles per repeat (module docstring); arrays over rows, bytes are DRAM bytes."""
     bw = hw.dram_bytes_per_cycle
     if not hw.sram.double_buffering:
-        return compute + (read + write) / bw
+        return np.asarray(compute + (read + write) / bw)
     c, r, w = compute / chunks, read / chunks, write / chunks
-    return r / bw + (chunks - 1) * np.maximum(c, (r + w) / bw) + c + w / bw
+    return np.asarray(r / bw + (chunks - 1) * np.maximum(c, (r + w) / bw) + c + w / bw)
 
 
 def vector_costs(hw: HwConfig, ops: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +107,8 @@ def vector_costs(hw: HwConfig, ops: pd.DataFrame) -> pd.DataFrame:
     memory_roof = dram / hw.dram_bytes_per_cycle
     roof = np.maximum(compute, memory_roof)
     sram = read + write + dram
-    energy = energy_j(hw, 0.0, 1.0, sram, dram, cycles) + elements * pj * 1e-12
+    energy = energy_j(hw, macs_effective=0.0, cycles_per_mac=1.0, sram_bytes=sram,
+                      dram_bytes=dram, cycles=cycles) + elements * pj * 1e-12
     one = {
         "cycles": cycles, "compute_cycles": compute, "stall_cycles": cycles - compute,
         "dram_bytes": dram, "compulsory_bytes": dram, "sram_access_bytes": sram,

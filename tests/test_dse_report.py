@@ -10,7 +10,7 @@ import pandas as pd
 
 from dse import report
 from dse.study import META_KEY
-from workloads.jsonfile import output_mode
+from common.files import output_mode
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -16,7 +16,7 @@ import pytest
 from dse import search as search_cli
 from dse.study import completed
 from workloads.errors import UserError
-from workloads.jsonfile import output_mode
+from common.files import output_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small but real: the tiny model, two tuning steps per measurement, a 2 x 64-token traced step.

@@ -547,7 +547,7 @@ def test_bad_set_in_every_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path
                   "--json", "--set", item)
         if res[0] == 0:
             # By design a sweep point whose overrides are invalid is a failed row with its
-            # one-line reason, not a user error (sim/sweep_plan.py); bad keys are user errors.
+            # one-line reason, not a user error (sim/sweep/plan.py); bad keys are user errors.
             table = pd.read_csv(out / "sweep.csv")
             assert list(table["status"]) == ["error"], table
             reason = str(table["reason"].iloc[0])

@@ -66,7 +66,8 @@ def test_every_total_is_the_sum_of_the_records() -> None:
 def _package_with_dummy_metric(tmp_path: Path) -> Path:
     """A copy of ``sim`` with one new field in OpCost, and nothing else changed."""
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "sim", pkg / "sim", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("sim", "common"):  # sim and the one package it imports from this repo
+        shutil.copytree(ROOT / name, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
     cost = pkg / "sim" / "cost.py"
     text = cost.read_text()
     anchor = "\n    def __add__(self, other: OpCost) -> OpCost:"

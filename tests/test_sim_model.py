@@ -90,10 +90,16 @@ def test_dim_candidates_are_aligned_splits() -> None:
     assert dim_candidates(1536, 16).max() == 1536
 
 
+def _shape(m: int, n: int, k: int) -> dict:
+    """A dense 16-bit op of shape m x n x k on an 8 x 8 array with 32-bit partial sums."""
+    return {"m": m, "n": n, "k": k, "rows": 8, "cols": 8, "density": 1.0, "macs_per_pe": 1.0,
+            "a_bits": 16, "b_bits": 16, "accum_bits": 32}
+
+
 def test_tiles_sum_exactly_over_edge_tiles() -> None:
     # One 50x40x30 op cut into 32x16x30 tiles: the totals equal the sum over the 2x3 tiles.
     tiles = TileSet(np.array([0.0]), np.array([32.0]), np.array([16.0]), np.array([30.0]))
-    tot = tile_totals(tiles, 50, 40, 30, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1e9)
+    tot = tile_totals(tiles, **_shape(50, 40, 30), sram_bytes_per_cycle=1e9)
     by_hand = sum(fold_cycles(0, m, n, 30, 8, 8) for m in (32, 18) for n in (16, 16, 8))
     assert tot.array_cycles[0, 0] == by_hand
     assert tot.n_tiles[0] == 6 and [t[0] for t in tot.trips] == [2, 3, 1]
@@ -101,8 +107,8 @@ def test_tiles_sum_exactly_over_edge_tiles() -> None:
 
 def test_sram_port_bandwidth_can_bound_compute() -> None:
     tiles = TileSet(np.array([1.0]), np.array([64.0]), np.array([64.0]), np.array([64.0]))
-    fast = tile_totals(tiles, 64, 64, 64, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1e9)
-    slow = tile_totals(tiles, 64, 64, 64, 8, 8, 1.0, 1.0, 16, 16, 32, sram_bytes_per_cycle=1.0)
+    fast = tile_totals(tiles, **_shape(64, 64, 64), sram_bytes_per_cycle=1e9)
+    slow = tile_totals(tiles, **_shape(64, 64, 64), sram_bytes_per_cycle=1.0)
     assert fast.compute_cycles[0, 0] == fast.array_cycles[0, 0]
     assert slow.compute_cycles[0, 0] > 10 * fast.compute_cycles[0, 0]
 
@@ -110,7 +116,8 @@ def test_sram_port_bandwidth_can_bound_compute() -> None:
 def test_dram_reuse_depends_on_loop_order() -> None:
     # 2 tiles along m, 2 along n, 1 along k; A = 100 B, B = 200 B, out = 40 B.
     trips = (np.array([2.0]), np.array([2.0]), np.array([1.0]))
-    mem = memory_timing(trips, 100.0, 200.0, 40.0, 80.0, np.array([1000.0]), 1.0, True)
+    mem = memory_timing(trips, a_bytes=100.0, b_bytes=200.0, out_bytes=40.0, psum_bytes=80.0,
+                        compute=np.array([1000.0]), bytes_per_cycle=1.0, double_buffering=True)
     by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0, 0]))
     # m outer, n inner: A stays (fetched once), B is fetched again for each m tile.
     assert by_order["mnk"] == pytest.approx(100 + 2 * 200 + 40)
@@ -121,7 +128,8 @@ def test_dram_reuse_depends_on_loop_order() -> None:
 
 def test_partial_sums_spill_when_k_is_outside() -> None:
     trips = (np.array([2.0]), np.array([1.0]), np.array([3.0]))
-    mem = memory_timing(trips, 120.0, 300.0, 40.0, 80.0, np.array([600.0]), 1e9, True)
+    mem = memory_timing(trips, a_bytes=120.0, b_bytes=300.0, out_bytes=40.0, psum_bytes=80.0,
+                        compute=np.array([600.0]), bytes_per_cycle=1e9, double_buffering=True)
     by_order = dict(zip(LOOP_ORDERS, mem.dram_bytes[:, 0, 0]))
     assert by_order["mkn"] == pytest.approx(120 + 2 * 300 + 40)  # k inside m: no spill
     # k outside m: each of the 2 output tiles is visited 3 times, 2 spills + 2 reloads each.
@@ -156,7 +164,8 @@ def test_variants_of_one_shape_match_one_by_one_evaluation() -> None:
     sparsity, patterns = [0.0, 0.3, 0.5, 0.7, 0.5], ["dense", "unstructured", "2:4",
                                                     "unstructured", "unstructured"]
     for objective in ("latency", "energy", "edp"):
-        together = evaluate_variants(hw, 256, 576, 1536, bits, acts, sparsity, patterns,
+        together = evaluate_variants(hw, 256, 576, 1536, w_bits=bits, a_bits=acts,
+                                     weight_sparsity=sparsity, sparsity_patterns=patterns,
                                      objective=objective)
         for i, got in enumerate(together):
             alone = evaluate_op(hw, 256, 576, 1536, w_bits=bits[i], a_bits=acts[i],

@@ -19,12 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.sweep_worker as sweep_worker
+import sim.sweep.worker as sweep_worker
 from sim.sweep import SweepInterrupted, run_sweep
-from sim.sweep_plan import SweepError, parse_grid
-from sim.sweep_report import ratio_by_value, ratio_effects
-from sim.sweep_store import PointStore
-from sim.sweep_table import METRIC_COLUMNS, PROVENANCE_KEYS, pareto_mask
+from sim.errors import SweepError
+from sim.sweep.plan import parse_grid
+from sim.sweep.report import ratio_by_value, ratio_effects
+from sim.sweep.store import PointStore
+from sim.sweep.table import METRIC_COLUMNS, PROVENANCE_KEYS, pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("distributed", reason="the dask and distributed packages are not installed")
 
-from sim import sweep_dask  # noqa: E402
+from sim.sweep import cluster as sweep_dask  # noqa: E402
 from sim.sweep import main as sweep_main  # noqa: E402
 from sim.sweep import run_sweep  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from shared.textfile import read_text
+from common.textfile import read_text
 from workloads.errors import UserError
 
 BUILTIN = "pydoc"
@@ -56,7 +56,7 @@ def load_documents(source: str | None = None) -> list[str]:
 
 def _read_file(path: Path) -> list[str]:
     """The documents of one ``.txt`` (one document) or ``.jsonl`` file (one per line), decoded
-    by ``shared.textfile`` (BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused)."""
+    by ``common.textfile`` (BOMs honoured, else strict UTF-8, CRLF normalized, binaries refused)."""
     if path.suffix not in (".txt", ".jsonl"):
         raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .txt or .jsonl)")
     what = "JSON-lines file" if path.suffix == ".jsonl" else "text file"

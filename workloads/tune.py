@@ -25,7 +25,7 @@ import torch
 
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, evaluate, positive_int
-from workloads.jsonfile import output_mode
+from common.files import output_mode
 from workloads.models import load_model
 from workloads.tuning import lora
 from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy

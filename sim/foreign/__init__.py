@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.textfile import read_text
+from common.textfile import read_text
 
 __all__ = ["Translation", "foreign_trace", "hw_translation", "resolve_dataflow", "stated_defaults",
            "translate_hw"]

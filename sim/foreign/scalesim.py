@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from common.scalesim_cfg import scalesim_cfg
 from sim.errors import ConfigError, TraceError
 from sim.foreign import Translation
 
@@ -242,50 +243,9 @@ def cfg_to_hw(text: str, *, source: str = "<cfg>") -> Translation:
 
 # ----------------------------------------------------------------------------- hw -> .cfg
 
-_CFG_TEMPLATE = """# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
+_CFG_HEADER = """# SCALE-Sim v3 config written by `python -m sim.export` from hwconfig {run_name}.
 # Run: python -m scalesim.scale -c THIS.cfg -t TOPOLOGY.csv -l layout.csv -i gemm -p logs/
 # The [{extra}] section is ignored by SCALE-Sim; `sim` reads it back.
-[general]
-run_name = {run_name}
-
-[architecture_presets]
-ArrayHeight: {rows}
-ArrayWidth: {cols}
-IfmapSramSzkB: {ifmap_kib}
-FilterSramSzkB: {filter_kib}
-OfmapSramSzkB: {ofmap_kib}
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : {bandwidth}
-Dataflow : {dataflow}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-
-[run_presets]
-InterfaceBandwidth: USER
-UseRamulatorTrace: False
-
-[{extra}]
-hw_json = {blob}
 """
 
 
@@ -297,8 +257,9 @@ def _cfg_fields_of(hw: Mapping[str, Any]) -> dict[str, Any]:
         third = max(1, int(sram["unified_kib"] // 3))
         sizes = (third, third, third)
     else:
-        sizes = tuple(max(1, int(round(float(sram[k]))))
-                      for k in ("input_kib", "weight_kib", "output_kib"))
+        size = {k: max(1, int(round(float(sram[k]))))
+                for k in ("input_kib", "weight_kib", "output_kib")}
+        sizes = (size["input_kib"], size["weight_kib"], size["output_kib"])
     clock = float(hw["clock_mhz"])
     bytes_per_cycle = float(hw["dram"]["bandwidth_gbps"]) * 1000.0 / clock
     words = max(1, int(round(bytes_per_cycle / (WORD_BITS / 8))))
@@ -332,10 +293,12 @@ def hw_to_cfg(hw: Mapping[str, Any], *, dataflow: str) -> tuple[str, list[str]]:
                      f"{hw['precision']['base_bits']}-bit precision is not expressed")
     blob = json.dumps(dict(hw), sort_keys=True, separators=(",", ":"))
     run_name = str(hw["name"])
-    text = _CFG_TEMPLATE.format(
-        run_name=run_name, rows=f["rows"], cols=f["cols"], ifmap_kib=f["ifmap_kib"],
-        filter_kib=f["filter_kib"], ofmap_kib=f["ofmap_kib"],
-        bandwidth=int(f["bandwidth_words"]), dataflow=dataflow, extra=EXTRA_SECTION, blob=blob)
+    text = (_CFG_HEADER.format(run_name=run_name, extra=EXTRA_SECTION)
+            + scalesim_cfg(run_name=run_name, rows=f["rows"], cols=f["cols"],
+                           ifmap_kib=f["ifmap_kib"], filter_kib=f["filter_kib"],
+                           ofmap_kib=f["ofmap_kib"], bandwidth=int(f["bandwidth_words"]),
+                           dataflow=dataflow)
+            + f"\n[{EXTRA_SECTION}]\nhw_json = {blob}\n")
     return text, notes
 
 
@@ -397,7 +360,8 @@ def _conv_row(parts: Sequence[str], where: str) -> dict[str, Any]:
                          f"(got {len(parts)} fields)")
     names = ("IFMAP height", "IFMAP width", "filter height", "filter width", "channels",
              "filters", "stride")
-    h, w, r, s, c, f, stride = (_positive(v, where, n) for v, n in zip(parts[1:8], names))
+    h, w, r, s, c, f, stride = (_positive(v, where, n)
+                                  for v, n in zip(parts[1:8], names, strict=True))
     if r > h or s > w:
         raise TraceError(f"{where}: filter {r}x{s} is larger than the IFMAP {h}x{w}")
     pattern, sparsity = _ratio(parts[8] if len(parts) > 8 else None, where)
@@ -486,17 +450,17 @@ def trace_to_topology(ops: pd.DataFrame) -> tuple[str, list[str]]:
                          f"matrix products only)")
         ops = ops[~vector]
     unstructured = 0
-    for row in ops.itertuples(index=False):
-        name = f"L{int(row.layer)}.{row.module}.{row.phase}".replace(",", "_")
+    for row in ops.to_dict("records"):
+        name = f"L{int(row['layer'])}.{row['module']}.{row['phase']}".replace(",", "_")
         ratio = ""
-        if row.sparsity_pattern not in ("dense", "unstructured"):
-            ratio = f"{row.sparsity_pattern},"
-        elif row.sparsity_pattern == "unstructured":
+        if row["sparsity_pattern"] not in ("dense", "unstructured"):
+            ratio = f"{row['sparsity_pattern']},"
+        elif row["sparsity_pattern"] == "unstructured":
             unstructured += 1
-        count = int(row.count)
+        count = int(row["count"])
         for i in range(count):
             label = name if count == 1 else f"{name}#{i}"
-            lines.append(f"{label},{int(row.M)},{int(row.N)},{int(row.K)},{ratio}")
+            lines.append(f"{label},{int(row['M'])},{int(row['N'])},{int(row['K'])},{ratio}")
     if unstructured:
         notes.append(f"{unstructured} row(s) with unstructured sparsity written dense "
                      f"(SCALE-Sim models N:M only)")

@@ -121,7 +121,8 @@ class _Memories:
         return max(held, key=self.bits)
 
 
-def _array(data: Mapping[str, Any], source: str) -> tuple[list[str], list[int], Mapping]:
+def _array(data: Mapping[str, Any], source: str
+           ) -> tuple[list[str], list[int], Mapping[str, Any]]:
     array = data.get("operational_array")
     if not isinstance(array, Mapping):
         raise ConfigError(f"{source}: operational_array: must be a mapping")
@@ -163,7 +164,8 @@ def _sram(mems: _Memories, buffers: dict[str, str], rules: list[str]) -> tuple[d
             ops = [op for op, n in buffers.items() if n == name]
             where = (f"{mems.mems[name]['size'] // 8} B x {mems.instances[name]} PEs = "
                      if mems.per_pe[name] else "")
-            split = f": split {' + '.join(f'{kib[name] / len(ops):g}' for _ in ops)} KiB" if len(ops) > 1 else ""
+            shares = " + ".join(f"{kib[name] / len(ops):g}" for _ in ops)
+            split = f": split {shares} KiB" if len(ops) > 1 else ""
             parts.append(f"{name} ({where}{kib[name]:g} KiB) serves {', '.join(ops)}{split}")
         rules.append("sram: " + "; ".join(parts))
     sram.update({"banks": 1, "bank_width_bits": _num(bw_bits), "double_buffering": True})
@@ -226,7 +228,8 @@ def _dram(mems: _Memories, top: str, rules: list[str], defaults: list[str]) -> d
         pj_bit = 20.0
     else:
         pj_bit = read / bw
-        note = f" (w_cost {write:g}: our model has one DRAM cost)" if write not in (None, read) else ""
+        note = (f" (w_cost {write:g}: our model has one DRAM cost)"
+                if write not in (None, read) else "")
         rules.append(f"dram energy_pj_per_bit {pj_bit:.4f} = {top} r_cost {read:g} pJ / "
                      f"{bw:g}-bit access{note}")
     gbps = bw / 8 * CLOCK_MHZ / 1000.0
@@ -265,11 +268,12 @@ def accelerator_to_hw(data: Mapping[str, Any], *, source: str = "<zigzag>") -> T
     else:
         sram_pj_byte = sram_cost / (read_bw / 8)
         write = mems.cost(costly, "w_cost")
-        note = f" (w_cost {write:g}: our model has one SRAM cost)" if write not in (None, sram_cost) else ""
+        note = (f" (w_cost {write:g}: our model has one SRAM cost)"
+                if write not in (None, sram_cost) else "")
         rules.append(f"sram_pj_per_byte {sram_pj_byte:.4f} = {costly} r_cost {sram_cost:g} pJ / "
                      f"{read_bw / 8:g} B per access{note}")
     dram = _dram(mems, top, rules, defaults)
-    hw = {
+    hw: dict[str, Any] = {
         "name": str(data.get("name") or "zigzag"),
         "clock_mhz": _num(CLOCK_MHZ),
         "pe": {"rows": rows, "cols": sizes[0], "macs_per_pe_per_cycle": 1, "accum_bits": accum},

@@ -11,41 +11,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.textfile import file_problem, read_text
+from common.files import write_atomic
+from common.trace_format import (
+    FORMAT,
+    FORMAT_V1,
+    LIFETIME_COLUMNS,
+    MATMUL_DEFAULTS,
+    OPS_COLUMNS,
+    TEMPORARY_KINDS,
+    tensors_path,
+)
+from common.trace_format import TENSOR_COLUMNS as REQUIRED_TENSOR_COLUMNS
+from common.textfile import file_problem, read_text
 from workloads.errors import UserError
-from workloads.jsonfile import write_atomic
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_features
 from workloads.tuning.lora import LINEAR_MODULES
 
-FORMAT = "edgellm-trace/2"
 # What a cached trace was recorded with: format 2, tensor table with lifetimes (first_op, last_op).
 # Bump when a recorder change alters what an existing trace would contain.
 RECORDER_VERSION = "2.1"
-FORMAT_V1 = "edgellm-trace/1"
-V1_COLUMNS = ("layer", "module", "phase", "M", "N", "K", "weight_sparsity", "sparsity_pattern",
-              "w_bits", "a_bits", "trainable", "count")
-# Format 2: matrix products and non-matrix (vector) work in one table (docs/trace.md).
-VECTOR_COLUMNS = ("kind", "vector_class", "elements", "read_bytes", "write_bytes", "fusable")
-OPS_COLUMNS = V1_COLUMNS + VECTOR_COLUMNS
+TENSOR_COLUMNS = REQUIRED_TENSOR_COLUMNS + LIFETIME_COLUMNS  # what the recorder writes
+
+__all__ = ["FORMAT", "OPS_COLUMNS", "RECORDER_VERSION", "TEMPORARY_KINDS", "TENSOR_COLUMNS", "Trace",
+           "TraceFormatWarning", "policy_summary", "tensors_path"]
 
 
 class TraceFormatWarning(UserWarning):
     """A trace in an older format: it reads, but lacks what newer traces record."""
-
-
-_V1_DEFAULTS = {"kind": "matmul", "vector_class": "", "elements": 0, "read_bytes": 0, "write_bytes": 0,
-                "fusable": False}
-TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes", "first_op", "last_op")
-# Storages the step made and dropped that are neither saved activations nor gradients of weights.
-TEMPORARY_KINDS = ("temporary", "activation_grad")
-
-
-def tensors_path(ops_path: str | Path) -> Path:
-    """``NAME.tensors.csv`` beside ``NAME.csv``."""
-    path = Path(ops_path)
-    stem = path.name[:-4] if path.name.endswith(".csv") else path.name
-    return path.with_name(f"{stem}.tensors.csv")
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:
@@ -157,7 +150,7 @@ class Trace:
         if header.get("format") == FORMAT_V1:
             warnings.warn(f"{path}: trace format 1 has no vector rows: the step's non-matrix work is "
                           f"missing (record it again for format 2)", TraceFormatWarning, stacklevel=2)
-            for col, value in _V1_DEFAULTS.items():
+            for col, value in MATMUL_DEFAULTS.items():
                 ops[col] = value
         elif header.get("format") != FORMAT:
             raise UserError(f"{path}: unknown trace format {header.get('format')!r} (expected {FORMAT!r})")

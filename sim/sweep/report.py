@@ -6,7 +6,7 @@ and return data; nothing here prints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -17,8 +17,8 @@ __all__ = ["best_points", "best_summary", "ratio_by_value", "ratio_effects", "su
 def best_points(table: pd.DataFrame, *, by: Sequence[str] = ("config", "trace"),
                 metric: str = "latency_s") -> pd.DataFrame:
     """The row with the lowest ``metric`` among status-ok rows, per group of ``by``."""
-    ok = table[(table["status"] == "ok") & np.isfinite(pd.to_numeric(table[metric],
-                                                                     errors="coerce"))]
+    ok: pd.DataFrame = table[(table["status"] == "ok")
+                             & np.isfinite(pd.to_numeric(table[metric], errors="coerce"))]
     if ok.empty:
         return ok.copy()
     idx = ok.groupby(list(by), sort=False)[metric].idxmin()
@@ -56,7 +56,7 @@ def summary_text(table: pd.DataFrame, grid_keys: Sequence[str], *,
                  header_lines: Sequence[str] = ()) -> str:
     """A short plain-text report: the best point per config for each trace, then failures.
 
-    Latency in ms, energy in mJ, area in mm^2 (the proxy of ``sim.sweep_table``).
+    Latency in ms, energy in mJ, area in mm^2 (the proxy of ``sim.sweep.table``).
     """
     lines = list(header_lines)
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
@@ -81,14 +81,15 @@ def summary_text(table: pd.DataFrame, grid_keys: Sequence[str], *,
             lines.append(f"  {row['config']:<{width}}  {row['latency_s'] * 1e3:>11.3f} "
                          f"{row['energy_j'] * 1e3:>10.3f} {row['utilization']:>6.1%} "
                          f"{row['area_mm2']:>9.2f}  {_fmt_grid(row, grid_keys)}")
-        top = tb.loc[tb["latency_s"].idxmin()]
+        top = tb.loc[cast(Any, tb["latency_s"].idxmin())]
         lines.append(f"  fastest: {top['config']} at {_fmt_grid(top, grid_keys)}")
     failed = table[table["status"] != "ok"]
     if len(failed):
         lines.append("")
         lines.append(f"not ok ({len(failed)} points):")
         groups = failed.groupby(["status", "config", "trace", "reason"], sort=False).size()
-        for (status, config, trace, reason), n in groups.items():
+        for key, n in groups.items():
+            status, config, trace, reason = cast(tuple[Any, ...], key)
             lines.append(f"  {status} {config} x {trace} ({n} point{'s' * (n != 1)}): {reason}")
     return "\n".join(lines) + "\n"
 
@@ -140,7 +141,8 @@ def ratio_effects(table: pd.DataFrame, numerator: str, denominator: str,
     """
     frame = _ratio_frame(table, numerator, denominator, keys, metric, statuses)
     rows = []
-    groups: list[tuple[str, pd.DataFrame]] = list(frame.groupby("config", sort=False))
+    groups: list[tuple[Any, pd.DataFrame]] = [(c, sub)
+                                              for c, sub in frame.groupby("config", sort=False)]
     groups.append(("all", frame))
     for config, sub in groups:
         for key in keys:

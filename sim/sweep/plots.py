@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.sweep_plan import GridAxis
-from sim.sweep_report import best_points
+from sim.sweep.plan import GridAxis
+from sim.sweep.report import best_points
 from sim.trace import PHASES
 
 __all__ = ["choose_heatmap_keys", "plot_heatmap", "plot_pareto", "plot_time"]
@@ -102,6 +102,24 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _latency_grids(table: pd.DataFrame, keys: tuple[str, str], xvals: list[Any],
+                   yvals: list[Any]) -> dict[tuple[str, str], np.ndarray]:
+    """Per (config, trace): the best ok latency at each (y value, x value) cell, seconds
+    (NaN where no point ran and fit), shape ``(len(yvals), len(xvals))``."""
+    xkey, ykey = keys
+    ok = table[table["status"] == "ok"]
+    panels: dict[tuple[str, str], np.ndarray] = {}
+    for config in dict.fromkeys(table["config"]):
+        for trace in dict.fromkeys(table["trace"]):
+            sub = ok[(ok["config"] == config) & (ok["trace"] == trace)]
+            grid = np.full((len(yvals), len(xvals)), np.nan)
+            for (xv, yv), lat in sub.groupby([xkey, ykey])["latency_s"].min().items():
+                if xv in xvals and yv in yvals:
+                    grid[yvals.index(yv), xvals.index(xv)] = lat
+            panels[(config, trace)] = grid
+    return panels
+
+
 def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str, str],
                  path: Path) -> Path:
     """Latency over two grid keys, one panel per config (rows) and trace (columns).
@@ -117,21 +135,12 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
     xvals, yvals = list(by_key[xkey].values), list(by_key[ykey].values)
     traces = list(dict.fromkeys(table["trace"]))
     configs = list(dict.fromkeys(table["config"]))
-    ok = table[table["status"] == "ok"]
-    panels: dict[tuple[str, str], np.ndarray] = {}
-    worst = 1.0
-    for config in configs:
-        for trace in traces:
-            sub = ok[(ok["config"] == config) & (ok["trace"] == trace)]
-            grid = np.full((len(yvals), len(xvals)), np.nan)
-            for (xv, yv), lat in sub.groupby([xkey, ykey])["latency_s"].min().items():
-                if xv in xvals and yv in yvals:
-                    grid[yvals.index(yv), xvals.index(xv)] = lat
-            panels[(config, trace)] = grid
-            if np.isfinite(grid).any():
-                worst = max(worst, float(np.nanmax(grid) / np.nanmin(grid)))
+    panels = _latency_grids(table, keys, xvals, yvals)
+    worst = max([1.0, *(float(np.nanmax(g) / np.nanmin(g)) for g in panels.values()
+                        if np.isfinite(g).any())])
     fig, ax_grid = _figure(len(configs), len(traces), max(3.4, 6.0 / len(traces)), 2.8)
-    norm = LogNorm(vmin=1.0, vmax=max(worst, 1.01))
+    vmax = max(worst, 1.01)
+    norm = LogNorm(vmin=1.0, vmax=vmax)
     image = None
     for i, config in enumerate(configs):
         for j, trace in enumerate(traces):
@@ -160,7 +169,7 @@ def plot_heatmap(table: pd.DataFrame, axes_: Sequence[GridAxis], keys: tuple[str
 
         bar = fig.colorbar(image, ax=ax_grid, shrink=0.6, label="latency / best in panel")
         ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
-                 if t <= norm.vmax]
+                 if t <= vmax]
         bar.set_ticks(ticks)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))

@@ -21,31 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel
-
-from shared.textfile import file_problem
-from sim.config import HwConfig, hw_from_dict, load_hw
+from common.textfile import file_problem
+from sim.config import HwConfig, check_key, hw_from_dict, load_hw, parse_value
+from sim.config import parse_overrides as config_overrides
 from sim.dataflow import DATAFLOWS
-from sim.errors import ConfigError, SimError
+from sim.errors import ConfigError, SweepError
 from sim.foreign import hw_translation
-from sim.scheduler import OBJECTIVES
-from sim.sweep_worker import cached_trace
+from sim.scheduler import MAPPING_OBJECTIVES
+from sim.sweep.worker import cached_trace
 from sim.trace import tensors_path_for
 
 __all__ = [
-    "ConfigInfo", "GridAxis", "Plan", "Point", "SweepError", "TraceInfo", "build_plan",
-    "expand_hw", "file_hash", "grid_points", "load_configs", "load_traces", "parse_grid",
-    "parse_overrides", "point_key",
+    "ConfigInfo", "GridAxis", "Point", "SweepPlan", "TraceInfo", "build_plan", "expand_hw",
+    "file_hash", "grid_points", "load_configs", "load_traces", "parse_grid", "parse_overrides",
+    "point_key",
 ]
 
 # Bump when the meaning of a stored row changes, so old rows are recomputed, not reused.
 KEY_VERSION = 1
 _GLOB_CHARS = set("*?[")
-
-
-class SweepError(SimError):
-    """A user error in the sweep's inputs (one line; the CLI prints it and exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +76,9 @@ class Point:
     """One sweep point: a config under one grid point, on one trace."""
 
     index: int  # position in the plan (row order of sweep.csv)
-    config: int  # index into Plan.configs
-    grid: tuple[Any, ...]  # one value per Plan.axes entry
-    trace: int  # index into Plan.traces
+    config: int  # index into SweepPlan.configs
+    grid: tuple[Any, ...]  # one value per SweepPlan.axes entry
+    trace: int  # index into SweepPlan.traces
     key: str  # content key (see module docstring)
     hw: HwConfig | None  # resolved config; None when the overrides are invalid
     error: str | None = None  # one-line reason when hw is None
@@ -92,7 +86,7 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Plan:
+class SweepPlan:
     """Everything a sweep will compute, in row order."""
 
     configs: tuple[ConfigInfo, ...]
@@ -114,39 +108,6 @@ class Plan:
 
 # ----------------------------------------------------------------------------- parsing
 
-def _yaml_scalar(raw: str) -> Any:
-    """A value as the simulator's ``--set`` parses it: YAML (``16`` -> int, ``true`` -> bool)."""
-    try:
-        return yaml.safe_load(raw) if raw.strip() else None
-    except (yaml.YAMLError, RecursionError):  # a value that is no YAML is text
-        return raw
-
-
-def _section_model(annotation: Any) -> type[BaseModel] | None:
-    for cand in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(cand, type) and issubclass(cand, BaseModel):
-            return cand
-    return None
-
-
-def check_key(key: str, flag: str) -> None:
-    """Reject a dotted key that names no field of the hardware schema (a typo would otherwise
-    fail every point of the sweep, one by one)."""
-    parts = key.split(".")
-    if not all(parts):
-        raise SweepError(f"{flag} {key!r}: empty part in dotted key (expected e.g. pe.rows)")
-    model: type[BaseModel] | None = HwConfig
-    for i, part in enumerate(parts):
-        if model is None:
-            raise SweepError(f"{flag} {key!r}: {'.'.join(parts[:i])} is not a section")
-        fields = model.model_fields
-        if part not in fields:
-            where = ".".join(parts[:i]) or "top level"
-            raise SweepError(f"{flag} {key!r}: unknown field {part!r} in {where} "
-                             f"(allowed: {', '.join(fields)})")
-        model = _section_model(fields[part].annotation)
-
-
 def parse_grid(specs: Iterable[str] | Mapping[str, Sequence[Any]]) -> tuple[GridAxis, ...]:
     """Parse ``--grid`` flags (``"pe.rows=8,16,32"``) or a mapping ``{"pe.rows": [8, 16]}``.
 
@@ -160,7 +121,7 @@ def parse_grid(specs: Iterable[str] | Mapping[str, Sequence[Any]]) -> tuple[Grid
         items = [(str(k), tuple(v) if isinstance(v, (list, tuple)) else (v,))
                  for k, v in specs.items()]
         for key, _ in items:
-            check_key(key, "--grid")
+            check_key(key, flag="--grid", error=SweepError)
     else:
         items = []
         for spec in specs:
@@ -173,8 +134,8 @@ def parse_grid(specs: Iterable[str] | Mapping[str, Sequence[Any]]) -> tuple[Grid
             if not raw.strip() or any(p == "" for p in parts):
                 raise SweepError(f"--grid {spec!r}: empty value (expected KEY=V1,V2,..., "
                                  f"e.g. pe.rows=8,16,32)")
-            check_key(key, "--grid")
-            items.append((key, tuple(_yaml_scalar(p) for p in parts)))
+            check_key(key, flag="--grid", error=SweepError)
+            items.append((key, tuple(parse_value(p) for p in parts)))
     seen: set[str] = set()
     for key, values in items:
         if key in seen:
@@ -190,19 +151,14 @@ def parse_grid(specs: Iterable[str] | Mapping[str, Sequence[Any]]) -> tuple[Grid
 
 
 def parse_overrides(specs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """Parse fixed ``--set key=value`` overrides applied to every point (values as YAML)."""
-    if isinstance(specs, Mapping):
-        out = {str(k): v for k, v in specs.items()}
-    else:
-        out = {}
-        for spec in specs:
-            key, sep, raw = str(spec).partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise SweepError(f"--set {spec!r}: expected key=value, e.g. pe.rows=16")
-            out[key] = _yaml_scalar(raw)
+    """Parse fixed ``--set key=value`` overrides applied to every point (values as YAML).
+
+    Raises:
+        SweepError: an item without ``=`` or a key that names no hardware field.
+    """
+    out = dict(config_overrides(specs, error=SweepError))
     for key in out:
-        check_key(key, "--set")
+        check_key(key, flag="--set", error=SweepError)
     return out
 
 
@@ -314,7 +270,7 @@ def point_key(hw: Mapping[str, Any], trace_hash: str, dataflow: str, objective: 
 
 def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
                traces: Sequence[TraceInfo], *, dataflow: str | None = None,
-               objective: str = "latency", fixed: Mapping[str, Any] | None = None) -> Plan:
+               objective: str = "latency", fixed: Mapping[str, Any] | None = None) -> SweepPlan:
     """Every config x grid point x trace, with resolved configs and content keys.
 
     Overrides are ``fixed`` (``--set``) then the grid point's values (the grid wins).
@@ -322,8 +278,8 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
     """
     if dataflow is not None and dataflow not in ("auto", *DATAFLOWS):
         raise SweepError(f"--dataflow must be auto, {', '.join(DATAFLOWS)} (got {dataflow!r})")
-    if objective not in OBJECTIVES:
-        raise SweepError(f"--objective must be one of {', '.join(OBJECTIVES)} "
+    if objective not in MAPPING_OBJECTIVES:
+        raise SweepError(f"--objective must be one of {', '.join(MAPPING_OBJECTIVES)} "
                          f"(got {objective!r})")
     fixed = dict(fixed or {})
     points: list[Point] = []
@@ -347,5 +303,5 @@ def build_plan(configs: Sequence[ConfigInfo], axes: Sequence[GridAxis],
                                     key=point_key(resolved, trace.content_hash,
                                                   point_dataflow, objective),
                                     hw=hw, error=error, dataflow=point_dataflow))
-    return Plan(configs=tuple(configs), axes=tuple(axes), traces=tuple(traces),
+    return SweepPlan(configs=tuple(configs), axes=tuple(axes), traces=tuple(traces),
                 points=tuple(points), dataflow=dataflow, objective=objective, fixed=fixed)

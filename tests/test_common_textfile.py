@@ -1,4 +1,4 @@
-"""Issue 20, kind 1: every reader of a user's file decodes the same way (shared.textfile): BOMs
+"""Issue 20, kind 1: every reader of a user's file decodes the same way (common.textfile): BOMs
 honoured, else strict UTF-8 with the byte offset in the error, CRLF normalized, binaries refused.
 The same text in each encoding gives identical tokens and perplexity, policies, configs, traces."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.textfile import decode_text, file_problem, read_text
+from common.textfile import decode_text, file_problem, read_text
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, encoder): the BOM'd encodings Windows and editors write, plus plain UTF-8.

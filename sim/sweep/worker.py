@@ -27,9 +27,8 @@ from sim.report import SimResult, footprint
 from sim.scheduler import schedule_ops
 from sim.trace import PHASES, Trace, read_trace
 
-__all__ = ["Outcome", "Task", "cached_trace", "init_worker", "metric_columns", "metrics_of",
-           "remember_trace",
-           "run_task", "trace_cache_size"]
+__all__ = ["PointOutcome", "Task", "cached_trace", "init_worker", "metric_columns", "metrics_of",
+           "remember_trace", "run_task", "trace_cache_size"]
 
 _TRACES: dict[tuple[str, str], Trace] = {}
 
@@ -99,7 +98,7 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PointOutcome:
     """Result of one point: status ``ok``, ``infeasible`` (does not fit DRAM) or ``error``."""
 
     status: str
@@ -150,21 +149,21 @@ def metrics_of(result: SimResult) -> dict[str, Any]:
     return out
 
 
-def _outcome(result: SimResult, seconds: float) -> Outcome:
+def _outcome(result: SimResult, seconds: float) -> PointOutcome:
     metrics = metrics_of(result)
     fp = result.footprint
     if fp is not None and not fp.fits:
         reason = (f"peak memory {fp.peak_memory_bytes / 2**20:.1f} MiB > DRAM capacity "
                   f"{fp.capacity_bytes / 2**20:.1f} MiB of {result.hw.name}")
-        return Outcome("infeasible", reason, metrics, seconds)
-    return Outcome("ok", "", metrics, seconds)
+        return PointOutcome("infeasible", reason, metrics, seconds)
+    return PointOutcome("ok", "", metrics, seconds)
 
 
-def _error(exc: BaseException, seconds: float) -> Outcome:
+def _error(exc: BaseException, seconds: float) -> PointOutcome:
     if isinstance(exc, SimError):
-        return Outcome("error", str(exc), {}, seconds)
+        return PointOutcome("error", str(exc), {}, seconds)
     # A bug, not a user error: keep the sweep going but say so plainly in the row.
-    return Outcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
+    return PointOutcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
 
 
 def _result(hw: HwConfig, trace: Trace, ops: pd.DataFrame, task: Task) -> SimResult:
@@ -173,7 +172,7 @@ def _result(hw: HwConfig, trace: Trace, ops: pd.DataFrame, task: Task) -> SimRes
                      header=dict(trace.header), footprint=fp)
 
 
-def run_task(task: Task) -> tuple[int, list[Outcome]]:
+def run_task(task: Task) -> tuple[int, list[PointOutcome]]:
     """Simulate ``task.hw`` on each of ``task.traces``; one outcome per trace, in order.
 
     All traces are mapped in one ``schedule_ops`` call (shared per-op cache); if that fails

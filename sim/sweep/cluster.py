@@ -11,7 +11,7 @@ run like any internal error. Points already finished are never lost: they are in
 
 Workers need this project importable (the same code as the client: checked before the first
 task) but no shared file system: each validated trace is shipped once with
-``Client.scatter`` and cached in the worker (``sim.sweep_worker.remember_trace``).
+``Client.scatter`` and cached in the worker (``sim.sweep.worker.remember_trace``).
 
 Start a cluster on one machine (or the scheduler on one and workers on many)::
 
@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.sweep_plan import Plan, Point, SweepError
-from sim.sweep_worker import Outcome, Task, cached_trace, remember_trace, run_task
+from sim.errors import SweepError
+from sim.sweep.plan import Point, SweepPlan
+from sim.sweep.worker import PointOutcome, Task, cached_trace, remember_trace, run_task
 
 __all__ = ["check_cluster", "code_fingerprint", "run_tasks_dask", "task_key"]
 
@@ -37,11 +38,15 @@ WORKER_WAIT_S = 60.0
 
 
 def _sources_digest() -> str:
-    root = Path(__file__).resolve().parent
+    """sha256 over the Python sources of ``sim`` and of ``common``, the one package it
+    imports from this repository."""
+    import common
+
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
+    for root in (Path(__file__).resolve().parents[1], Path(common.__file__).resolve().parent):
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{root.name}/{path.relative_to(root)}".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -51,8 +56,8 @@ _FINGERPRINT = _sources_digest()
 
 
 def code_fingerprint() -> str:
-    """sha256 of the ``sim`` package's Python sources as this process loaded them (client and
-    workers must agree)."""
+    """sha256 of the ``sim`` and ``common`` Python sources as this process loaded them (client
+    and workers must agree)."""
     return _FINGERPRINT
 
 
@@ -62,7 +67,7 @@ def task_key(points: Sequence[Point]) -> str:
     return "edgellm-sweep-" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def run_remote(task: Task, *traces: Any) -> tuple[int, list[Outcome]]:
+def run_remote(task: Task, *traces: Any) -> tuple[int, list[PointOutcome]]:
     """On a worker: cache the shipped traces, then ``run_task`` (Dask pickles this by name)."""
     for (path, content_hash), trace in zip(task.traces, traces, strict=True):
         remember_trace(path, content_hash, trace)
@@ -120,12 +125,12 @@ def check_cluster(scheduler: str) -> None:
         client.close()
 
 
-def _killed(exc: BaseException, seconds: float = 0.0) -> Outcome:
-    return Outcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
+def _killed(exc: BaseException, seconds: float = 0.0) -> PointOutcome:
+    return PointOutcome("error", f"internal error: {type(exc).__name__}: {exc}", {}, seconds)
 
 
-def run_tasks_dask(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, scheduler: str,
-                   finish: Callable[[Sequence[Point], Sequence[Outcome]], None]) -> None:
+def run_tasks_dask(tasks: Sequence[tuple[Task, list[Point]]], plan: SweepPlan, scheduler: str,
+                   finish: Callable[[Sequence[Point], Sequence[PointOutcome]], None]) -> None:
     """Run tasks on the Dask cluster at ``scheduler``; hand each finished one to ``finish``.
 
     Raises:

@@ -31,7 +31,8 @@ BOMS: tuple[tuple[bytes, str], ...] = (
 _FIX = "save it as UTF-8 (or as UTF-16/UTF-32 with a byte-order mark)"
 
 
-def decode_text(data: bytes, *, source: str, what: str = "file", error: type[Exception] = ValueError) -> str:
+def decode_text(data: bytes, *, source: str, what: str = "file",
+                error: type[Exception] = ValueError) -> str:
     """The text of ``data`` (the bytes of ``source``), decoded as the module docstring says.
 
     Args:
@@ -53,7 +54,8 @@ def decode_text(data: bytes, *, source: str, what: str = "file", error: type[Exc
         if nul >= 0:
             wide = _guess_wide(data)
             if wide:
-                raise error(f"{source}: apparently {wide} text without a byte-order mark (NUL byte at "
+                raise error(f"{source}: apparently {wide} text without a byte-order mark "
+                            "(NUL byte at "
                             f"offset {nul}); {_FIX}")
             raise error(f"{source}: a binary file (NUL byte at offset {nul}), not a {what}")
     try:
@@ -67,7 +69,8 @@ def decode_text(data: bytes, *, source: str, what: str = "file", error: type[Exc
                     f"does not decode; {_FIX}") from None
     nul_char = text.find("\x00")
     if nul_char >= 0:
-        raise error(f"{source}: a binary file (NUL character {nul_char} after the {encoding.upper()} "
+        raise error(f"{source}: a binary file (NUL character {nul_char} after the "
+                    f"{encoding.upper()} "
                     f"byte-order mark), not a {what}")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 

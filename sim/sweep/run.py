@@ -1,4 +1,4 @@
-"""``python -m sim.sweep``: many hardware configs x a grid of overrides x many traces.
+"""Running a sweep: many hardware configs x a grid of overrides x many traces.
 
 Every config (paths or globs) under every point of the cartesian product of ``--grid``
 overrides (the same dotted keys as ``--set``) runs every trace. The result is one table row
@@ -12,9 +12,12 @@ Example::
 
 The pure API is ``run_sweep`` (returns the table; nothing printed)::
 
-    >>> table = run_sweep(["hwconfigs/edge_llm.yaml"], ["tests/data/tiny_step.csv"],
-    ...                   {"pe.rows": [8, 16]}, out="runs/s")  # doctest: +SKIP
-    >>> table[["config", "pe.rows", "trace", "status", "latency_s"]]  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     table = run_sweep(["hwconfigs/edge_llm.yaml"], ["tests/data/tiny_step_v2.csv"],
+    ...                       {"pe.rows": [8, 16]}, out=out, plots=False)
+    >>> table[["pe.rows", "trace", "status"]].values.tolist()
+    [[8, 'tiny_step_v2', 'ok'], [16, 'tiny_step_v2', 'ok']]
 
 Resume: finished points are appended to ``OUT/points.jsonl`` (flushed and fsynced per task)
 under a key that hashes the resolved config, the trace file content, the dataflow and the
@@ -25,27 +28,24 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sim.cli import OneLineParser, deferred_warnings, one_line, positive_int, print_warnings
-from sim.dataflow import DATAFLOWS
-from sim.errors import SimError
+from common.files import write_atomic
+from sim.errors import SweepError
 from sim.foreign import hw_translation, stated_defaults
-from sim.scheduler import OBJECTIVES
-from sim.sweep_plan import (
+from sim.sweep.plan import (
     GridAxis,
-    Plan,
     Point,
-    SweepError,
+    SweepPlan,
     build_plan,
     expand_hw,
     load_configs,
@@ -53,12 +53,12 @@ from sim.sweep_plan import (
     parse_grid,
     parse_overrides,
 )
-from sim.sweep_report import best_summary, summary_text
-from sim.sweep_store import PointStore, has_pyarrow, write_atomic, write_tables
-from sim.sweep_table import build_table
-from sim.sweep_worker import Outcome, Task, init_worker, run_task
+from sim.sweep.report import best_summary, summary_text
+from sim.sweep.store import PointStore, has_pyarrow, write_tables
+from sim.sweep.table import build_table
+from sim.sweep.worker import PointOutcome, Task, init_worker, run_task
 
-__all__ = ["SweepInterrupted", "build_parser", "main", "prepare", "run_sweep"]
+__all__ = ["OUT_FILES", "Progress", "SweepInterrupted", "prepare", "run_sweep"]
 
 Progress = Callable[[int, int], None]  # (points done so far incl. skipped, total points)
 
@@ -83,7 +83,7 @@ def prepare(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
             grid: Iterable[str] | Mapping[str, Sequence[Any]] = (), *,
             dataflow: str | None = None,
             objective: str = "latency", overrides: Iterable[str] | Mapping[str, Any] = ()
-            ) -> Plan:
+            ) -> SweepPlan:
     """Validate all inputs and build the plan (reads configs and traces; writes nothing).
 
     Raises:
@@ -123,7 +123,19 @@ def _check_out(out: Path) -> None:
         raise SweepError(f"--out {out}: folder is not writable")
 
 
-def _tasks(plan: Plan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[Point]]],
+def _make_out(out: Path, scheduler: str | None) -> Path:
+    """Create the output folder once every user error is ruled out (an unwritable folder, an
+    unreachable cluster): a failed start writes nothing."""
+    _check_out(out)
+    if scheduler:
+        from sim.sweep.cluster import check_cluster
+
+        check_cluster(scheduler)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _tasks(plan: SweepPlan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[Point]]],
                                                         list[Point]]:
     """Group pending points into one task per (config, grid point); split off invalid ones."""
     groups: dict[tuple[int, tuple[Any, ...]], list[Point]] = {}
@@ -144,7 +156,7 @@ def _tasks(plan: Plan, pending: Sequence[Point]) -> tuple[list[tuple[Task, list[
     return tasks, invalid
 
 
-def _record(plan: Plan, point: Point, outcome: Outcome, run_id: str) -> dict[str, Any]:
+def _record(plan: SweepPlan, point: Point, outcome: PointOutcome, run_id: str) -> dict[str, Any]:
     return {
         "key": point.key, "status": outcome.status, "reason": outcome.reason,
         "metrics": outcome.metrics, "seconds": round(outcome.seconds, 6), "run_id": run_id,
@@ -167,7 +179,7 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _stats(plan: Plan, table: pd.DataFrame, *, computed: int, skipped: int, wall_s: float,
+def _stats(plan: SweepPlan, table: pd.DataFrame, *, computed: int, skipped: int, wall_s: float,
            out: Path, written: Mapping[str, Path], complete: bool) -> dict[str, Any]:
     status = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
     ok = int(status.get("ok", 0))
@@ -185,7 +197,7 @@ def _stats(plan: Plan, table: pd.DataFrame, *, computed: int, skipped: int, wall
     }
 
 
-def _stated_defaults(plan: Plan) -> list[str]:
+def _stated_defaults(plan: SweepPlan) -> list[str]:
     """Defaults taken for fields that peer files (SCALE-Sim, ZigZag) lack, one line each."""
     lines = []
     for config in plan.configs:
@@ -196,7 +208,7 @@ def _stated_defaults(plan: Plan) -> list[str]:
     return lines
 
 
-def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
+def _finish(plan: SweepPlan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
             computed: int, skipped: int, start: float, plots: bool,
             heatmap: tuple[str, str] | None, complete: bool) -> pd.DataFrame:
     """Write tables, summary and plots of everything done so far; return the table."""
@@ -207,7 +219,7 @@ def _finish(plan: Plan, records: Mapping[str, Mapping[str, Any]], out: Path, *,
     if parquet is not None:
         written["parquet"] = parquet
     if plots and (table["status"] == "ok").any():
-        from sim.sweep_plots import choose_heatmap_keys, plot_heatmap, plot_pareto, plot_time
+        from sim.sweep.plots import choose_heatmap_keys, plot_heatmap, plot_pareto, plot_time
 
         write_atomic(out / OUT_FILES["pareto_png"], lambda p: plot_pareto(table, p))
         written["pareto_png"] = out / OUT_FILES["pareto_png"]
@@ -263,7 +275,7 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
         checkpoint_s: rewrite ``sweep.csv`` at least this often during the run, seconds.
         progress: called as ``progress(done, total)`` after every finished task.
         scheduler: a Dask scheduler address (``tcp://HOST:8786``): run the tasks on that
-            cluster instead of local processes (``sim.sweep_dask``; ``workers`` is ignored).
+            cluster instead of local processes (``sim.sweep.cluster``; ``workers`` is ignored).
 
     Returns:
         The sweep table (one row per finished point, plan order); ``table.attrs["sweep"]`` is
@@ -279,86 +291,118 @@ def run_sweep(hw_paths: Iterable[str | Path], trace_paths: Iterable[str | Path],
     plan = prepare(hw_paths, trace_paths, grid, dataflow=dataflow, objective=objective,
                    overrides=overrides)
     heat_keys = _check_heatmap(heatmap, plan.axes)
-    out = Path(out)
-    _check_out(out)
-    if scheduler:
-        from sim.sweep_dask import check_cluster
-
-        check_cluster(scheduler)  # an unreachable cluster is a user error: nothing written
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    out = _make_out(Path(out), scheduler)
     n_workers = (os.cpu_count() or 1) if workers == 0 else workers
 
     with PointStore(out) as store:
-        records: dict[str, dict[str, Any]] = store.load()
-        pending: list[Point] = []
-        queued: set[str] = set()
-        for point in plan.points:
-            rec = records.get(point.key)
-            if (rec is None or _retry(rec)) and point.key not in queued:
-                queued.add(point.key)
-                pending.append(point)
-        skipped = sum(1 for p in plan.points if p.key not in queued)
-        total = len(plan.points)
-        done = skipped
-        computed = 0
-        # Plan points that share a key (duplicate grid values) finish together.
-        weight = {k: 0 for k in queued}
-        for point in plan.points:
-            if point.key in weight:
-                weight[point.key] += 1
-        last_checkpoint = time.perf_counter()
-
-        def finish_points(points: Sequence[Point], outcomes: Sequence[Outcome]) -> None:
-            nonlocal done, computed, last_checkpoint
-            new = [_record(plan, p, o, run_id) for p, o in zip(points, outcomes, strict=True)]
-            store.append(new)
-            for rec in new:
-                records[rec["key"]] = rec
-            computed += len(new)
-            done += sum(weight[p.key] for p in points)
-            if progress is not None:
-                progress(done, total)
-            if time.perf_counter() - last_checkpoint >= checkpoint_s:
-                write_tables(build_table(plan, records), out / OUT_FILES["csv"], None)
-                last_checkpoint = time.perf_counter()
-
-        tasks, invalid = _tasks(plan, pending)
+        state = _RunState.begin(plan, store, out, progress=progress, checkpoint_s=checkpoint_s)
         try:
-            if progress is not None:
-                progress(done, total)
-            if invalid:
-                finish_points(invalid, [Outcome("error", p.error or "invalid config", {}, 0.0)
-                                        for p in invalid])
-            if tasks and scheduler:
-                from sim.sweep_dask import run_tasks_dask
-
-                run_tasks_dask(tasks, plan, scheduler, finish_points)
-            elif tasks and n_workers <= 1:
-                for task, points in tasks:
-                    _, outcomes = run_task(task)
-                    finish_points(points, outcomes)
-            elif tasks:
-                _run_pool(tasks, plan, min(n_workers, len(tasks)), finish_points)
+            _run_tasks(state, scheduler=scheduler, n_workers=n_workers)
         except KeyboardInterrupt:
             # The interrupt may land between a log append and the in-memory update: the log
             # is the truth, so the saved table is rebuilt from it.
-            records = store.load()
-            table = _finish(plan, records, out, computed=computed, skipped=skipped,
-                            start=start, plots=False, heatmap=heat_keys, complete=False)
+            table = _finish(plan, store.load(), out, computed=state.computed,
+                            skipped=state.skipped, start=start, plots=False,
+                            heatmap=heat_keys, complete=False)
             raise SweepInterrupted(table.attrs["sweep"]) from None
-        return _finish(plan, records, out, computed=computed, skipped=skipped, start=start,
-                       plots=plots, heatmap=heat_keys, complete=True)
+        return _finish(plan, state.records, out, computed=state.computed,
+                       skipped=state.skipped, start=start, plots=plots, heatmap=heat_keys,
+                       complete=True)
 
 
-def _run_pool(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, n_workers: int,
-              finish: Callable[[Sequence[Point], Sequence[Outcome]], None]) -> None:
+@dataclass
+class _RunState:
+    """What a running sweep knows: the stored records and how far it got.
+
+    ``finish_points`` is the one place finished points go, whichever engine ran them: it
+    appends them to the log, counts them, reports progress and rewrites ``sweep.csv`` every
+    ``checkpoint_s`` seconds.
+    """
+
+    plan: SweepPlan
+    store: PointStore
+    out: Path
+    records: dict[str, dict[str, Any]]
+    pending: list[Point]
+    weight: dict[str, int]  # plan points per pending key (duplicate grid values share one)
+    skipped: int
+    progress: Progress | None
+    checkpoint_s: float
+    run_id: str = field(
+        default_factory=lambda: f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    computed: int = 0
+    done: int = 0
+    last_checkpoint: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def begin(cls, plan: SweepPlan, store: PointStore, out: Path, *, progress: Progress | None,
+              checkpoint_s: float) -> _RunState:
+        """Load the stored records and queue every point whose key is missing (or failed
+        with an internal error), once per key."""
+        records = store.load()
+        pending: list[Point] = []
+        weight: dict[str, int] = {}
+        for point in plan.points:
+            rec = records.get(point.key)
+            if point.key in weight:
+                weight[point.key] += 1
+            elif rec is None or _retry(rec):
+                weight[point.key] = 1
+                pending.append(point)
+        skipped = sum(1 for p in plan.points if p.key not in weight)
+        return cls(plan=plan, store=store, out=out, records=records, pending=pending,
+                   weight=weight, skipped=skipped, progress=progress,
+                   checkpoint_s=checkpoint_s, done=skipped)
+
+    def report_progress(self) -> None:
+        """Call the progress callback with (points done, total points)."""
+        if self.progress is not None:
+            self.progress(self.done, len(self.plan.points))
+
+    def finish_points(self, points: Sequence[Point], outcomes: Sequence[PointOutcome]) -> None:
+        """Store the outcomes of finished points durably, then count and report them."""
+        new = [_record(self.plan, p, o, self.run_id)
+               for p, o in zip(points, outcomes, strict=True)]
+        self.store.append(new)
+        for rec in new:
+            self.records[rec["key"]] = rec
+        self.computed += len(new)
+        self.done += sum(self.weight[p.key] for p in points)
+        self.report_progress()
+        if time.perf_counter() - self.last_checkpoint >= self.checkpoint_s:
+            write_tables(build_table(self.plan, self.records), self.out / OUT_FILES["csv"],
+                         None)
+            self.last_checkpoint = time.perf_counter()
+
+
+def _run_tasks(state: _RunState, *, scheduler: str | None, n_workers: int) -> None:
+    """Compute the pending points: invalid configs as failed rows, the rest on the Dask
+    cluster, a process pool or in this process."""
+    tasks, invalid = _tasks(state.plan, state.pending)
+    state.report_progress()
+    if invalid:
+        state.finish_points(invalid, [PointOutcome("error", p.error or "invalid config", {}, 0.0)
+                                      for p in invalid])
+    if tasks and scheduler:
+        from sim.sweep.cluster import run_tasks_dask
+
+        run_tasks_dask(tasks, state.plan, scheduler, state.finish_points)
+    elif tasks and n_workers <= 1:
+        for task, points in tasks:
+            _, outcomes = run_task(task)
+            state.finish_points(points, outcomes)
+    elif tasks:
+        _run_pool(tasks, state.plan, min(n_workers, len(tasks)), state.finish_points)
+
+
+def _run_pool(tasks: Sequence[tuple[Task, list[Point]]], plan: SweepPlan, n_workers: int,
+              finish: Callable[[Sequence[Point], Sequence[PointOutcome]], None]) -> None:
     """Run tasks on a process pool, handing each finished task to ``finish`` in the parent."""
     traces = [(str(t.path), t.content_hash) for t in plan.traces]
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context(),
                                initializer=init_worker, initargs=(traces,))
     try:
-        futures: dict[Future[tuple[int, list[Outcome]]], list[Point]] = {
+        futures: dict[Future[tuple[int, list[PointOutcome]]], list[Point]] = {
             pool.submit(run_task, task): points for task, points in tasks}
         remaining = set(futures)
         while remaining:
@@ -373,149 +417,3 @@ def _run_pool(tasks: Sequence[tuple[Task, list[Point]]], plan: Plan, n_workers: 
     pool.shutdown(wait=True)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-def build_parser() -> OneLineParser:
-    """The command-line interface (every flag with its units and default)."""
-    p = OneLineParser(
-        prog="python -m sim.sweep",
-        description="Sweep hardware configs x a grid of config overrides x traces through the "
-                    "simulator. Writes OUT/sweep.csv (+ sweep.parquet if pyarrow is "
-                    "installed; one row per point: config, swept values, trace provenance, "
-                    "latency_s in seconds, every per-op cost field summed (cycles, "
-                    "dram_bytes, energy_j in joules, ...), compute/stall/vector cycles per "
-                    "phase, matmul_cycles, vector_cycles, vector_latency_s, utilization, "
-                    "peak_memory_bytes, fits_in_dram, roofline_ratio, pe_count, sram_bytes "
-                    "(SRAM capacity), area_mm2), points.jsonl (the resume "
-                    "log), summary.txt, summary.json and PNG plots. A point that fails is a "
-                    "row with status infeasible (its tensors exceed DRAM capacity) or error "
-                    "(invalid override, no mapping fits the SRAM) and a reason. Rerunning "
-                    "with the same --out computes only missing points (keyed by a hash of the "
-                    "resolved config, the trace files' content, dataflow and objective).",
-        epilog="example: python -m sim.sweep --hw 'hwconfigs/*.yaml' --trace a.csv b.csv "
-               "--grid pe.rows=16,32 --grid dram.bandwidth_gbps=8,25.6 --out runs/sweep1 "
-               "--workers 2. Exit codes: 0 done (failed points included), 2 user error "
-               "(nothing written), 130 interrupted by Ctrl-C or SIGTERM (finished points "
-               "kept; rerun to resume).")
-    p.add_argument("--hw", required=True, nargs="+", metavar="YAML",
-                   help="hardware config files or quoted globs, e.g. 'hwconfigs/*.yaml'; "
-                        "SCALE-Sim .cfg and ZigZag accelerator YAMLs too (required; a glob "
-                        "that matches nothing is an error)")
-    p.add_argument("--trace", required=True, nargs="+", metavar="CSV",
-                   help="trace files NAME.csv (docs/trace.md) or SCALE-Sim topology CSVs; "
-                        "NAME.tensors.csv next to each is used for peak memory when present "
-                        "(required)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="sweep a hardware field over comma-separated values, same dotted keys "
-                        "and YAML values as sim.run --set, in that field's units (e.g. "
-                        "pe.rows=8,16,32, dram.bandwidth_gbps=4,8,16 in GB/s, "
-                        "sram.weight_kib=128,256 in KiB); repeat for more fields, the sweep "
-                        "runs their cartesian product (default: no grid, configs as is)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="fixed override applied to every config before the grid's, e.g. "
-                        "--set clock_mhz=500 (repeatable; default: none)")
-    p.add_argument("--dataflow", choices=("auto", *DATAFLOWS), default=None,
-                   help="auto: per-op best of ws (weight-), os (output-), is (input-"
-                        "stationary); or one dataflow for every op; each SCALE-Sim .cfg in --hw "
-                        "brings its own Dataflow unless this flag is given (default: auto)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="latency",
-                   help="what the per-op mapping search minimizes: latency (cycles), energy "
-                        "(joules) or edp (default: latency)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
-                   help="output folder, created if missing; an existing sweep there is "
-                        "resumed (required)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes; 0 = one per CPU core (default: 1, in-process)")
-    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                   help="run the points on the Dask distributed cluster of this scheduler "
-                        "(start it with `dask scheduler`, port 8786 by default, and `dask "
-                        "worker tcp://HOST:8786`); keys, resume and --out work as with local "
-                        "processes, --workers is ignored (default: none, local processes)")
-    p.add_argument("--heatmap", default=None, metavar="KEY1,KEY2",
-                   help="two --grid keys for the latency heat map (default: the first two "
-                        "grid keys with 2+ values; no heat map with fewer)")
-    p.add_argument("--no-plots", action="store_true",
-                   help="skip the PNG plots (default: write sweep_pareto.png, "
-                        "sweep_heatmap.png, sweep_time.png)")
-    p.add_argument("--checkpoint-s", type=positive_int, default=10, metavar="SECONDS",
-                   help="rewrite sweep.csv at least this often while running, seconds "
-                        "(points.jsonl is written after every task regardless; default: 10)")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON summary (points, done, computed, skipped, ok, failed, "
-                        "by_status, wall_s in seconds, files, best point per config and "
-                        "trace) instead of the text summary")
-    return p
-
-
-def _tqdm_progress() -> tuple[Progress, Callable[[], None]]:
-    """A progress callback drawing a tqdm bar on stderr, created on first use."""
-    from tqdm.auto import tqdm
-
-    bar: list[Any] = []
-
-    def update(done: int, total: int) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, initial=done, unit="point", desc="sweep",
-                            dynamic_ncols=True))
-        else:
-            bar[0].update(done - bar[0].n)
-
-    def close() -> None:
-        if bar:
-            bar[0].close()
-
-    return update, close
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 done, 2 user error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
-    update, close = _tqdm_progress()
-    # A polite kill (SIGTERM) saves like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with deferred_warnings() as messages:
-            table = run_sweep(args.hw, args.trace, args.grid, out=args.out,
-                              dataflow=args.dataflow, objective=args.objective,
-                              workers=args.workers, overrides=args.overrides,
-                              heatmap=args.heatmap, plots=not args.no_plots,
-                              checkpoint_s=float(args.checkpoint_s), progress=update,
-                              scheduler=args.scheduler)
-    except SweepInterrupted as exc:
-        close()
-        s = exc.stats
-        print(f"interrupted: {s['done']} of {s['points']} points saved in {s['out']}; rerun "
-              f"the same command to resume", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        close()
-        print("interrupted before any point ran; nothing written", file=sys.stderr)
-        return 130
-    except SimError as exc:
-        close()
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        close()
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {one_line(where)}{one_line(exc.strerror or exc)}", file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    close()
-    print_warnings(messages)
-    stats = table.attrs["sweep"]
-    if args.json:
-        print(json.dumps(stats, indent=2))
-    else:
-        print(Path(stats["files"]["summary"]).read_text(), end="")
-        print("wrote " + ", ".join(stats["files"].values()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,16 +11,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
 
-from sim.sweep_plan import SweepError
+from common.files import write_atomic
+from sim.errors import SweepError
 
-__all__ = ["PointStore", "has_pyarrow", "write_atomic", "write_tables"]
+__all__ = ["PointStore", "has_pyarrow", "write_tables"]
 
 
 def has_pyarrow() -> bool:
@@ -30,21 +30,6 @@ def has_pyarrow() -> bool:
     except ImportError:
         return False
     return True
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write ``path`` through a temporary sibling and ``os.replace`` (all or nothing)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # mkstemp makes the file private (0600); a results file should read like any other.
-        os.chmod(tmp, 0o644)
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 class PointStore:
