@@ -123,9 +123,9 @@ def distill(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            result.losses.append(float(loss))
+            result.losses.append(float(loss.detach()))
             bar.update(1)
-            bar.set_postfix(kl=f"{float(loss):.3f}")
+            bar.set_postfix(kl=f"{result.losses[-1]:.3f}")
     bar.close()
     for p in params:
         p.requires_grad_(False)

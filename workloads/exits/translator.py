@@ -24,10 +24,17 @@ import torch
 from torch import nn
 
 from workloads.errors import UserError
-from workloads.tuning.forward import causal_lm
 
 ATTRIBUTE = "exit_translators"
 TRACE_MODULE = "exit_translator"  # the trace's ``module`` of every translator product
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """``workloads.tuning.forward.causal_lm``, imported late: ``workloads.tuning`` imports this
+    module (its exit heads translate), so a top-level import would be circular."""
+    from workloads.tuning.forward import causal_lm as unwrap
+
+    return unwrap(model)
 
 
 class Translator(nn.Module):
@@ -72,6 +79,10 @@ def install(model: nn.Module, translators: dict[int, Translator]) -> None:
     model's device and dtype. A model wrapped by peft keeps them (they live in the base model)."""
     lm = causal_lm(model)
     ref = lm.lm_head.weight
+    wrong = {e: t.d for e, t in translators.items() if t.d != ref.shape[1]}
+    if wrong:
+        raise UserError(f"translators of hidden size {sorted(set(wrong.values()))} do not fit this model "
+                        f"(hidden size {ref.shape[1]}): train them for this model with `python -m workloads.exits`")
     table = nn.ModuleDict({str(int(e)): t for e, t in sorted(translators.items())})
     table.to(device=ref.device, dtype=ref.dtype)
     for p in table.parameters():

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=None,
                    help="LUC policy JSON whose per-layer sparsity/bits annotate the weights (default: dense, "
                    "16-bit)")
+    p.add_argument("--translators", default=None,
+                   help="exit translator file (python -m workloads.exits caches one): the exits run through "
+                   "them, and their products and weights are charged (default: plain exits)")
     p.add_argument("--out", default="trace.csv",
                    help="ops table path; the tensor table goes beside it as NAME.tensors.csv (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random token batch (default: %(default)s)")
@@ -79,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     loaded = load_model(args.model, seed=args.seed)
     policy = Policy.load(args.policy).validate(loaded.num_layers, where=args.policy) if args.policy else None
+    if args.translators:
+        from workloads.exits import translator
+
+        translator.install(loaded.model, translator.load(args.translators)[0])
     trace = record_trace(
         loaded, method=args.method, window=args.window, exit_layer=args.exit_layer, seq_len=args.seq_len,
         batch=args.batch, policy=policy, policy_label=args.policy, lora_rank=args.lora_rank, exits=args.exits,

@@ -33,6 +33,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from workloads.errors import UserError
+from workloads.exits import translator as exit_translator
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
 from workloads.trace.table import FORMAT, OPS_COLUMNS, TENSOR_COLUMNS, Trace
@@ -90,6 +91,8 @@ class _Recorder:
 def _vector_module(name: str) -> str:
     """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
     decoder layer's adds, ``lora`` for an adapter's scale and sum, else the module's name."""
+    if exit_translator.ATTRIBUTE in name.split("."):
+        return exit_translator.TRACE_MODULE
     last = name.rsplit(".", 1)[-1]
     if last.isdigit():
         return "residual"
@@ -101,6 +104,8 @@ def _vector_module(name: str) -> str:
 def _label(name: str) -> str:
     """``q_proj`` for a (base) linear layer, ``lora_A`` / ``lora_B`` for adapters."""
     parts = name.split(".")
+    if exit_translator.ATTRIBUTE in parts:  # an exit's translator (part of the exit head)
+        return exit_translator.TRACE_MODULE
     for tag in ("lora_A", "lora_B"):
         if tag in parts:
             return tag
@@ -418,7 +423,10 @@ def record_trace(
       (default: the last layer) and no autograd.
 
     ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
-    lists them at their packed size. The model is left as it was (adapters are removed again).
+    lists them at their packed size. Exit translators installed on the model
+    (``workloads.exits.translator.install``) run in front of their exits' heads: their products
+    are rows of module ``exit_translator`` (frozen: ``fwd`` and, in a tuning step, ``bwd_input``)
+    and their weights are in the tensor table. The model is left as it was (adapters are removed again).
     ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
     beforehand for a compressed run.
     """
@@ -506,6 +514,7 @@ def record_trace(
         "window": plan.window.to_list() if plan is not None and method == "adaptive" else None,
         "exit_layer": plan.exit_layer if plan is not None else None,
         "exits": head_exits if plan is None else [plan.exit_layer],
+        "translators": sorted(exit_translator.installed(model)),
         "head_positions": batch * (seq_len - 1),
         "attention": model.config._attn_implementation,
         "torch": torch.__version__,

@@ -1,7 +1,9 @@
 """Exit heads: the final norm plus the tied LM head, applied at any decoder layer.
 
-An exit adds no weights: it reuses the model's final RMSNorm and its (tied) vocabulary
-projection. The vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are
+A plain exit adds no weights: it reuses the model's final RMSNorm and its (tied) vocabulary
+projection. When the model carries exit translators (``workloads.exits.translator``), the exit's
+hidden state goes through its translator first (the tuned lens: ``head(norm(A h + b))``); the
+translators are frozen here, trained beforehand on the calibration split. The vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are
 never built for the whole batch: the loss is computed a chunk of positions at a time, and its
 gradient with respect to the hidden state is formed in the same pass (the head is frozen, so
 that gradient is all the backward pass needs). This keeps the head's memory at one chunk of
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from workloads.exits.translator import translate
 from workloads.tuning import actcomp
 from workloads.tuning.forward import causal_lm, decoder
 
@@ -134,7 +137,7 @@ def exit_loss(
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("exit_loss needs a frozen LM head (freeze it, or wrap the model with LoRA first)")
     with _running(exit_layer):
-        normed = decoder(model).norm(hidden[:, :-1])
+        normed = decoder(model).norm(translate(model, hidden[:, :-1], exit_layer))
         flat = normed.reshape(-1, normed.shape[-1])
         targets = ids[:, 1:].reshape(-1)
         return _ChunkedLMLoss.apply(flat, weight, targets, chunk, exit_layer)
@@ -169,7 +172,7 @@ def _exit_stats(
     model: nn.Module, hidden: torch.Tensor, ids: torch.Tensor, *, exit_layer: int, start: int, chunk: int
 ) -> ExitStats:
     weight = head_weight(model)
-    normed = decoder(model).norm(hidden[:, start:-1])
+    normed = decoder(model).norm(translate(model, hidden[:, start:-1], exit_layer))
     shape = normed.shape[:2]
     flat = normed.reshape(-1, normed.shape[-1])
     targets = ids[:, start + 1 :].reshape(-1)
