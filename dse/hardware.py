@@ -15,6 +15,7 @@ from typing import Any
 
 import sim
 from dse.space import Design
+from workloads.exits import translator as exit_translator
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
 from workloads.trace import FORMAT, Trace, record_trace
@@ -53,24 +54,35 @@ class TraceBank:
         self.batch = batch
         tag = hashlib.sha1(f"{loaded.name}|{loaded.source}|{seq_len}|{batch}".encode()).hexdigest()[:10]
         self.root = root or cache_dir() / "traces" / f"{loaded.name}-{tag}"
-        self._memo: dict[tuple[str, int, int, int], Trace] = {}
+        self._memo: dict[tuple[str, int, int, int, bool], Trace] = {}
 
-    def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
-        key = (method, window.start, window.end, act_bits)
+    def get(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> Trace:
+        """The trace of one step of ``method`` on ``window``; with ``translators`` the window's
+        exit (when below the top) reads through an exit translator, whose products and weights
+        the trace charges (an identity translator: shapes do not depend on its values)."""
+        translated = translators and window.end < int(self.loaded.model.config.num_hidden_layers) - 1
+        key = (method, window.start, window.end, act_bits, translated)
         if key in self._memo:
             return self._memo[key]
         tag = actcomp.cache_tag(act_bits)
         # The trace format names the file: traces an older recorder cached are not reused.
         version = FORMAT.rsplit("/", 1)[-1]
-        path = self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+        name = f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}{'-tr' if translated else ''}"
+        path = self.root / f"{name}-v{version}.csv"
         if path.is_file():
             trace = Trace.load(path)
         else:
             size = window.end - window.start + 1
-            trace = record_trace(
-                self.loaded, method=method, window=size if method == "adaptive" else None,
-                exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
-            )
+            if translated:
+                d = int(self.loaded.model.config.hidden_size)
+                exit_translator.install(self.loaded.model, {window.end: exit_translator.Translator(d)})
+            try:
+                trace = record_trace(
+                    self.loaded, method=method, window=size if method == "adaptive" else None,
+                    exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
+                )
+            finally:
+                exit_translator.remove(self.loaded.model)
             trace.save(path)
         self._memo[key] = trace
         return trace
@@ -86,7 +98,8 @@ def simulate_design(
     method = design.tuning.method
     results: list[dict[str, Any]] = []
     for window in windows:
-        trace = bank.get(method, window, design.tuning.act_bits).with_policy(policy)
+        trace = bank.get(method, window, design.tuning.act_bits,
+                         translators=design.tuning.translators).with_policy(policy)
         res = sim.simulate_trace(trace.ops, config, dataflow=design.dataflow, objective=objective, tensors=trace.tensors)
         results.append(res.summary())
     n = len(results)

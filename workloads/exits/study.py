@@ -148,6 +148,35 @@ def train_translators(
     return out, meta
 
 
+def fit_translators(
+    loaded: LoadedModel,
+    exits: list[int],
+    *,
+    data: str | None = None,
+    seq_len: int = 256,
+    windows: int = 12,
+    ridge: float = StudyConfig.ridge,
+    epochs: int = 0,
+    progress: bool = False,
+) -> dict[int, tr.Translator]:
+    """Fit translators for ``exits`` on the first ``windows`` calibration windows (least squares,
+    then ``epochs`` of KL distillation) and install them on ``loaded.model``; the search uses it
+    for designs with translators on. Returns them (``{}`` and nothing installed without exits)."""
+    if not exits:
+        return {}
+    top = num_layers(loaded.model) - 1
+    ids = data_mod.split_windows(loaded.tokenizer, "calibration", seq_len, source=data, max_windows=windows)
+    states = collect(loaded.model, ids, exits, progress=progress)
+    out = {}
+    for e in exits:
+        out[e] = distill_mod.fit_lstsq(states.flat(e), states.flat(top), ridge=ridge)
+        if epochs > 0:
+            distill_mod.distill(loaded.model, out[e], states.flat(e), states.flat(top), exit_layer=e,
+                                epochs=epochs, progress=progress)
+    tr.install(loaded.model, out)
+    return out
+
+
 def _mc_accuracy(stats: TokenStats, inputs: Inputs) -> float | None:
     if inputs.mc_labels is None:
         return None
