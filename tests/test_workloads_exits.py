@@ -171,7 +171,7 @@ def test_early_exit_shares_and_extremes():
 
     kept = {5: stats(torch.rand(n, generator=gen), -3.0)}
     final = stats(torch.ones(n), -1.0)
-    rows = early_exits(StudyConfig(thresholds=(0.0, 0.5, 1.0)), kept, final)
+    rows = early_exits(StudyConfig(thresholds=(0.0, 0.5, 1.0), early_sets=((),)), kept, final)
     assert [sum(r["exit_share"].values()) for r in rows] == pytest.approx([1.0, 1.0, 1.0])
     assert rows[0]["exit_share"]["5"] == 1.0 and rows[0]["perplexity"] == pytest.approx(math.exp(3.0))
     assert rows[2]["exit_share"]["-1"] == 1.0 and rows[2]["perplexity"] == pytest.approx(math.exp(1.0))
@@ -198,12 +198,12 @@ def test_trace_charges_the_translators(fresh):
 
 def test_study_on_the_tiny_model(fresh):
     config = StudyConfig(exits=(1, 2), votes=((2, 3),), seq_len=32, train_windows=24, fit_windows=4,
-                         eval_windows=2, mc_items=4, epochs=1, thresholds=(0.5,))
+                         eval_windows=2, mc_items=4, epochs=1, thresholds=(0.5,), early_sets=((2,), ()))
     out = run_study(fresh, config, progress=False)
     assert [r["layer"] for r in out["per_exit"]] == [1, 2]
     assert {"layer", "head_perplexity", "translated_perplexity", "head_ece", "translated_ece"} <= set(out["per_exit"][0])
     assert {v["rule"] for v in out["votes"]} == set(ALL_RULES)
     assert {"rule", "exits", "perplexity", "accuracy", "best_single_exit_perplexity"} <= set(out["votes"][0])
-    assert out["final_perplexity"] > 0 and len(out["early_exit"]) == 1
+    assert out["final_perplexity"] > 0 and [r["exits"] for r in out["early_exit"]] == [[2], [1, 2]]
     with pytest.raises(UserError, match="without a translator"):
         StudyConfig(exits=(1,), votes=((2, 3),)).validate(4)

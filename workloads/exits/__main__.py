@@ -27,6 +27,11 @@ def vote_groups(text: str) -> list[tuple[int, ...]]:
         raise argparse.ArgumentTypeError(f"expected groups of layers like '17,21,25,29;28,29' (got {text!r})") from None
 
 
+def early_sets(text: str) -> list[tuple[int, ...]]:
+    """``24;20,24;all`` -> ``[(24,), (20, 24), ()]`` (``all``: every exit with a translator)."""
+    return [() if g.strip() == "all" else vote_groups(g)[0] for g in text.split(";") if g.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = StudyConfig()
     p = argparse.ArgumentParser(
@@ -60,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of the distillation (default: %(default)s)")
     p.add_argument("--batch-tokens", type=positive_int, default=d.batch_tokens,
                    help="positions per distillation step (default: %(default)s)")
+    p.add_argument("--early-sets", type=early_sets, default=list(d.early_sets),
+                   help="exit sets of early-exit inference, ';'-separated, 'all' for every --exits layer "
+                   "(default: 24;20,24;17,21,25;all)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     return p
 
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         exits=tuple(args.exits), votes=tuple(args.votes), seq_len=args.seq_len, train_windows=args.train_windows,
         fit_windows=args.fit_windows, eval_windows=args.eval_windows, mc_items=args.mc_items, init=args.init,
         rank=args.rank, epochs=args.epochs, lr=args.lr, batch_tokens=args.batch_tokens, seed=args.seed,
+        early_sets=tuple(args.early_sets),
     )
     loaded = load_model(args.model, seed=args.seed)
     config.validate(loaded.num_layers)

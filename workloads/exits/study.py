@@ -56,6 +56,8 @@ class StudyConfig:
     lr: float = 1e-3  # Adam learning rate of the distillation
     ridge: float = 1e-3  # least-squares ridge toward the identity (relative to the mean Gram diagonal)
     thresholds: tuple[float, ...] = THRESHOLDS  # early-exit confidence thresholds
+    # Exit sets of early-exit inference (each also leaves at the final layer); () = all exits.
+    early_sets: tuple[tuple[int, ...], ...] = ((24,), (20, 24), (17, 21, 25), ())
     seed: int = 0
 
     def validate(self, n_layers: int) -> None:
@@ -68,6 +70,9 @@ class StudyConfig:
                 raise UserError(f"--votes group {list(group)} needs 2 or more distinct layers in 0..{top}")
             if any(e != top and e not in self.exits for e in group):
                 raise UserError(f"--votes group {list(group)} uses layers without a translator: add them to --exits")
+        for group in self.early_sets:
+            if any(e not in self.exits for e in group):
+                raise UserError(f"early-exit set {list(group)} uses layers without a translator: add them to --exits")
         if self.init not in distill_mod.INITS:
             raise UserError(f"unknown --init '{self.init}': use one of {', '.join(distill_mod.INITS)}")
         if self.rank is not None and self.init == "lstsq":
@@ -249,15 +254,24 @@ def votes(loaded: LoadedModel, config: StudyConfig, inputs: Inputs, translators:
 
 
 def early_exits(config: StudyConfig, kept: dict[int, TokenStats], final: TokenStats) -> list[dict[str, Any]]:
-    """For each threshold: a position leaves at the first (shallowest) translated exit whose
-    confidence reaches it, else at the final layer. Quality of the chosen predictions and the
-    share of positions leaving at each exit (the simulator turns these into latency)."""
+    """For each exit set of ``config.early_sets`` and each threshold: a position leaves at the
+    first (shallowest) translated exit of the set whose confidence reaches the threshold, else
+    at the final layer. Quality of the chosen predictions and the share of positions leaving at
+    each exit (``-1``: the final layer; the simulator turns these shares into latency)."""
+    rows = []
+    for group in config.early_sets:
+        exits = sorted(group) if group else sorted(kept)
+        rows += [{"exits": exits, **r} for r in _early_exit_rows(config.thresholds, {e: kept[e] for e in exits}, final)]
+    return rows
+
+
+def _early_exit_rows(thresholds: tuple[float, ...], kept: dict[int, TokenStats], final: TokenStats) -> list[dict[str, Any]]:
     exits = sorted(kept)
     conf = torch.stack([kept[e].confidence for e in exits] + [torch.ones_like(final.confidence)])
     logp = torch.stack([kept[e].logprob for e in exits] + [final.logprob])
     right = torch.stack([kept[e].correct for e in exits] + [final.correct])
     rows = []
-    for tau in config.thresholds:
+    for tau in thresholds:
         leave = (conf >= tau).int().argmax(dim=0)  # first exit over the threshold; the final one always is
         cols = torch.arange(conf.shape[1])
         chosen = logp[leave, cols]
@@ -269,6 +283,10 @@ def early_exits(config: StudyConfig, kept: dict[int, TokenStats], final: TokenSt
             "exit_share": {str(e): float(c) / conf.shape[1] for e, c in zip(exits + [-1], counts.tolist())},
         })
     return rows
+
+
+def asdict_stats(stats: TokenStats) -> dict[str, torch.Tensor]:
+    return {"logprob": stats.logprob, "confidence": stats.confidence, "correct": stats.correct}
 
 
 def run_study(loaded: LoadedModel, config: StudyConfig, *, data: str | None = None, progress: bool = True,
@@ -303,5 +321,9 @@ def run_study(loaded: LoadedModel, config: StudyConfig, *, data: str | None = No
         partial(out)
     out["votes"] = votes(loaded, config, inputs, translators, progress=progress)
     out["early_exit"] = early_exits(config, kept, final)
+    # Per-position stats of every translated exit and the final layer, for later analysis.
+    stats_path = cache_dir() / "exits" / f"tokens-{loaded.name}-{config.key()}-{config.eval_windows}.pt"
+    torch.save({str(e): asdict_stats(t) for e, t in [*kept.items(), (top, final)]}, stats_path)
+    out["token_stats"] = str(stats_path)
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
