@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,14 +122,19 @@ def load_inputs(loaded: LoadedModel, config: StudyConfig, *, data: str | None, p
     return Inputs(train, fit, evs, mc, labels, items[0].context.numel() - 1, items[0].choices.shape[0])
 
 
+def translators_path(loaded: LoadedModel, config: StudyConfig, train: States) -> Path:
+    """Where the translators of this model, configuration and training windows are kept."""
+    digest = hashlib.sha1(train.ids.numpy().tobytes()).hexdigest()[:8]
+    return cache_dir() / "exits" / f"translators-{loaded.name}-{config.key()}-{digest}.pt"
+
+
 def train_translators(
     loaded: LoadedModel, config: StudyConfig, train: States, *, progress: bool
 ) -> tuple[dict[int, tr.Translator], dict[str, Any]]:
     """Translators for every exit (read from the cache when trained before with the same
     options on the same model and windows), with their KL curves."""
     top = num_layers(loaded.model) - 1
-    digest = hashlib.sha1(train.ids.numpy().tobytes()).hexdigest()[:8]
-    path = cache_dir() / "exits" / f"translators-{loaded.name}-{config.key()}-{digest}.pt"
+    path = translators_path(loaded, config, train)
     if path.is_file():
         return tr.load(path)
     final = train.flat(top)
@@ -313,6 +319,8 @@ def run_study(loaded: LoadedModel, config: StudyConfig, *, data: str | None = No
         "train_tokens": int(inputs.train.targets().numel()),
         "fit_tokens": int(inputs.fit.targets().numel()),
         "mc_items": 0 if inputs.mc_labels is None else int(len(inputs.mc_labels)),
+        "translators_path": str(translators_path(loaded, config, inputs.train)),
+        "translator_seconds": meta.get("seconds"),
         "translator_params": {str(e): sum(p.numel() for p in t.parameters()) for e, t in translators.items()},
         "kl_curves": meta.get("kl_curves", {}),
         "per_exit": rows,
