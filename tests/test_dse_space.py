@@ -65,3 +65,15 @@ def test_tuning_table_key_separates_translators(translators):
 
     key = TuningTable.key(Tuning(window=2, exits=2, translators=translators))
     assert key.endswith("|tr") == translators
+
+
+def test_measure_with_translators_fits_them_on_the_copy(tiny, tmp_path, monkeypatch):
+    from dse.measure import Fidelity, measure
+    from workloads.exits import translator
+
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path))
+    fid = Fidelity(steps=1, batch_size=1, seq_len=32, eval_windows=1, calib_windows=8)
+    plain = measure(tiny, Tuning(window=2, exits=2), fid)
+    translated = measure(tiny, Tuning(window=2, exits=2, translators=True), fid)
+    assert translator.installed(tiny.model) == {}  # the caller's model is untouched
+    assert plain["variants"]["exit:1"]["nll"] != translated["variants"]["exit:1"]["nll"]
