@@ -100,36 +100,44 @@ def distill(
     """
     if x.shape != final.shape:
         raise ValueError(f"distill needs exit and final states of one shape (got {tuple(x.shape)} and {tuple(final.shape)})")
-    translator.train()
     frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:  # the head and the norm are read, never trained: no gradient for them
-        p.requires_grad_(False)
-    params = [p for p in translator.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    params = list(translator.parameters())
     result = DistillResult(exit_layer, tokens=len(x))
+    try:
+        for p in frozen:  # the head and the norm are read, never trained: no gradient for them
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        translator.train()
+        _distill_loop(model, translator, x, final, result, epochs=epochs, batch_tokens=batch_tokens, lr=lr,
+                      seed=seed, progress=progress)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+        for p in frozen:
+            p.requires_grad_(True)
+        translator.eval()
+    return result
+
+
+def _distill_loop(model: nn.Module, translator: Translator, x: torch.Tensor, final: torch.Tensor,
+                  result: DistillResult, *, epochs: int, batch_tokens: int, lr: float, seed: int,
+                  progress: bool) -> None:
+    opt = torch.optim.Adam(list(translator.parameters()), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(x) / batch_tokens)
-    bar = tqdm(total=steps, desc=f"distill exit {exit_layer}", disable=not progress or None, leave=False)
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for s in range(0, len(x), batch_tokens):
-            idx = order[s : s + batch_tokens]
-            with torch.no_grad():
-                target = _log_probs(model, final[idx])
-            logq = _log_probs(model, translator(x[idx]))
-            loss = torch.nn.functional.kl_div(logq, target, log_target=True, reduction="batchmean")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(kl=f"{result.losses[-1]:.3f}")
-    bar.close()
-    for p in params:
-        p.requires_grad_(False)
-    for p in frozen:
-        p.requires_grad_(True)
-    translator.eval()
-    return result
+    with tqdm(total=steps, desc=f"distill exit {result.exit_layer}", disable=not progress or None, leave=False) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for s in range(0, len(x), batch_tokens):
+                idx = order[s : s + batch_tokens]
+                with torch.no_grad():
+                    target = _log_probs(model, final[idx])
+                logq = _log_probs(model, translator(x[idx]))
+                loss = torch.nn.functional.kl_div(logq, target, log_target=True, reduction="batchmean")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                result.losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(kl=f"{result.losses[-1]:.3f}")
