@@ -149,7 +149,25 @@ def plot_early(device: dict[str, Any], study: dict[str, Any], path: Path) -> Non
     io.save_figure(path, fig)
 
 
-def render(study: dict[str, Any], device: dict[str, Any], study_path: str) -> str:
+def kl_section(kl: dict[str, Any] | None) -> list[str]:
+    if kl is None:
+        return []
+    rows = pd.DataFrame([{"start": r["init"], "optimizer": r["optimizer"], "lr": r["lr"], "KL first step": r["kl"][0],
+                          "KL last step": r["kl"][-1], "steps": len(r["kl"]), "seconds": r["seconds"]}
+                         for r in kl["runs"]])
+    return [
+        "## KL distillation within this machine's budget",
+        "",
+        f"`{kl['command']}`: exit {kl['exit']}, {kl['positions']} training positions in steps of "
+        f"{kl['batch_tokens']}, mean KL(final || exit) per token on each training batch (nats). Each step runs "
+        "the 49,152-word head forward and backward, so a step costs as much as about 8 decoder layers.",
+        "",
+        io.markdown_table(rows, digits=4),
+        "",
+    ]
+
+
+def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: dict[str, Any] | None = None) -> str:
     final = study["final_perplexity"]
     c = study["config"]
     per = pd.DataFrame(study["per_exit"])
@@ -213,6 +231,7 @@ def render(study: dict[str, Any], device: dict[str, Any], study_path: str) -> st
         f"{'met' if votes['beats best single'].any() else 'not met'}.",
         "",
     ]
+    lines += kl_section(kl)
     lines += device_section(device, study)
     return "\n".join(lines) + "\n"
 
@@ -257,9 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hw", default="hwconfigs/edge_llm.yaml", help="hardware config (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens of the traced passes (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=DOC.parent, help="where the page goes (default: %(default)s)")
+    p.add_argument("--render-only", action="store_true",
+                   help="re-render the page from the device side already in OUT_DIR/exits.json (no traces)")
     args = p.parse_args(argv)
     study = read_json(args.study, "study file", "exits study")
-    device = device_side(study, args.hw, seq_len=args.seq_len)
+    if args.render_only:
+        device = read_json(args.out_dir / "exits.json", "exits page data", "exits page")["device"]
+    else:
+        device = device_side(study, args.hw, seq_len=args.seq_len)
     out_dir = args.out_dir
     plot_exits(study, out_dir / "exits.png")
     plot_early(device, study, out_dir / "exits_early.png")
@@ -276,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": device,
     }
     io.write_json(out_dir / "exits.json", doc)
-    io.write_text(out_dir / DOC.name, render(study, device, args.study))
+    kl_path = out_dir / "exits_kl.json"
+    kl = read_json(kl_path, "KL probe", "KL probe") if kl_path.is_file() else None
+    io.write_text(out_dir / DOC.name, render(study, device, args.study, kl))
     print(f"wrote {out_dir / DOC.name}, exits.json, exits.png, exits_early.png")
     return 0
 
