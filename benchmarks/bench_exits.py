@@ -3,7 +3,7 @@ tuned-lens translated exit, votes over translated exits against their best singl
 exit by confidence with its simulated latency, and what the translators cost in a traced step.
 Writes docs/results/exits.md, exits.json, exits.png and exits_early.png.
 
-    python -m workloads.exits --model smollm2-135m --threads 1 --mc-items 24 --epochs 1 \\
+    python -m workloads.exits --model smollm2-135m --threads 1 --mc-items 24 --epochs 0 \\
         --out runs/bench_exits/exits.json
     python benchmarks/bench_exits.py --study runs/bench_exits/exits.json
 
@@ -35,7 +35,7 @@ from workloads.trace.record import record_trace  # noqa: E402
 DOC = ROOT / "docs" / "results" / "exits.md"
 TARGET_RATIO = 1.5  # issue 18: every exit at layer >= 20 within 1.5x of the final perplexity, translated
 TARGET_LAYER = 20
-STUDY_COMMAND = ("python -m workloads.exits --model smollm2-135m --threads 1 --mc-items 24 --epochs 1 "
+STUDY_COMMAND = ("python -m workloads.exits --model smollm2-135m --threads 1 --mc-items 24 --epochs 0 "
                  "--out runs/bench_exits/exits.json")
 
 
@@ -188,8 +188,10 @@ def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: d
         "",
         "## Fidelity (read this first)",
         "",
-        f"- Translators: full affine {d}x{d} maps (`--init {c['init']}`, then {c['epochs']} epoch(s) of KL "
-        f"distillation to the final layer, Adam lr {c['lr']}, {c['batch_tokens']} positions per step) trained on "
+        f"- Translators: full affine {d}x{d} maps (`--init {c['init']}`"
+        + (f", then {c['epochs']} epoch(s) of KL distillation to the final layer, Adam lr {c['lr']}, "
+           f"{c['batch_tokens']} positions per step)" if c["epochs"] else ", no KL steps: see the KL section")
+        + " fitted on "
         f"{study['train_tokens']} positions ({c['train_windows']} calibration windows of {c['seq_len']} tokens); "
         f"the base model frozen, states cached once, nothing back-propagated through the decoder.",
         f"- Calibrated votes fitted on {study['fit_tokens']} further calibration positions ({c['fit_windows']} windows).",
