@@ -149,6 +149,24 @@ def plot_early(device: dict[str, Any], study: dict[str, Any], path: Path) -> Non
     io.save_figure(path, fig)
 
 
+def ridge_section(ridge: dict[str, Any] | None, study: dict[str, Any]) -> list[str]:
+    if ridge is None:
+        return []
+    base = {r["layer"]: r["translated_perplexity"] for r in study["per_exit"]}
+    rows = pd.DataFrame(ridge["rows"])
+    rows = pd.concat([pd.DataFrame([{"layer": e, "ridge": study["config"]["ridge"], "translated_perplexity": base[e]}
+                                    for e in sorted(set(rows["layer"]))]), rows]).sort_values(["layer", "ridge"])
+    return [
+        "## Is the least-squares start over-fitted?",
+        "",
+        f"`{ridge['command']}`: the same {ridge['train_windows']} training windows, a stronger pull toward the "
+        "(rescaled) identity; held-out perplexity on the same evaluation windows.",
+        "",
+        io.markdown_table(rows, digits=4),
+        "",
+    ]
+
+
 def kl_section(kl: dict[str, Any] | None) -> list[str]:
     if kl is None:
         return []
@@ -167,7 +185,8 @@ def kl_section(kl: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: dict[str, Any] | None = None) -> str:
+def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: dict[str, Any] | None = None,
+           ridge: dict[str, Any] | None = None) -> str:
     final = study["final_perplexity"]
     c = study["config"]
     per = pd.DataFrame(study["per_exit"])
@@ -233,6 +252,7 @@ def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: d
         f"{'met' if votes['beats best single'].any() else 'not met'}.",
         "",
     ]
+    lines += ridge_section(ridge, study)
     lines += kl_section(kl)
     lines += device_section(device, study)
     lines += [
@@ -317,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     io.write_json(out_dir / "exits.json", doc)
     kl_path = out_dir / "exits_kl.json"
     kl = read_json(kl_path, "KL probe", "KL probe") if kl_path.is_file() else None
-    io.write_text(out_dir / DOC.name, render(study, device, args.study, kl))
+    ridge_path = out_dir / "exits_ridge.json"
+    ridge = read_json(ridge_path, "ridge sweep", "ridge sweep") if ridge_path.is_file() else None
+    io.write_text(out_dir / DOC.name, render(study, device, args.study, kl, ridge))
     print(f"wrote {out_dir / DOC.name}, exits.json, exits.png, exits_early.png")
     return 0
 
