@@ -8,6 +8,7 @@ real (``dse.measure.measure``) and both numbers are kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,9 +73,11 @@ class Evaluator:
         """The per-layer policy of a design's compression budget (None: dense, unquantized)."""
         c = design.compression
         if c.avg_sparsity <= 0 and c.avg_bits >= 16:
-            return None
+            return dataclasses.replace(Policy.dense(self.num_layers), head_bits=c.head_bits) if c.head_bits < 16 else None
         table = self.table(c.pattern if c.avg_sparsity > 0 else "unstructured")
-        return luc_allocate.allocate(table, c.avg_sparsity, c.avg_bits, rule=c.rule, sharpness=c.sharpness)
+        policy = luc_allocate.allocate(table, c.avg_sparsity, c.avg_bits, rule=c.rule, sharpness=c.sharpness)
+        # The head's bits are a choice of their own (the allocation covers the decoder layers).
+        return dataclasses.replace(policy, head_bits=c.head_bits) if c.head_bits != policy.head_bits else policy
 
     def table(self, pattern: str) -> SensitivityTable:
         if pattern not in self.sensitivity:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sim
 from dse.space import Design
+from workloads.exits import translator as exit_translator
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
 from workloads.trace import RECORDER_VERSION, Trace, record_trace
@@ -53,33 +54,49 @@ class TraceBank:
         self.batch = batch
         tag = hashlib.sha1(f"{loaded.name}|{loaded.source}|{seq_len}|{batch}".encode()).hexdigest()[:10]
         self.root = root or cache_dir() / "traces" / f"{loaded.name}-{tag}"
-        self._memo: dict[tuple[str, int, int, int], Trace] = {}
+        self._memo: dict[tuple[str, int, int, int, bool], Trace] = {}
 
-    def path(self, method: str, window: Window, act_bits: int = 16) -> Path:
+    def _translated(self, window: Window, translators: bool) -> bool:
+        """Whether the window's exit reads through a translator: asked for, and below the top."""
+        return translators and window.end < int(self.loaded.model.config.num_hidden_layers) - 1
+
+    def path(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> Path:
         """The cache file of one window's trace (it may not exist yet)."""
         tag = actcomp.cache_tag(act_bits)
         # The recorder's version names the file: traces an older recorder cached are not reused
         # (2.1: the tensor table's lifetimes, without which the peak would be the table's sum).
-        version = RECORDER_VERSION
-        return self.root / f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}-v{version}.csv"
+        name = (f"{method}-{window.start}-{window.end}{'-' + tag if tag else ''}"
+                f"{'-tr' if self._translated(window, translators) else ''}")
+        return self.root / f"{name}-v{RECORDER_VERSION}.csv"
 
-    def has(self, method: str, window: Window, act_bits: int = 16) -> bool:
+    def has(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> bool:
         """Whether the trace is in memory or cached on disk (``get`` will not record it)."""
-        return (method, window.start, window.end, act_bits) in self._memo or self.path(method, window, act_bits).is_file()
+        key = (method, window.start, window.end, act_bits, self._translated(window, translators))
+        return key in self._memo or self.path(method, window, act_bits, translators=translators).is_file()
 
-    def get(self, method: str, window: Window, act_bits: int = 16) -> Trace:
-        key = (method, window.start, window.end, act_bits)
+    def get(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> Trace:
+        """The trace of one step of ``method`` on ``window``; with ``translators`` the window's
+        exit (when below the top) reads through an exit translator, whose products and weights
+        the trace charges (an identity translator: shapes do not depend on its values)."""
+        translated = self._translated(window, translators)
+        key = (method, window.start, window.end, act_bits, translated)
         if key in self._memo:
             return self._memo[key]
-        path = self.path(method, window, act_bits)
+        path = self.path(method, window, act_bits, translators=translators)
         if path.is_file():
             trace = Trace.load(path)
         else:
             size = window.end - window.start + 1
-            trace = record_trace(
-                self.loaded, method=method, window=size if method == "adaptive" else None,
-                exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
-            )
+            if translated:
+                d = int(self.loaded.model.config.hidden_size)
+                exit_translator.install(self.loaded.model, {window.end: exit_translator.Translator(d)})
+            try:
+                trace = record_trace(
+                    self.loaded, method=method, window=size if method == "adaptive" else None,
+                    exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
+                )
+            finally:
+                exit_translator.remove(self.loaded.model)
             trace.save(path)
         self._memo[key] = trace
         return trace
@@ -95,7 +112,8 @@ def simulate_design(
     method = design.tuning.method
     results: list[dict[str, Any]] = []
     for window in windows:
-        trace = bank.get(method, window, design.tuning.act_bits).with_policy(policy)
+        trace = bank.get(method, window, design.tuning.act_bits,
+                         translators=design.tuning.translators).with_policy(policy)
         res = sim.simulate_trace(trace.ops, config, dataflow=design.dataflow, objective=objective, tensors=trace.tensors)
         results.append(res.summary())
     n = len(results)

@@ -149,8 +149,14 @@ def measure_model(
             if on_checkpoint is not None:
                 on_checkpoint(list(curve))
 
-    result = tune(work, tune_config(tuning, fid), data=data, progress=progress, account_tensors=False,
-                  after_step=after_step)
+    config = tune_config(tuning, fid)
+    if tuning.translators:
+        from workloads.exits.study import fit_translators
+
+        n_layers = int(work.model.config.num_hidden_layers)
+        fit_translators(work, [e for e in config.exit_layers(n_layers) if e < n_layers - 1], data=data,
+                        seq_len=fid.seq_len, windows=fid.calib_windows, progress=progress)
+    result = tune(work, config, data=data, progress=progress, account_tensors=False, after_step=after_step)
     final = _evaluate(work, result, tuning, at(fid.steps), data)
     curve.append({"steps": fid.steps, **final})
     del result
@@ -198,7 +204,8 @@ class TuningTable:
         # The vote is chosen at inference, so one measurement serves every rule.
         tag = actcomp.cache_tag(tuning.act_bits)
         packed = f"|{tag}" if tag else ""
-        return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}"
+        translated = "|tr" if tuning.translators else ""
+        return f"{tuning.method}|w{tuning.window}|e{tuning.exits}|{tuning.schedule}{packed}{translated}"
 
     def has(self, tuning: Tuning) -> bool:
         """Whether ``tuning``'s entry is measured already (``lookup`` will not tune)."""

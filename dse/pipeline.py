@@ -200,13 +200,14 @@ def warm_up(search: Search, *, progress: bool, phases: Phases) -> None:
             table.lookup(tuning)
         note.result = f"{len(configs) - len(todo)} read from the cache, {len(todo)} measured and cached ({table.path})"
     bank = search.evaluator.bank
-    windows = sorted({(t.method, w) for t in configs
+    windows = sorted({(t.method, w, t.act_bits, t.translators) for t in configs
                       for w in design_windows(Design(Compression(0.0, 16.0), t), search.num_layers)},
-                     key=lambda mw: (mw[0], mw[1].start, mw[1].end))
+                     key=lambda k: (k[0], k[1].start, k[1].end, k[2], k[3]))
     with phases.phase(f"traces: one real tuning step recorded per window, {len(windows)} windows") as note:
-        todo_w = [(m, w) for m, w in windows if not bank.has(m, w)]
-        for method, window in tqdm(todo_w, desc="traces", unit="trace", disable=not progress or None, leave=False):
-            bank.get(method, window)
+        todo_w = [k for k in windows if not bank.has(k[0], k[1], k[2], translators=k[3])]
+        for method, window, act_bits, translators in tqdm(todo_w, desc="traces", unit="trace",
+                                                          disable=not progress or None, leave=False):
+            bank.get(method, window, act_bits, translators=translators)
         note.result = f"{len(windows) - len(todo_w)} read from the cache, {len(todo_w)} recorded and cached ({bank.root})"
 
 

@@ -15,9 +15,15 @@ RULES = ("paper", "owl", "optimal")
 SCHEDULES = ("sequential", "round_robin", "random")
 VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
-WINDOWS = (2, 4, 8, 15)
+WINDOWS = (2, 4, 8, 12, 15, 20)  # plus "all layers" (the model's depth), added per study in window_choices
+ACT_BITS = (16, 8, 6)  # bits of the activations kept for backward (workloads.tuning.actcomp)
+# Tied embedding / head bits. 8 is the checkpoint's own Q8_0 grid (lossless); lower is left out because
+# the sensitivity table has no head entry, so the cheap predictor could not charge its loss.
+HEAD_BITS = (16, 8)
 NM_SPARSITY = 0.5  # 2:4 and 4:8: a layer is this sparse or dense, so the average is at most this
-SPACE_VERSION = 2  # studies remember it: trials of another space do not mix (2: N:M mixed with dense layers)
+# Studies remember it: trials of another space do not mix (2: N:M mixed with dense layers; 3: windows up
+# to all layers, act_bits, head_bits, exit translators).
+SPACE_VERSION = 3
 MAX_EXITS = 2  # each (window, exits) pair costs one real tuning run to score; 2 keeps the first study short
 
 # Hardware knobs searched with --search-hw, as dotted overrides of the config (sim's --set keys).
@@ -33,6 +39,7 @@ class Compression:
     pattern: str = "unstructured"
     rule: str = "optimal"  # per-layer allocation rule (workloads.luc)
     sharpness: float = 1.0  # how strongly the paper's rule follows sensitivity
+    head_bits: int = 16  # tied embedding / LM head bits (16 = not quantized; workloads.luc.policy)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Tuning:
     schedule: str = "sequential"
     vote: str = "max_conf"
     act_bits: int = 16  # bits of the activations kept for backward (16: as computed; workloads.tuning.actcomp)
+    translators: bool = False  # exits below the top read through tuned-lens translators (workloads.exits)
 
 
 @dataclass(frozen=True)
@@ -61,15 +69,27 @@ def vanilla(num_layers: int) -> Design:
     return Design(Compression(0.0, 16.0), Tuning("vanilla", window=num_layers, exits=1), "auto")
 
 
+def window_choices(num_layers: int) -> list[int]:
+    """The window sizes a study searches: ``WINDOWS`` below the depth, and all layers."""
+    return [w for w in WINDOWS if w < num_layers] + [num_layers]
+
+
+def exit_choices(num_layers: int, window: int) -> range:
+    """The exit counts a study searches for ``window``: 1 up to ``MAX_EXITS`` windows that fit."""
+    return range(1, max(1, min(MAX_EXITS, num_layers // window)) + 1)
+
+
 def tunings(*, num_layers: int, search_schedule: bool = False) -> list[Tuning]:
     """Every tuning configuration ``suggest`` can return, up to its vote (chosen at inference,
     so one real tuning run scores every rule): the search's real tuning runs and traces."""
     schedules = SCHEDULES if search_schedule else ("sequential",)
     return [
-        Tuning("adaptive", window=w, exits=e, schedule=s)
-        for w in WINDOWS if w <= num_layers
-        for e in range(1, max(1, min(MAX_EXITS, num_layers // w)) + 1)
+        Tuning("adaptive", window=w, exits=e, schedule=s, act_bits=a, translators=tr)
+        for w in window_choices(num_layers)
+        for e in exit_choices(num_layers, w)
         for s in schedules
+        for a in ACT_BITS
+        for tr in ((False, True) if e > 1 else (False,))
     ]
 
 
@@ -83,7 +103,12 @@ def suggest(
     sram_kib: float | None = None,
     bandwidth_gbps: float | None = None,
 ) -> Design:
-    """Sample one design. Categorical choices keep the space small enough for 100-200 trials."""
+    """Sample one design. Categorical choices keep the space small enough for 100-200 trials.
+
+    The compression budget reaches below the checkpoint's own 4-bit grid (``avg_bits`` from 2.5,
+    mixed per layer by the allocation rule) and adds sparsity; the tuning side covers windows up
+    to all layers, the bits of the activations kept for backward, the head's bits, and whether
+    the exits below the top read through translators (only asked when there is such an exit)."""
     pattern = trial.suggest_categorical("pattern", PATTERNS)
     # Suggested for every pattern (a genetic sampler only inherits parameters all trials have);
     # N:M caps it: the least sensitive layers go N:M, the others stay dense.
@@ -93,8 +118,12 @@ def suggest(
     bits = trial.suggest_float("avg_bits", 2.5, 8.0, step=0.5)
     rule = trial.suggest_categorical("rule", RULES)
     sharpness = trial.suggest_float("sharpness", 0.0, 2.0, step=0.25) if rule == "paper" else 1.0
-    window = trial.suggest_categorical("window", [w for w in WINDOWS if w <= num_layers])
-    exits = trial.suggest_int("exits", 1, max(1, min(MAX_EXITS, num_layers // window)))
+    head_bits = trial.suggest_categorical("head_bits", HEAD_BITS)
+    window = trial.suggest_categorical("window", window_choices(num_layers))
+    choices = exit_choices(num_layers, window)
+    exits = trial.suggest_int("exits", choices.start, choices.stop - 1)
+    act_bits = trial.suggest_categorical("act_bits", ACT_BITS)
+    translators = trial.suggest_categorical("translators", (False, True)) if exits > 1 else False
     tuning = Tuning(
         "adaptive",
         window=window,
@@ -103,6 +132,8 @@ def suggest(
         # costs a real tuning run to score: searched on request, else the paper's sequential.
         schedule=trial.suggest_categorical("schedule", SCHEDULES) if search_schedule else "sequential",
         vote=trial.suggest_categorical("vote", VOTES) if exits > 1 else "max_conf",
+        act_bits=act_bits,
+        translators=translators,
     )
     dataflow = trial.suggest_categorical("dataflow", DATAFLOWS)
     hw: dict[str, Any] = {}
@@ -116,4 +147,4 @@ def suggest(
             hw["sram.weight_kib"] = round(sram_kib * share)
             hw["sram.input_kib"] = round(sram_kib * (1 - share) / 2)
             hw["sram.output_kib"] = round(sram_kib * (1 - share) / 2)
-    return Design(Compression(sparsity, bits, pattern, rule, sharpness), tuning, dataflow, hw)
+    return Design(Compression(sparsity, bits, pattern, rule, sharpness, head_bits), tuning, dataflow, hw)

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-windows", type=positive_int, default=DEFAULT_CALIB_WINDOWS,
                    help="with --policy: calibration-split windows (of --seq-len tokens) for data-driven "
                    "pruning/quantization (default: %(default)s)")
+    p.add_argument("--translators", default=None,
+                   help="adaptive: exit translator file (python -m workloads.exits names it in its JSON): each "
+                   "exit below the last reads through its translator, in tuning and evaluation (default: plain exits)")
     p.add_argument("--out", default=None,
                    help="folder to save the adapters in peft's format, plus tuning.json (default: not saved)")
     p.add_argument("--eval-max-windows", type=positive_int, default=None,
@@ -153,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window or min(DEFAULTS["window"], loaded.num_layers), exits=args.exits,
         num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
     )
+    if args.translators:
+        from workloads.exits import translator
+
+        translator.install(loaded.model, translator.load(args.translators)[0])
     policy_info = None
     if args.policy:
         policy = load_policy(args.policy, loaded)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=None,
                    help="LUC policy JSON whose per-layer sparsity/bits annotate the weights (default: dense, "
                    "16-bit)")
+    p.add_argument("--translators", default=None,
+                   help="exit translator file (python -m workloads.exits caches one): the exits run through "
+                   "them, and their products and weights are charged (default: plain exits)")
     p.add_argument("--out", default="trace.csv",
                    help="ops table path; the tensor table goes beside it as NAME.tensors.csv (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random token batch (default: %(default)s)")
@@ -82,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     loaded = load_model(args.model, seed=args.seed)
     policy = Policy.load(args.policy).validate(loaded.num_layers, where=args.policy) if args.policy else None
+    if args.translators:
+        from workloads.exits import translator
+
+        translator.install(loaded.model, translator.load(args.translators)[0])
     trace = record_trace(
         loaded, method=args.method,
         window=args.window or min(DEFAULT_WINDOW, loaded.num_layers), exit_layer=args.exit_layer,

@@ -19,6 +19,7 @@ from workloads.tuning.lora import LINEAR_MODULES
 
 LORA_MODULES = ("lora_A", "lora_B")
 HEAD_MODULES = ("lm_head", "exit_head")
+TRANSLATOR_MODULES = ("exit_translator",)  # workloads.exits.translator: dense weights at dense_bits
 HEAD_WEIGHTS = ("embed_tokens", "lm_head")
 
 
@@ -46,7 +47,8 @@ def annotate_ops(
     (``linear_modules``: the trace header's, LLaMA's seven for a trace without one) in the
     ``fwd`` and ``bwd_input`` phases (policy sparsity and bits); a LoRA weight (dense,
     ``lora_bits``) for LoRA modules in those phases; the tied head at the policy's
-    ``head_bits`` (``dense_bits`` without a policy) for head ops; and an activation (dense, ``a_bits``) otherwise: every
+    ``head_bits`` (``dense_bits`` without a policy) for head ops; an exit translator's weight
+    (dense, ``dense_bits``: LUC does not compress it) for translator ops; and an activation (dense, ``a_bits``) otherwise: every
     ``bwd_weight`` product and all attention products. Vector rows (``kind = vector``) keep
     their recorded bits: none of their operands is a compressed weight."""
     out = ops.copy()
@@ -63,11 +65,13 @@ def annotate_ops(
     is_linear = np.isin(module, list(linear_modules)) & weight_b & (layer >= 0)
     is_lora = np.isin(module, LORA_MODULES) & weight_b
     is_head = np.isin(module, HEAD_MODULES) & weight_b
+    is_translator = np.isin(module, TRANSLATOR_MODULES) & weight_b
 
     sparsity = np.zeros(len(out))
     w_bits = np.full(len(out), a_bits, dtype=np.int64)
     w_bits[is_lora] = lora_bits
     w_bits[is_head] = policy.head_bits if policy is not None else dense_bits
+    w_bits[is_translator] = dense_bits
     if is_linear.any():
         lin_layers = layer[is_linear]
         sparsity[is_linear] = [sparsity_of.get(int(i), 0.0) for i in lin_layers]

@@ -36,6 +36,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from workloads.architecture import PRODUCT_MODULES, architecture, product_shape
 from workloads.errors import UserError
+from workloads.exits import translator as exit_translator
 from workloads.luc.policy import DENSE_BITS, Policy
 from workloads.models import LoadedModel
 from workloads.trace.liveness import Lifetime, StorageClock
@@ -123,8 +124,11 @@ def _vector_module(name: str, labels: dict[str, str]) -> str:
     """The trace's ``module`` of vector work done by a module's own code: ``residual`` for a
     decoder layer's adds, ``lora`` for an adapter's scale and sum (the code of peft's wrapper
     around a product module, its base layer and its ``lora_A`` / ``lora_B``; a product module
-    runs Python code of its own only when peft wraps it), else the module's name."""
+    runs Python code of its own only when peft wraps it), ``exit_translator`` for an exit's
+    translator, else the module's name."""
     parts = name.split(".")
+    if exit_translator.ATTRIBUTE in parts:
+        return exit_translator.TRACE_MODULE
     if parts[-1].isdigit():
         return "residual"
     inner = _inside_layer(".".join(p for p in parts if p != "base_layer"))
@@ -143,6 +147,8 @@ def _label(name: str, labels: dict[str, str]) -> str:
     """``q_proj`` for a (base) product module (``attn.c_proj`` where short names collide, see
     ``Architecture.product_labels``), ``lora_A`` / ``lora_B`` for adapters."""
     parts = name.split(".")
+    if exit_translator.ATTRIBUTE in parts:  # an exit's translator (part of the exit head)
+        return exit_translator.TRACE_MODULE
     for tag in ("lora_A", "lora_B"):
         if tag in parts:
             return tag
@@ -572,7 +578,10 @@ def record_trace(
 
     ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
     lists them at their packed size. A tuning step runs in train mode, as ``train.tune`` runs
-    it (GPT-2's and OPT's dropout; LLaMA has none), an inference pass in eval mode. The model
+    it (GPT-2's and OPT's dropout; LLaMA has none), an inference pass in eval mode. Exit
+    translators installed on the model (``workloads.exits.translator.install``) run in front of
+    their exits' heads: their products are rows of module ``exit_translator`` (frozen: ``fwd``
+    and, in a tuning step, ``bwd_input``) and their weights are in the tensor table. The model
     is left as it was (adapters removed again, its mode restored).
     ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
     beforehand for a compressed run.
@@ -663,6 +672,7 @@ def record_trace(
         "window": plan.window.to_list() if plan is not None and method == "adaptive" else None,
         "exit_layer": plan.exit_layer if plan is not None else None,
         "exits": head_exits if plan is None else [plan.exit_layer],
+        "translators": sorted(exit_translator.installed(model)),
         "head_positions": batch * (seq_len - 1),
         "attention": model.config._attn_implementation,
         "torch": torch.__version__,

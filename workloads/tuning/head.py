@@ -1,9 +1,12 @@
 """Exit heads: the final norm plus the tied LM head, applied at any decoder layer.
 
-An exit adds no weights: it reuses the model's final norm (``Architecture.final``: RMSNorm in
-SmolLM2, LayerNorm and ``project_out`` in OPT) and its (tied) vocabulary projection. The
-vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are never built for the
-whole batch: the loss is computed a chunk of positions at a time, and its
+An exit adds no weights of its own unless it has a translator: it reuses the model's final norm
+(``Architecture.final``: RMSNorm in SmolLM2, LayerNorm and ``project_out`` in OPT) and its (tied)
+vocabulary projection. When the model carries exit translators (``workloads.exits.translator``),
+the exit's hidden state goes through its translator first (the tuned lens:
+``head(norm(A h + b))``); the translators are frozen here, trained beforehand on the calibration
+split. The vocabulary is large (49,152 for SmolLM2), so ``[tokens, vocab]`` logits are never
+built for the whole batch: the loss is computed a chunk of positions at a time, and its
 gradient with respect to the hidden state is formed in the same pass (the head is frozen, so
 that gradient is all the backward pass needs). This keeps the head's memory at one chunk of
 logits for both tuning methods.
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from workloads.architecture import architecture
+from workloads.exits.translator import translate
 from workloads.tuning import actcomp
 
 DEFAULT_CHUNK = 256  # positions per head chunk: 256 x 49,152 float32 logits = 50 MB
@@ -135,7 +139,7 @@ def exit_loss(
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("exit_loss needs a frozen LM head (freeze it, or wrap the model with LoRA first)")
     with _running(exit_layer):
-        normed = architecture(model).final(hidden[:, :-1])
+        normed = architecture(model).final(translate(model, hidden[:, :-1], exit_layer))
         flat = normed.reshape(-1, normed.shape[-1])
         targets = ids[:, 1:].reshape(-1)
         return _ChunkedLMLoss.apply(flat, weight, targets, chunk, exit_layer)
@@ -170,7 +174,7 @@ def _exit_stats(
     model: nn.Module, hidden: torch.Tensor, ids: torch.Tensor, *, exit_layer: int, start: int, chunk: int
 ) -> ExitStats:
     weight = head_weight(model)
-    normed = architecture(model).final(hidden[:, start:-1])
+    normed = architecture(model).final(translate(model, hidden[:, start:-1], exit_layer))
     shape = normed.shape[:2]
     flat = normed.reshape(-1, normed.shape[-1])
     targets = ids[:, start + 1 :].reshape(-1)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from workloads.architecture import architecture
+from workloads.exits.translator import translate
 from workloads.metrics import Scorer, TokenScores, pick
 from workloads.tuning.forward import run_layers
 from workloads.tuning.head import DEFAULT_CHUNK, head_weight
@@ -90,7 +91,7 @@ class ExitVoter:
         so each rule's vote, its target log-probability and its arg-max come from the full
         distributions."""
         weight, norm = head_weight(self.model), architecture(self.model).final
-        normed = [norm(hidden[e][:, start:-1]) for e in self.exits]
+        normed = [norm(translate(self.model, hidden[e][:, start:-1], e)) for e in self.exits]
         shape = normed[0].shape[:2]
         flat = [n.reshape(-1, n.shape[-1]) for n in normed]
         targets = ids[:, start + 1 :].reshape(-1)
