@@ -227,6 +227,19 @@ def calibrations(loaded: LoadedModel, config: StudyConfig, inputs: Inputs,
     return out
 
 
+def paired_gap(a: TokenStats, b: TokenStats, *, windows: int) -> dict[str, float]:
+    """Whether ``a`` beats ``b`` beyond noise: the per-window mean log-loss (nats/token) of
+    ``a`` minus ``b`` over the ``windows`` evaluation windows (positions ``[windows * (T - 1)]``
+    in window order), its mean, sample std and the two-sided paired t-test p-value
+    (``scipy.stats.ttest_1samp`` of the differences). A negative mean: ``a`` is better."""
+    from scipy import stats as sps
+
+    diff = (b.logprob.double() - a.logprob.double()).view(windows, -1).mean(dim=1).numpy()
+    p = float(sps.ttest_1samp(diff, 0.0).pvalue) if windows > 1 and diff.std() > 0 else float("nan")
+    return {"nll_gap_mean": float(diff.mean()), "nll_gap_std": float(diff.std(ddof=1)) if windows > 1 else 0.0,
+            "windows": windows, "p_value": p}
+
+
 def votes(loaded: LoadedModel, config: StudyConfig, inputs: Inputs, translators: dict[int, tr.Translator],
           *, progress: bool) -> list[dict[str, Any]]:
     """Every rule over every vote group against the group's best single (translated) exit."""
@@ -252,6 +265,7 @@ def votes(loaded: LoadedModel, config: StudyConfig, inputs: Inputs, translators:
                 "best_single_exit": best, "best_single_exit_perplexity": singles[best].perplexity,
                 "best_single_exit_accuracy": _mc_accuracy(mc_single[best], inputs) if mc_single else None,
                 "temperatures": list(cal.temperatures), "weights": [round(w, 4) for w in cal.weights],
+                "against_best_single": paired_gap(ev[rule], singles[best], windows=inputs.eval.ids.shape[0]),
             })
             if progress:
                 print(f"vote {rule} {exits}: {ev[rule].perplexity:.4g} (best single {best}: "

@@ -23,18 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from workloads.architecture import causal_lm
 from workloads.errors import UserError
 
 ATTRIBUTE = "exit_translators"
 TRACE_MODULE = "exit_translator"  # the trace's ``module`` of every translator product
-
-
-def causal_lm(model: nn.Module) -> nn.Module:
-    """``workloads.tuning.forward.causal_lm``, imported late: ``workloads.tuning`` imports this
-    module (its exit heads translate), so a top-level import would be circular."""
-    from workloads.tuning.forward import causal_lm as unwrap
-
-    return unwrap(model)
 
 
 class Translator(nn.Module):
