@@ -35,8 +35,6 @@ from workloads.trace.record import record_trace  # noqa: E402
 DOC = ROOT / "docs" / "results" / "exits.md"
 TARGET_RATIO = 1.5  # issue 18: every exit at layer >= 20 within 1.5x of the final perplexity, translated
 TARGET_LAYER = 20
-STUDY_COMMAND = ("python -m workloads.exits --model smollm2-135m --threads 1 --mc-items 24 --epochs 0 "
-                 "--out runs/bench_exits/exits.json")
 
 
 def token_costs(res: sim.SimResult, n_exits: int, seq_len: int) -> dict[str, Any]:
@@ -149,9 +147,14 @@ def plot_early(device: dict[str, Any], study: dict[str, Any], path: Path) -> Non
     io.save_figure(path, fig)
 
 
-def ridge_section(ridge: dict[str, Any] | None, study: dict[str, Any]) -> list[str]:
-    if ridge is None:
+def ridge_section(ridge: dict[str, Any] | None, *studies: dict[str, Any] | None) -> list[str]:
+    """The ridge sweep beside its own baseline: the study (of ``studies``) fitted on the same
+    training and evaluation windows; without one, the sweep is not shown."""
+    same = [s for s in studies if s is not None and s["config"]["train_windows"] == ridge.get("train_windows")
+            and s["config"]["eval_windows"] == ridge.get("eval_windows")] if ridge is not None else []
+    if not same:
         return []
+    study = same[0]
     base = {r["layer"]: r["translated_perplexity"] for r in study["per_exit"]}
     rows = pd.DataFrame(ridge["rows"])
     rows = pd.concat([pd.DataFrame([{"layer": e, "ridge": study["config"]["ridge"], "translated_perplexity": base[e]}
@@ -159,8 +162,9 @@ def ridge_section(ridge: dict[str, Any] | None, study: dict[str, Any]) -> list[s
     return [
         "## Is the least-squares start over-fitted?",
         "",
-        f"`{ridge['command']}`: the same {ridge['train_windows']} training windows, a stronger pull toward the "
-        "(rescaled) identity; held-out perplexity on the same evaluation windows.",
+        f"`{ridge['command']}`: {ridge['train_windows']} training windows and {ridge['eval_windows']} evaluation "
+        "windows (the earlier, smaller study, whose ridge-0.001 rows these are), a stronger pull toward the "
+        "(rescaled) identity.",
         "",
         io.markdown_table(rows, digits=4),
         "",
@@ -170,23 +174,60 @@ def ridge_section(ridge: dict[str, Any] | None, study: dict[str, Any]) -> list[s
 def kl_section(kl: dict[str, Any] | None) -> list[str]:
     if kl is None:
         return []
-    rows = pd.DataFrame([{"start": r["init"], "optimizer": r["optimizer"], "lr": r["lr"], "KL first step": r["kl"][0],
-                          "KL last step": r["kl"][-1], "steps": len(r["kl"]), "seconds": r["seconds"]}
+    rows = pd.DataFrame([{"start": r["init"], "Adam lr": r["lr"], "steps": len(r["kl"]), "KL first step": r["kl"][0],
+                          "KL last step": r["kl"][-1], "held-out perplexity before": r.get("perplexity_before"),
+                          "after": r.get("perplexity_after"), "seconds": r["seconds"]}
                          for r in kl["runs"]])
+    final = kl.get("final_perplexity")
     return [
-        "## KL distillation within this machine's budget",
+        "## KL distillation (the tuned lens's objective) within this machine's budget",
         "",
         f"`{kl['command']}`: exit {kl['exit']}, {kl['positions']} training positions in steps of "
-        f"{kl['batch_tokens']}, mean KL(final || exit) per token on each training batch (nats). Each step runs "
-        "the 49,152-word head forward and backward, so a step costs as much as about 8 decoder layers.",
+        f"{kl['batch_tokens']}; KL(final || exit) per token on each training batch (nats), and the exit's "
+        "held-out perplexity before and after"
+        + (f" (final layer {final:.2f}, {kl['eval_tokens']} evaluation tokens)" if final else "")
+        + ". Each step runs the 49,152-word head forward and backward, about 8 decoder layers of work.",
         "",
         io.markdown_table(rows, digits=4),
         "",
     ]
 
 
+def scaling_section(study: dict[str, Any], compare: dict[str, Any] | None, compare_path: str | None) -> list[str]:
+    """The same exits fitted on fewer calibration positions (an earlier study): does more data help?"""
+    if compare is None:
+        return []
+    mine = {r["layer"]: r["translated_perplexity"] / study["final_perplexity"] for r in study["per_exit"]}
+    other = {r["layer"]: r["translated_perplexity"] / compare["final_perplexity"] for r in compare["per_exit"]}
+    layers = sorted(set(mine) & set(other))
+    rows = pd.DataFrame([{"layer": e, f"{compare['train_tokens']} positions": other[e],
+                          f"{study['train_tokens']} positions": mine[e]} for e in layers])
+    return [
+        "## Does more calibration data close the gap?",
+        "",
+        f"Translated / final perplexity of the same exits fitted on {compare['train_tokens']} calibration positions "
+        f"(`{compare_path}`: {compare['eval_tokens']} evaluation tokens) and on {study['train_tokens']} (this page, "
+        f"{study['eval_tokens']} evaluation tokens): each ratio is against its own run's final layer.",
+        "",
+        io.markdown_table(rows, digits=3),
+        "",
+    ]
+
+
+def study_command(study: dict[str, Any], out: str) -> str:
+    """The ``python -m workloads.exits`` command that wrote ``study`` (from its own config)."""
+    c = study["config"]
+    groups = ";".join(",".join(map(str, g)) for g in c["votes"])
+    early = ";".join(",".join(map(str, g)) if g else "all" for g in c["early_sets"])
+    return (f"python -m workloads.exits --model {study['model']} --threads 1 --train-windows {c['train_windows']} "
+            f"--fit-windows {c['fit_windows']} --eval-windows {c['eval_windows']} --mc-items {c['mc_items']} "
+            f"--exits {','.join(map(str, c['exits']))} --votes '{groups}' --early-sets '{early}' "
+            f"--init {c['init']} --epochs {c['epochs']} --out {out}")
+
+
 def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: dict[str, Any] | None = None,
-           ridge: dict[str, Any] | None = None) -> str:
+           ridge: dict[str, Any] | None = None, compare: dict[str, Any] | None = None,
+           compare_path: str | None = None) -> str:
     final = study["final_perplexity"]
     c = study["config"]
     per = pd.DataFrame(study["per_exit"])
@@ -201,15 +242,16 @@ def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: d
         "Produced by:",
         "",
         "```sh",
-        STUDY_COMMAND,
-        f"python benchmarks/bench_exits.py --study {study_path}",
+        study_command(study, study_path),
+        f"python benchmarks/bench_exits.py --study {study_path}"
+        + (f" --compare {compare_path}" if compare_path else ""),
         "```",
         "",
         "## Fidelity (read this first)",
         "",
         f"- Translators: full affine {d}x{d} maps (`--init {c['init']}`"
         + (f", then {c['epochs']} epoch(s) of KL distillation to the final layer, Adam lr {c['lr']}, "
-           f"{c['batch_tokens']} positions per step)" if c["epochs"] else ", no KL steps: see the KL section")
+           f"{c['batch_tokens']} positions per step)" if c["epochs"] else ", no KL steps: see the KL section)")
         + " fitted on "
         f"{study['train_tokens']} positions ({c['train_windows']} calibration windows of {c['seq_len']} tokens); "
         f"the base model frozen, states cached once, nothing back-propagated through the decoder.",
@@ -234,8 +276,9 @@ def render(study: dict[str, Any], device: dict[str, Any], study_path: str, kl: d
         lines += [f"Target (every exit at layer >= {TARGET_LAYER} within {TARGET_RATIO}x of the final perplexity, "
                   f"translated): {'met' if ok else 'not met'}; worst exit {int(worst['layer'])} at "
                   f"{worst['translated / final']:.2f}x.", ""]
+    lines += scaling_section(study, compare, compare_path)
     lines += votes_section(study)
-    lines += ridge_section(ridge, study)
+    lines += ridge_section(ridge, study, compare)
     lines += kl_section(kl)
     lines += device_section(device, study) if device is not None else [
         "## Early exit and the translators' device cost", "",
@@ -256,6 +299,14 @@ def votes_section(study: dict[str, Any]) -> list[str]:
                 "`\"partial\": true`).", ""]
     votes = pd.DataFrame(study["votes"])
     votes["beats best single"] = votes["perplexity"] < votes["best_single_exit_perplexity"]
+    paired = pd.DataFrame(list(votes.pop("against_best_single"))) if "against_best_single" in votes else None
+    if paired is not None:
+        votes["nll gap (nats/token)"] = paired["nll_gap_mean"]
+        votes["p"] = paired["p_value"]
+        votes["beyond noise"] = (paired["p_value"] < 0.05).to_numpy()
+    else:
+        votes["nll gap (nats/token)"] = votes["p"] = votes["beyond noise"] = None
+    beats = votes["beats best single"] & votes["beyond noise"].fillna(False).astype(bool)
     return [
         "## Votes over translated exits",
         "",
@@ -264,12 +315,22 @@ def votes_section(study: dict[str, Any]) -> list[str]:
         "fit windows, temperature-scaled exits). Compared with the group's best single exit on the same positions "
         "(equal inference cost for the group: every rule runs the same heads).",
         "",
+        "The gap is the vote's mean log-loss minus the best single exit's per evaluation window (negative: the "
+        "vote is better), with the paired t-test over windows; \"beyond noise\" means p < 0.05.",
+        "",
         io.markdown_table(votes[["exits", "rule", "perplexity", "best_single_exit", "best_single_exit_perplexity",
-                                 "beats best single", "accuracy", "best_single_exit_accuracy", "ece"]]
+                                 "beats best single", "nll gap (nats/token)", "p", "beyond noise", "accuracy",
+                                 "best_single_exit_accuracy", "ece"]]
                           .assign(exits=votes["exits"].map(lambda e: ",".join(map(str, e)))), digits=4),
         "",
         f"Target (a group of 2 or more exits with a vote that beats its best single exit): "
-        f"{'met' if votes['beats best single'].any() else 'not met'}.",
+        f"{'met' if beats.any() else 'not met'}"
+        + (f" ({', '.join(sorted({r['rule'] + ' over ' + ','.join(map(str, r['exits'])) for _, r in votes[beats].iterrows()}))}, "
+           "beyond noise)" if beats.any() else
+           (" beyond noise; lower perplexity without significance: "
+            + ", ".join(f"{r['rule']} over {','.join(map(str, r['exits']))}" for _, r in votes[votes['beats best single']].iterrows())
+            if votes["beats best single"].any() else ""))
+        + ".",
         "",
     ]
 
@@ -278,6 +339,8 @@ def not_measured() -> list[str]:
     return [
         "## Not measured here",
         "",
+        "- The translators' KL distillation was run on one exit (20, the section above) for a few dozen steps; "
+        "the study's translators are the least-squares fit.",
         "- Adaptive tuning through translated exits (sequential and round-robin schedules over windows below the "
         "top, then voting) needs real tuning runs per schedule and seed; the code path is in place "
         "(`python -m workloads.tune --translators FILE`, and `translators` in the search space, which fits "
@@ -288,6 +351,24 @@ def not_measured() -> list[str]:
         "- `dse.reproduce --from-study URL --trial N` is not implemented (that file belongs to the headline work).",
         "",
     ]
+
+
+def early_verdict(device: dict[str, Any], study: dict[str, Any]) -> str:
+    """Whether any threshold beats running the whole model, in latency at no worse perplexity."""
+    early = pd.DataFrame(device["early_exit"])
+    base = device["no_exit_latency_s_per_token"]
+    faster = early[early["latency_s_per_token"] < base]
+    check = device["head_latency_s_per_token"] + device["translator_latency_s_per_token"]
+    layers = check / device["layer_latency_s_per_token"]
+    if len(faster) == 0:
+        return (f"No threshold of any exit set is faster than the whole model ({base * 1e6:.1f} us per token): one "
+                f"exit check ({check * 1e6:.1f} us, the {layers:.1f} decoder layers' worth of the 49,152-word head "
+                "and its translator) costs more than the layers a token can skip above the exits that are good "
+                "enough to leave from. Early exit does not pay on this model and accelerator.")
+    best = faster.loc[faster["perplexity"].idxmin()]
+    return (f"Faster than the whole model ({base * 1e6:.1f} us per token): {len(faster)} settings; the best of them, "
+            f"exits {list(best['exits'])} at threshold {best['threshold']}, {best['latency_s_per_token'] * 1e6:.1f} us "
+            f"at perplexity {best['perplexity']:.2f} (whole model {study['final_perplexity']:.2f}).")
 
 
 def device_section(device: dict[str, Any], study: dict[str, Any]) -> list[str]:
@@ -312,6 +393,8 @@ def device_section(device: dict[str, Any], study: dict[str, Any]) -> list[str]:
         "",
         "![early exit: quality against simulated latency](exits_early.png)",
         "",
+        early_verdict(device, study),
+        "",
         "## What a translator costs in a tuning step",
         "",
         f"One adaptive step (window of 4 ending at exit {int(charge['exit_layer'].iloc[0])}, batch 1 x "
@@ -330,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hw", default="hwconfigs/edge_llm.yaml", help="hardware config (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens of the traced passes (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=DOC.parent, help="where the page goes (default: %(default)s)")
+    p.add_argument("--compare", default=None,
+                   help="an earlier study JSON fitted on fewer calibration positions, for the data-scaling table")
     p.add_argument("--no-device", action="store_true",
                    help="skip the traced passes (early-exit latency, the translators' charge)")
     p.add_argument("--render-only", action="store_true",
@@ -363,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     kl = read_json(kl_path, "KL probe", "KL probe") if kl_path.is_file() else None
     ridge_path = out_dir / "exits_ridge.json"
     ridge = read_json(ridge_path, "ridge sweep", "ridge sweep") if ridge_path.is_file() else None
-    io.write_text(out_dir / DOC.name, render(study, device, args.study, kl, ridge))
+    compare = read_json(args.compare, "study file", "exits study") if args.compare else None
+    io.write_text(out_dir / DOC.name, render(study, device, args.study, kl, ridge, compare, args.compare))
     print(f"wrote {out_dir / DOC.name}, exits.json, exits.png, exits_early.png")
     return 0
 

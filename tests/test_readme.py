@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 # Tools whose parser lives in another module than the one ``-m`` runs.
-PARSERS = {"workloads.luc": "workloads.luc.cli", "workloads.trace": "workloads.trace.__main__"}
+PARSERS = {"workloads.luc": "workloads.luc.cli", "workloads.trace": "workloads.trace.__main__",
+           "workloads.exits": "workloads.exits.__main__"}
 WITH_MODEL = ("workloads.", "dse.")  # tools that take --model
 # Commands that need what a test machine lacks, or hours: parsed only. Each reason says where
 # the same code runs on the tiny model instead.

@@ -43,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "single exit; early exit by confidence threshold.",
     )
     add_model_args(p)
-    p.add_argument("--exits", type=exit_list, default=list(d.exits),
-                   help="exit layers that get a translator, 0-based, below the last (default: %(default)s)")
-    p.add_argument("--votes", type=vote_groups, default=list(d.votes),
-                   help="groups of exit layers to vote over, ';'-separated (default: 17,21,25,29;21,29;25,27,29;28,29)")
+    p.add_argument("--exits", type=exit_list, default=None,
+                   help=f"exit layers that get a translator, 0-based, below the last (default: "
+                   f"{','.join(map(str, d.exits))} on a 30-layer model, the same relative depths on others)")
+    p.add_argument("--votes", type=vote_groups, default=None,
+                   help="groups of exit layers to vote over, ';'-separated (default: 17,21,25,29;21,29;25,27,29;28,29 "
+                   "on a 30-layer model, the same relative depths on others)")
     p.add_argument("--seq-len", type=positive_int, default=d.seq_len, help="tokens per window (default: %(default)s)")
     p.add_argument("--train-windows", type=positive_int, default=d.train_windows,
                    help="calibration windows that train the translators (default: %(default)s)")
@@ -65,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of the distillation (default: %(default)s)")
     p.add_argument("--batch-tokens", type=positive_int, default=d.batch_tokens,
                    help="positions per distillation step (default: %(default)s)")
-    p.add_argument("--early-sets", type=early_sets, default=list(d.early_sets),
+    p.add_argument("--early-sets", type=early_sets, default=None,
                    help="exit sets of early-exit inference, ';'-separated, 'all' for every --exits layer "
-                   "(default: 24;20,24;17,21,25;all)")
+                   "(default: 24;20,24;17,21,25;all on a 30-layer model, the same relative depths on others)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     return p
 
@@ -77,13 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, seed=args.seed)
+    defaults = StudyConfig().for_depth(loaded.num_layers)
     config = StudyConfig(
-        exits=tuple(args.exits), votes=tuple(args.votes), seq_len=args.seq_len, train_windows=args.train_windows,
+        exits=tuple(args.exits) if args.exits is not None else defaults.exits,
+        votes=tuple(args.votes) if args.votes is not None else defaults.votes,
+        early_sets=tuple(args.early_sets) if args.early_sets is not None else defaults.early_sets,
+        seq_len=args.seq_len, train_windows=args.train_windows,
         fit_windows=args.fit_windows, eval_windows=args.eval_windows, mc_items=args.mc_items, init=args.init,
         rank=args.rank, epochs=args.epochs, lr=args.lr, batch_tokens=args.batch_tokens, seed=args.seed,
-        early_sets=tuple(args.early_sets),
     )
-    loaded = load_model(args.model, seed=args.seed)
     config.validate(loaded.num_layers)
     partial = (lambda res: write_json_atomic(args.out, {**res, "partial": True}, indent=1)) if args.out else None
     out = run_study(loaded, config, data=args.data, progress=not args.json, partial=partial)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,16 @@ from workloads.tuning.forward import num_layers
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+REFERENCE_DEPTH = 30  # SmolLM2-135M: the layers the defaults below are written for
+
+
+def scaled_layers(layers: tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+    """``layers`` of a ``REFERENCE_DEPTH``-layer model at the same relative depth in an
+    ``n_layers`` one (rounded, deduplicated; the top layer stays the top)."""
+    top, ref_top = n_layers - 1, REFERENCE_DEPTH - 1
+    return tuple(sorted({top if e == ref_top else min(round(e * top / ref_top), top - 1) for e in layers}))
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Options of the exits study (units in the comments)."""
@@ -60,6 +70,17 @@ class StudyConfig:
     # Exit sets of early-exit inference (each also leaves at the final layer); () = all exits.
     early_sets: tuple[tuple[int, ...], ...] = ((24,), (20, 24), (17, 21, 25), ())
     seed: int = 0
+
+    def for_depth(self, n_layers: int) -> "StudyConfig":
+        """This configuration's default layer lists (exits, vote groups, early-exit sets) moved to
+        the same relative depths of an ``n_layers``-layer model; groups left with fewer than two
+        layers are dropped."""
+        if n_layers == REFERENCE_DEPTH:
+            return self
+        exits = tuple(e for e in scaled_layers(self.exits, n_layers) if e < n_layers - 1)
+        votes = tuple(dict.fromkeys(g for g in (scaled_layers(g, n_layers) for g in self.votes) if len(g) >= 2))
+        early = tuple(scaled_layers(g, n_layers) for g in self.early_sets)
+        return replace(self, exits=exits, votes=votes, early_sets=tuple(dict.fromkeys(early)))
 
     def validate(self, n_layers: int) -> None:
         top = n_layers - 1
