@@ -86,50 +86,95 @@ def compressions(loaded: Any, *, data: str | None) -> dict[str, tuple[Plan, Poli
     return out
 
 
-def simulate_grid(grid: dict[str, tuple[Plan, Policy]], bank: TraceBank, hw: sim.HwConfig,
-                  n_layers: int) -> pd.DataFrame:
-    """One row per (window, act_bits, compression): the full method's step against vanilla's
-    (``dse.reproduce.simulate_all``), plus the headline's own point as a check."""
-    designs: dict[str, Design] = {"vanilla": Plan().design("vanilla", n_layers)}
-    policies: dict[str, Policy | None] = {"vanilla": None}
-    keys: dict[str, dict[str, Any]] = {}
+class SplitStep:
+    """One window's step split into the rows compression moves and the rest (the Amdahl remainder).
+    Ops are simulated one after another, each on its own (per-op scheduler, no fusion), so a
+    policy's step is the remainder's cycles, simulated once, plus its compressible rows,
+    simulated per policy: the same cost as ``simulate_design`` (``check`` asserts it) at a
+    tenth of the work."""
+
+    def __init__(self, bank: TraceBank, hw: sim.HwConfig, n_layers: int, window: int, act: int):
+        design = replace(Plan(), window=window, act_bits=act).design("full", n_layers)
+        (win,) = design_windows(design, n_layers)
+        self.trace, self.hw, self.window, self.act = bank.get("adaptive", win, act), hw, window, act
+        plain = self.trace.with_policy(None)
+        squeezed = self.trace.with_policy(Policy.uniform(n_layers, EXTREME["sparsity"], EXTREME["w_bits"],
+                                                         head_bits=EXTREME["w_bits"]))
+        cols = ["w_bits", "weight_sparsity", "sparsity_pattern"]
+        self.moves = (plain.ops[cols] != squeezed.ops[cols]).any(axis=1).to_numpy()
+        self.tensor_moves = (plain.tensors["bytes"] != squeezed.tensors["bytes"]).to_numpy()
+        res = sim.simulate_trace(plain.ops, hw, dataflow="auto", tensors=plain.tensors)
+        self.cycles = res.ops["cycles"].to_numpy()
+        self.vector = (res.ops["kind"] == "vector").to_numpy()
+        self.plain = plain
+
+    def fixed(self) -> dict[str, float]:
+        """The remainder: ms no compression removes, peak MiB with every compressible tensor empty."""
+        ms = 1e3 / (self.hw.clock_mhz * 1e6)
+        tensors = self.plain.tensors.copy()
+        tensors.loc[self.tensor_moves, "bytes"] = 0
+        keep = ~self.moves
+        return {"window": self.window, "act_bits": self.act, "step_ms": self.cycles.sum() * ms,
+                "fixed_ms": self.cycles[keep].sum() * ms, "fixed_vector_ms": self.cycles[keep & self.vector].sum() * ms,
+                "fixed_matmul_ms": self.cycles[keep & ~self.vector].sum() * ms,
+                "fixed_mib": footprint(tensors, self.hw).peak_memory_bytes / 2**20}
+
+    def step(self, policy: Policy | None) -> dict[str, float]:
+        """Latency, vector time (ms) and peak memory (MiB) of one step under ``policy``."""
+        trace = self.trace.with_policy(policy)
+        moved = sim.simulate_trace(trace.ops[self.moves], self.hw, dataflow="auto")
+        ms = 1e3 / (self.hw.clock_mhz * 1e6)
+        keep = ~self.moves
+        vector_moved = moved.ops.loc[moved.ops["kind"] == "vector", "cycles"].sum()
+        return {"latency_ms": (self.cycles[keep].sum() + moved.ops["cycles"].sum()) * ms,
+                "vector_ms": (self.cycles[keep & self.vector].sum() + vector_moved) * ms,
+                "memory_mib": footprint(trace.tensors, self.hw).peak_memory_bytes / 2**20}
+
+
+def simulate_grid(grid: dict[str, tuple[Plan, Policy]], bank: TraceBank, hw: sim.HwConfig, n_layers: int,
+                  vanilla: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per (window, act_bits, compression): the full method's step against vanilla's;
+    and the Amdahl remainder per (window, act_bits)."""
+    rows, fixed = [], []
     for window in window_choices(n_layers):
         for act in ACT_BITS:
+            split = SplitStep(bank, hw, n_layers, window, act)
+            fixed.append(split.fixed())
             for label, (plan, policy) in grid.items():
-                name = f"w{window} a{act} {label}"
-                designs[name] = replace(plan, window=window, act_bits=act).design("full", n_layers)
-                policies[name] = policy
-                keys[name] = {"window": window, "act_bits": act, "compression": label, "avg_bits": plan.bits,
-                              "sparsity": plan.sparsity, "pattern": plan.pattern}
-    table = simulate_all(designs, policies, bank, [hw], ablations={})
-    table = table[table["config"] != "vanilla"].copy()
-    for col in ("window", "act_bits", "compression", "avg_bits", "sparsity", "pattern"):
-        table[col] = [keys[c][col] for c in table["config"]]
-    return table.drop(columns=["ablation", "dataflow"]).reset_index(drop=True)
+                cost = split.step(policy)
+                rows.append({"window": window, "act_bits": act, "compression": label, "avg_bits": plan.bits,
+                             "sparsity": plan.sparsity, "pattern": plan.pattern, **cost,
+                             "speedup": vanilla["latency_ms"] / cost["latency_ms"],
+                             "memory_saving": vanilla["memory_mib"] / cost["memory_mib"]})
+    return pd.DataFrame(rows), pd.DataFrame(fixed)
+
+
+def check(grid: dict[str, tuple[Plan, Policy]], bank: TraceBank, hw: sim.HwConfig, n_layers: int,
+          table: pd.DataFrame, loaded: Any) -> pd.DataFrame:
+    """The split against ``dse.reproduce.simulate_all`` (the headline's own path) at vanilla, the
+    headline's point and one grid point per window: the same numbers, or the run stops."""
+    designs = {"vanilla": Plan().design("vanilla", n_layers), "headline": Plan().design("full", n_layers)}
+    policies: dict[str, Policy | None] = {"vanilla": None,
+                                         "headline": make_policy(loaded, Plan(), data=None, progress=False)}
+    picks = table[(table["act_bits"] == 6) & (table["compression"] == "3b s0.5")]
+    for _, row in picks.iterrows():
+        name = f"w{row['window']}"
+        plan, policy = grid[row["compression"]]
+        designs[name], policies[name] = replace(plan, window=int(row["window"]), act_bits=6).design("full", n_layers), policy
+    ref = simulate_all(designs, policies, bank, [hw], ablations={}).set_index("config")
+    for _, row in picks.iterrows():
+        r = ref.loc[f"w{row['window']}"]
+        if abs(r["latency_ms"] - row["latency_ms"]) > 1e-6 * r["latency_ms"] or abs(r["memory_mib"] - row["memory_mib"]) > 1e-6:
+            raise AssertionError(f"split step differs from simulate_design at window {row['window']}: "
+                                 f"{row['latency_ms']} vs {r['latency_ms']} ms")
+    return ref
 
 
 def incompressible(bank: TraceBank, hw: sim.HwConfig, n_layers: int, window: int, act: int) -> dict[str, float]:
     """The part of one step no compression shrinks, for the full method's window and activation
     width: simulated ms of the rows whose annotation any weight compression leaves alone, and
-    peak MiB with every compressible tensor at zero bytes."""
-    design = replace(Plan(), window=window, act_bits=act).design("full", n_layers)
-    (win,) = design_windows(design, n_layers)
-    trace = bank.get("adaptive", win, act)
-    plain = trace.with_policy(None)
-    squeezed = trace.with_policy(Policy.uniform(n_layers, EXTREME["sparsity"], EXTREME["w_bits"],
-                                                head_bits=EXTREME["w_bits"]))
-    cols = ["w_bits", "weight_sparsity", "sparsity_pattern"]
-    moves = (plain.ops[cols] != squeezed.ops[cols]).any(axis=1).to_numpy()
-    res = sim.simulate_trace(plain.ops, hw, dataflow="auto", tensors=plain.tensors)
-    cycles = res.ops["cycles"].to_numpy()
-    vector = (res.ops["kind"] == "vector").to_numpy()
-    clock = hw.clock_mhz * 1e6
-    tensors = plain.tensors.copy()
-    tensors.loc[(plain.tensors["bytes"] != squeezed.tensors["bytes"]).to_numpy(), "bytes"] = 0
-    return {"window": window, "act_bits": act, "step_ms": cycles.sum() / clock * 1e3,
-            "fixed_ms": cycles[~moves].sum() / clock * 1e3, "fixed_vector_ms": cycles[~moves & vector].sum() / clock * 1e3,
-            "fixed_matmul_ms": cycles[~moves & ~vector].sum() / clock * 1e3,
-            "fixed_mib": footprint(tensors, hw).peak_memory_bytes / 2**20}
+    peak MiB with every compressible tensor at zero bytes (``SplitStep.fixed``)."""
+    return SplitStep(bank, hw, n_layers, window, act).fixed()
 
 
 def quality_evidence(n_layers: int) -> dict[int, dict[str, Any]]:
@@ -162,11 +207,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     hw = sim.load_hw(args.hw)
     bank = TraceBank(loaded, seq_len=256, batch=4)
     grid = compressions(loaded, data=None)
-    table = simulate_grid(grid, bank, hw, n_layers)
-    check = simulate_all({"vanilla": Plan().design("vanilla", n_layers), "full": Plan().design("full", n_layers)},
-                         {"vanilla": None, "full": make_policy(loaded, Plan(), data=None, progress=False)},
-                         bank, [hw], ablations={}).set_index("config")
-    van = check.loc["vanilla"]
+    van = simulate_all({"vanilla": Plan().design("vanilla", n_layers)}, {"vanilla": None}, bank, [hw],
+                       ablations={}).set_index("config").loc["vanilla"]
+    table, amdahl = simulate_grid(grid, bank, hw, n_layers, van)
+    ref = check(grid, bank, hw, n_layers, table, loaded)
     plan0 = Plan()
     sens = profile_sensitivity(loaded, data=None, prune=plan0.prune, quant=plan0.quant, group_size=plan0.group_size,
                                progress=False)
@@ -174,7 +218,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     untuned = float(head["untuned"]["perplexity"])
     predicted = {label: predict_perplexity(sens, policy, untuned) for label, (_, policy) in grid.items()}
     table["untuned_ppl_predicted"] = [predicted[c] for c in table["compression"]]
-    amdahl = pd.DataFrame([incompressible(bank, hw, n_layers, w, a) for w in window_choices(n_layers) for a in ACT_BITS])
     amdahl["speedup_bound"] = van["latency_ms"] / amdahl["fixed_ms"]
     amdahl["memory_bound"] = van["memory_mib"] / amdahl["fixed_mib"]
     best = table.groupby(["window", "act_bits"])[["speedup", "memory_saving"]].max().reset_index()
@@ -185,10 +228,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"hw": hw.name, "hw_path": args.hw, "n_layers": n_layers,
             "targets": {k: TARGETS[k] for k in ("ttq_speedup", "memory_saving")},
             "vanilla": {k: float(van[k]) for k in ("latency_ms", "vector_ms", "memory_mib")},
-            "headline_check": {k: float(check.loc["full", k]) for k in ("latency_ms", "speedup", "memory_saving")},
+            "headline_check": {k: float(ref.loc["headline", k]) for k in ("latency_ms", "speedup", "memory_saving")},
+            "split_checked": [c for c in ref.index if c.startswith("w")],
             "untuned_perplexity": untuned, "vanilla_perplexity": head["quality"]["vanilla"]["at_steps"]["perplexity"],
             "amdahl": amdahl.to_dict("records"), "quality_evidence": {str(k): v for k, v in evidence.items()},
             "rows": table.to_dict("records"), "policies": {k: v[1].to_dict() for k, v in grid.items()}}
+
+
+def measure_untuned(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Untuned held-out perplexity of grid points, compressed for real (``dse.measure.compressed_copy``:
+    the policy's pruning and quantization, calibrated on 32 windows) and evaluated like the headline."""
+    from dse.measure import Fidelity, compressed_copy
+    from workloads.evaluate import evaluate
+
+    unknown = [label for label in args.measure_untuned if label not in result["policies"]]
+    if unknown:
+        raise SystemExit(f"error: --measure-untuned: no grid point {unknown[0]!r}; use one of "
+                         f"{', '.join(result['policies'])}")
+    loaded = load_model(args.model, seed=0)
+    fid = Fidelity(seq_len=256, calib_windows=32)
+    out = {}
+    for label in args.measure_untuned:
+        start = time.perf_counter()
+        work = compressed_copy(loaded, Policy.from_dict(result["policies"][label]), fid)
+        ev = evaluate(work, seq_len=256, mc_items=0, progress=False)
+        out[label] = {"perplexity": ev["perplexity"], "tokens": ev["tokens"], "seconds": time.perf_counter() - start,
+                      "command": f"python benchmarks/bench_ttq_bound.py --measure-untuned '{label}'"}
+        del work
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,10 +266,16 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: %(default)s)")
     p.add_argument("--render-only", action="store_true", help="re-render the page and figure from the JSON beside "
                    "--out (no simulation)")
+    p.add_argument("--measure-untuned", nargs="+", metavar="LABEL", default=None,
+                   help="compress the real model with these grid points' policies (e.g. '3b s0') and measure their "
+                   "untuned held-out perplexity (all eval windows of 256 tokens); added to the JSON beside --out")
     args = p.parse_args(argv)
     json_path, png = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    if args.render_only:
+    if args.render_only or args.measure_untuned:
         result = json.loads(json_path.read_text())
+        if args.measure_untuned:
+            result.setdefault("untuned_measured", {}).update(measure_untuned(args, result))
+            io.write_json(json_path, result)
     else:
         start = time.perf_counter()
         result = {"command": "python benchmarks/bench_ttq_bound.py" + "".join(
@@ -425,7 +498,20 @@ def _memory_section(r: dict[str, Any], table: pd.DataFrame) -> list[str]:
         "sparsity. For 2:4 it uses the unstructured table at 50%, a lower bound (luc.md: wanda 2:4 106.9 against "
         "50% unstructured 38.2).",
         "",
+        *_measured_untuned(r, table),
     ]
+
+
+def _measured_untuned(r: dict[str, Any], table: pd.DataFrame) -> list[str]:
+    measured = r.get("untuned_measured") or {}
+    if not measured:
+        return []
+    predicted = table.drop_duplicates("compression").set_index("compression")["untuned_ppl_predicted"]
+    rows = [{"compression": k, "predicted": round(float(predicted[k]), 2), "measured": round(v["perplexity"], 2),
+             "tokens": v["tokens"], "command": f"`{v['command']}`"} for k, v in measured.items()]
+    return ["Measured for real (the policy applied to the real model: wanda + GPTQ in groups of 32, calibrated "
+            "on 32 windows of the calibration split; held-out perplexity on every eval window of 256 tokens, as "
+            "the headline's untuned row):", "", io.markdown_table(pd.DataFrame(rows)), ""]
 
 
 if __name__ == "__main__":

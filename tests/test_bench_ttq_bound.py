@@ -46,10 +46,16 @@ def test_no_compression_beats_the_amdahl_remainder(tiny, window, act):
     policies = [Policy.uniform(n, 0.0, 4, head_bits=8), Policy.uniform(n, 0.9, 2, head_bits=2),
                 Policy({i: LayerPolicy(float(rng.choice([0.0, 0.5, 0.7])), int(rng.choice([2, 3, 4])))
                         for i in range(n)}, head_bits=8)]
+    split = tb.SplitStep(bank, hw, n, window, act)
     for policy in policies:
         cost = simulate_design(design, policy, bank, hw)
         assert cost.latency_s * 1e3 >= fixed["fixed_ms"] - 1e-9
         assert cost.peak_memory_bytes / 2**20 >= fixed["fixed_mib"] - 1e-9
+        # the benchmark's split step is the headline's simulate_design, to rounding
+        fast = split.step(policy)
+        assert fast["latency_ms"] == pytest.approx(cost.latency_s * 1e3, rel=1e-9)
+        assert fast["vector_ms"] == pytest.approx(cost.vector_s * 1e3, rel=1e-9)
+        assert fast["memory_mib"] == pytest.approx(cost.peak_memory_bytes / 2**20, rel=1e-12)
 
 
 def test_the_compressible_rows_are_the_frozen_weights_products(tiny):
