@@ -17,6 +17,7 @@ import glob
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from tqdm.auto import tqdm
 
 import sim
 from dse import io
-from dse.hardware import TraceBank, simulate_design
+from dse.hardware import TraceBank, design_windows, simulate_design
 from dse.headline import page
+from dse.headline.point import Chosen, from_study
 from dse.headline.configs import ABLATIONS, CONFIGS, Plan, ablation_name, make_policy, qlora_policy
 from dse.headline.quality import (METRICS, QualityRuns, RunRequest, at_steps, compare, mean_curve, seed_stats,
                                   separation, time_to_quality)
@@ -43,6 +45,9 @@ from workloads.tuning.actcomp import check_bits
 __all__ = ["CONFIGS", "Plan", "build_parser", "equal_time_steps", "fused_variant", "main", "simulate_all"]
 
 CURVE_CONFIGS = ("vanilla", "qlora", "full")  # evaluated along their runs (learning curves)
+# Flags that set the operating point (None: not given); --from-study sets them all.
+POINT_FLAGS = ("sparsity", "bits", "rule", "prune", "quant", "group_size", "head_bits", "act_bits", "window", "exits",
+               "vote", "dataflow")
 DATAFLOWS = ("auto", "ws", "os", "is")
 
 
@@ -80,21 +85,40 @@ def simulate_all(designs: dict[str, Design], policies: dict[str, Policy | None],
     return table
 
 
-def uncharged(model: Any, designs: dict[str, Design], vanilla_step: pd.Series) -> dict[str, Any]:
-    """Size of the device work the simulator leaves out, for the page: the optimizer's first,
-    state-creating step zero-fills AdamW's two float32 moments for every trained LoRA weight
-    (rank ``DEFAULT_RANK`` on the seven linear modules of each tuned layer), once per run.
-    ``vanilla_step`` is vanilla's simulated step on the main config (``dram_mb``: its DRAM traffic)."""
-    from workloads.tuning.lora import DEFAULT_RANK, LINEAR_MODULES
+def trained_lora_params(design: Design, bank: TraceBank) -> int:
+    """LoRA parameters a run of ``design`` trains: the ``lora_weight`` rows of its windows'
+    traces (the real step's tensor table, for any architecture), each tensor once."""
+    n_layers = int(bank.loaded.model.config.num_hidden_layers)
+    numel: dict[str, int] = {}
+    for window in design_windows(design, n_layers):
+        tensors = bank.get(design.tuning.method, window, design.tuning.act_bits,
+                           translators=design.tuning.translators).tensors
+        lora = tensors[tensors["kind"] == "lora_weight"]
+        numel.update(zip(lora["name"], lora["numel"].astype(int)))
+    return sum(numel.values())
 
-    per_layer = [sum(DEFAULT_RANK * (m.in_features + m.out_features)
-                     for name, m in layer.named_modules() if name.split(".")[-1] in LINEAR_MODULES)
-                 for layer in model.model.layers]
-    trained = {n: sum(per_layer[-d.tuning.window:]) if d.tuning.method == "adaptive" else sum(per_layer)
-               for n, d in designs.items()}
+
+def uncharged(bank: TraceBank, designs: dict[str, Design], vanilla_step: pd.Series, *, steps: int) -> dict[str, Any]:
+    """Size of the device work the simulator leaves out, for the page: the optimizer's first,
+    state-creating step zero-fills AdamW's two float32 moments (8 bytes) for every trained LoRA
+    weight, once per run. ``vanilla_step`` is vanilla's simulated step on the main config
+    (``dram_mb``: its DRAM traffic, MB); ``steps``: the run's length, over which the one-off
+    fill is spread (``optimizer_init_share_of_step``: its per-step part over that traffic)."""
+    trained = {n: trained_lora_params(d, bank) for n, d in designs.items()}
     zero_fill_mb = 2 * 4 * max(trained.values()) / 1e6
-    return {"lora_params": trained, "optimizer_init_mb": zero_fill_mb,
-            "optimizer_init_share_of_step": zero_fill_mb / vanilla_step["dram_mb"] if vanilla_step["dram_mb"] else None}
+    per_step_mb = zero_fill_mb / max(steps, 1)
+    return {"lora_params": trained, "optimizer_init_mb": zero_fill_mb, "optimizer_init_mb_per_step": per_step_mb,
+            "optimizer_init_share_of_step": per_step_mb / vanilla_step["dram_mb"] if vanilla_step["dram_mb"] else None}
+
+
+def _luc_policy(loaded: Any, chosen: Chosen, names: list[str], *, data: str | None, n_layers: int) -> Policy | None:
+    """The LUC policy of the configurations that compress: the trial's own (a study's point) or
+    one allocated from the sensitivity table (a point set by hand)."""
+    if not {"luc", "luc+adaptive", "full"} & set(names):
+        return None
+    if chosen.source.get("how") == "study":
+        return chosen.policy.validate(n_layers, where="the trial's policy") if chosen.policy is not None else None
+    return make_policy(loaded, chosen.plan, data=data, progress=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,25 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-hw", default="hwconfigs/*.yaml", help="glob of configs for the last table (default: %(default)s)")
     p.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
     p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
-    p.add_argument("--sparsity", type=float, default=d.sparsity, help="LUC average sparsity, 0..1 (default: %(default)s)")
-    p.add_argument("--bits", type=float, default=d.bits, help="LUC average weight bits (default: %(default)s)")
-    p.add_argument("--rule", default=d.rule, choices=luc_allocate.RULES, help="LUC allocation rule (default: %(default)s)")
-    p.add_argument("--prune", default=d.prune, help="pruning method (default: %(default)s)")
-    p.add_argument("--quant", default=d.quant, help="quantization method (default: %(default)s)")
-    p.add_argument("--group-size", type=positive_int, default=d.group_size,
-                   help="quantization group, weights (default: %(default)s)")
-    p.add_argument("--head-bits", type=int, default=d.head_bits,
-                   help="LUC bits of the tied embedding / LM head, 2..8 or 16 (default: %(default)s)")
-    p.add_argument("--act-bits", type=int, default=d.act_bits,
+    p.add_argument("--sparsity", type=float, default=None, help=f"LUC average sparsity, 0..1 (default: {d.sparsity})")
+    p.add_argument("--bits", type=float, default=None, help=f"LUC average weight bits (default: {d.bits})")
+    p.add_argument("--rule", default=None, choices=luc_allocate.RULES, help=f"LUC allocation rule (default: {d.rule})")
+    p.add_argument("--prune", default=None, help=f"pruning method (default: {d.prune})")
+    p.add_argument("--quant", default=None, help=f"quantization method (default: {d.quant})")
+    p.add_argument("--group-size", type=positive_int, default=None,
+                   help=f"quantization group, weights (default: {d.group_size})")
+    p.add_argument("--head-bits", type=int, default=None,
+                   help=f"LUC bits of the tied embedding / LM head, 2..8 or 16 (default: {d.head_bits})")
+    p.add_argument("--act-bits", type=int, default=None,
                    help="full method: bits of the activations kept for backward, 2..8 or 16 = as computed "
-                   "(default: %(default)s)")
-    p.add_argument("--window", type=positive_int, default=d.window,
-                   help="adaptive window and top-W LoRA depth, layers (default: %(default)s)")
-    p.add_argument("--exits", type=positive_int, default=d.exits, help="adaptive exits (default: %(default)s)")
-    p.add_argument("--vote", default=d.vote, help="full method's voting rule (default: %(default)s)")
-    p.add_argument("--dataflow", default=d.dataflow, choices=DATAFLOWS,
+                   f"(default: {d.act_bits})")
+    p.add_argument("--window", type=positive_int, default=None,
+                   help=f"adaptive window and top-W LoRA depth, layers (default: {d.window})")
+    p.add_argument("--exits", type=positive_int, default=None, help=f"adaptive exits (default: {d.exits})")
+    p.add_argument("--vote", default=None, help=f"full method's voting rule (default: {d.vote})")
+    p.add_argument("--dataflow", default=None, choices=DATAFLOWS,
                    help="the one scheduler of every configuration: auto = per-op mapping search, or one fixed "
-                   "dataflow for all (default: %(default)s)")
+                   f"dataflow for all (default: {d.dataflow})")
+    p.add_argument("--from-study", metavar="URL", default=None,
+                   help="take the operating point (compression and its per-layer policy, window, exits, schedule, "
+                   "vote, activation and head bits, translators, dataflow) from a trial of a dse.search study in "
+                   "this storage (its --storage, e.g. sqlite:///runs/study.db); needs --trial, excludes the point "
+                   "flags above (default: the point set by hand)")
+    p.add_argument("--trial", type=int, default=None, help="with --from-study: the trial's number (trials.csv, "
+                   "front.csv of the search)")
+    p.add_argument("--study-name", default=None,
+                   help="with --from-study: the study (default: the only study in the storage)")
     p.add_argument("--ablation-df", default=d.ablation_df, choices=DATAFLOWS[1:],
                    help="fixed dataflow of the ablation rows (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=32,
@@ -154,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check(args: argparse.Namespace) -> list[str]:
-    """Every refusal before any work (one line each)."""
+def _check(args: argparse.Namespace) -> tuple[list[str], Chosen]:
+    """Every refusal before any work (one line each); the configurations and the operating point."""
     names = [n for n in args.configs.split(",") if n]
     unknown = [n for n in names if n not in CONFIGS]
     missing = [n for n in ("vanilla", "full") if n not in names]
@@ -166,9 +199,28 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise UserError(f"--seeds must be distinct non-negative integers (got {args.seeds})")
     if args.mc_items < 0:
         raise UserError(f"--mc-items must be >= 0 (got {args.mc_items})")
-    check_bits(args.act_bits)
-    Policy({}, head_bits=args.head_bits).validate(where="--head-bits")  # now, not after minutes of profiling
-    return names
+    chosen = choose_point(args)
+    check_bits(chosen.plan.act_bits)
+    Policy({}, head_bits=chosen.plan.head_bits).validate(where="--head-bits")  # now, not after minutes of profiling
+    return names, chosen
+
+
+def choose_point(args: argparse.Namespace) -> Chosen:
+    """The operating point: the plan's defaults with the point flags given, or a study's trial
+    (``--from-study URL --trial N``), never both."""
+    given = {f: getattr(args, f) for f in POINT_FLAGS if getattr(args, f) is not None}
+    if args.from_study is None:
+        if args.trial is not None or args.study_name is not None:
+            raise UserError("--trial and --study-name read a study: add --from-study URL (the search's --storage)")
+        plan = replace(Plan(), ablation_df=args.ablation_df, **given)
+        return Chosen(plan, None, {"how": "by hand", "flags": given})
+    if given:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise UserError(f"{flag} conflicts with --from-study: the trial sets the operating point; drop {flag}")
+    if args.trial is None:
+        raise UserError("--from-study needs --trial N, the number of the trial to reproduce (the search's front.csv)")
+    return from_study(args.from_study, args.trial, study_name=args.study_name, model=args.model,
+                      base=Plan(ablation_df=args.ablation_df))
 
 
 def _requests(names: list[str], designs: dict[str, Design], policies: dict[str, Policy | None], seeds: list[int],
@@ -221,15 +273,14 @@ def _notes(shared: dict[str, list[str]]) -> list[str]:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = _check(args)
+    names, chosen = _check(args)
     start = time.perf_counter()
-    plan = Plan(args.sparsity, args.bits, args.rule, args.prune, args.quant, args.group_size, args.window, args.exits,
-                args.vote, args.dataflow, args.ablation_df, args.head_bits, args.act_bits)
+    plan = chosen.plan
     fid = Fidelity(steps=args.steps, batch_size=args.batch, seq_len=args.seq_len, lr=args.lr,
                    eval_windows=args.eval_windows or 10_000, mc_items=args.mc_items, split="eval", calib_windows=32)
     loaded = load_model(args.model, seed=0)
     n_layers = int(loaded.model.config.num_hidden_layers)
-    luc = make_policy(loaded, plan, data=args.data, progress=True) if {"luc", "luc+adaptive", "full"} & set(names) else None
+    luc = _luc_policy(loaded, chosen, names, data=args.data, n_layers=n_layers)
     policies: dict[str, Policy | None] = {n: luc if n in ("luc", "luc+adaptive", "full") else None for n in names}
     policies["qlora"] = qlora_policy(n_layers)
     designs = {name: plan.design(name, n_layers) for name in names}
@@ -265,14 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     tuned = {m: [at_steps(runs["vanilla", s]["curve"], args.steps)[m] for s in args.seeds] for m in METRICS}
     md_path = Path(args.md)
     command = "python -m dse.reproduce " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command, "plan": plan.__dict__, "fidelity": fid.__dict__, "seeds": args.seeds,
+    result = {"command": command, "plan": plan.__dict__, "point": chosen.source, "fidelity": fid.__dict__, "seeds": args.seeds,
               "steps": args.steps, "main_hw": main_hw, "configs": names,
               "untuned": {k: untuned[k] for k in ("perplexity", "top1", "accuracy", "tokens")},
               "quality": quality, "time_to_quality": ttq, "curves": curves,
               "separation": separation(untuned, tuned, fid.mc_items),
               "hardware": table.to_dict("records"), "policy": luc.to_dict() if luc is not None else None,
-              "uncharged": uncharged(loaded.model, designs, table[(table["hw"] == main_hw)
-                                                                    & (table["config"] == "vanilla")].iloc[0]),
+              "uncharged": uncharged(bank, {n: designs[n] for n in names},
+                                     table[(table["hw"] == main_hw) & (table["config"] == "vanilla")].iloc[0],
+                                     steps=args.steps),
               "notes": _notes(quality_runs.shared), "runs": {f"{c}/{s}": r for (c, s), r in runs.items()}}
     figs = (md_path.stem + ".png", md_path.stem + "_curves.png")
     page.bars_figure(result, md_path.parent / figs[0])

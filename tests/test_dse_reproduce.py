@@ -204,3 +204,92 @@ def test_an_accuracy_target_is_judged_only_with_a_metric_that_moves():
     assert rows["equal steps: next-token top-1 within 2 points"]["met"] is True  # -1.5 points
     assert str(rows["equal steps: multiple-choice accuracy within 2 points"]["met"]).startswith("not judged")
     assert rows["memory >= 4x lower"]["met"] and not rows["per-step speed-up >= 2.92x"]["met"]
+
+
+# --- the operating point from a search study (--from-study URL --trial N) ---------------------
+
+def _tiny_study(tmp_path: Path, *, space: int | None = None, model: str = "tiny") -> tuple[str, dict, dict]:
+    """A study as dse.search leaves it: its settings, and one complete trial whose design comes
+    from the search space's own ``suggest`` and whose policy is a per-layer LUC policy."""
+    import optuna
+
+    from dse.space import SPACE_VERSION, suggest
+    from dse.study import make_sampler, open_study
+    from workloads.luc.policy import Policy
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = {"space": SPACE_VERSION if space is None else space, "model": model}
+    study = open_study(url, "tiny", make_sampler("random", seed=0), settings)
+    params = {"pattern": "unstructured", "avg_sparsity": 0.3, "avg_bits": 3.0, "rule": "paper", "sharpness": 1.0,
+              "head_bits": 8, "window": 2, "exits": 2, "act_bits": 8, "translators": True, "vote": "entropy",
+              "dataflow": "os"}
+    design = suggest(optuna.trial.FixedTrial(params), num_layers=4).to_dict()
+    policy = Policy({0: Policy.uniform(1, 0.0, 4).layers[0], 1: Policy.uniform(1, 0.2, 3).layers[0],
+                     2: Policy.uniform(1, 0.4, 3).layers[0], 3: Policy.uniform(1, 0.6, 2).layers[0]},
+                    group_size=16, head_bits=8).to_dict()
+    failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={})
+    study.add_trial(optuna.trial.create_trial(values=[20.0, 0.1, 1e6], user_attrs={"design": design, "policy": policy}))
+    study.add_trial(failed)
+    return url, design, policy
+
+
+def test_reproduce_takes_its_point_from_a_study_trial(cache, tmp_path):
+    """Every knob of the trial reaches the experiment: compression (its own per-layer policy),
+    window, exits, vote, activation and head bits, translators and the one common dataflow;
+    the page says which trial of which study it is."""
+    import contextlib
+    import io
+
+    url, design, policy = _tiny_study(tmp_path)
+    md = tmp_path / "h.md"
+    argv = ["--model", "tiny", "--steps", "2", "--curve-steps", "1", "2", "--batch", "2", "--seq-len", "32",
+            "--eval-windows", "2", "--mc-items", "0", "--seeds", "0", "1", "2", "--configs", "vanilla,full",
+            "--all-hw", str(ROOT / "hwconfigs" / "edge_llm.yaml"), "--hw", str(ROOT / "hwconfigs" / "edge_llm.yaml"),
+            "--from-study", url, "--trial", "0", "--md", str(md), "--json", "--skip-equal-time"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert reproduce.main(argv) == 0
+    result = json.loads(out.getvalue())
+    plan, tuning, comp = result["plan"], design["tuning"], design["compression"]
+    assert (plan["window"], plan["exits"], plan["vote"], plan["act_bits"], plan["translators"]) == (
+        tuning["window"], tuning["exits"], tuning["vote"], tuning["act_bits"], tuning["translators"]) == (
+        2, 2, "entropy", 8, True)
+    assert (plan["sparsity"], plan["bits"], plan["rule"], plan["head_bits"]) == (0.3, 3.0, "paper", 8) == (
+        comp["avg_sparsity"], comp["avg_bits"], comp["rule"], comp["head_bits"])
+    assert result["policy"]["layers"] == policy["layers"] and result["policy"]["group_size"] == 16
+    assert {r["dataflow"] for r in result["hardware"] if not r["ablation"]} == {"os"}  # one scheduler for all
+    assert result["point"]["how"] == "study" and result["point"]["trial"] == 0 and result["point"]["on_front"]
+    assert "trial 0 of the search study `tiny`" in md.read_text()
+
+
+def test_a_hand_set_point_says_so_and_names_the_study_option(tiny_run):
+    _, md = tiny_run
+    page = md.read_text()
+    assert "chosen by hand" in page and "--from-study URL --trial N" in page
+
+
+@pytest.mark.parametrize("case,word", [
+    ("no-file", "no study file"), ("no-trial", "no such trial"), ("failed", "not complete"),
+    ("space", "space version 2"), ("model", "searched model"), ("conflict", "--window conflicts"),
+    ("no-trial-flag", "needs --trial"), ("trial-alone", "add --from-study"), ("name", "no study 'other'"),
+])
+def test_from_study_refuses_in_one_line(cache, tmp_path, capsys, case, word):
+    """A missing study or trial, a failed trial, a study of another search-space version or model,
+    and flags that would fight the trial: one line, nothing written, no storage file created."""
+    url, _, _ = _tiny_study(tmp_path, space=2 if case == "space" else None,
+                            model="smollm2-135m" if case == "model" else "tiny")
+    md = tmp_path / "h.md"
+    argv = {"no-file": ["--from-study", f"sqlite:///{tmp_path / 'none.db'}", "--trial", "0"],
+            "no-trial": ["--from-study", url, "--trial", "7"],
+            "failed": ["--from-study", url, "--trial", "1"],
+            "space": ["--from-study", url, "--trial", "0"],
+            "model": ["--from-study", url, "--trial", "0"],
+            "conflict": ["--from-study", url, "--trial", "0", "--window", "4"],
+            "no-trial-flag": ["--from-study", url],
+            "trial-alone": ["--trial", "0"],
+            "name": ["--from-study", url, "--trial", "0", "--study-name", "other"]}[case]
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(["--model", "tiny", "--md", str(md), *argv])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and word in err and len(err.splitlines()) == 1, err
+    assert not md.exists() and not (tmp_path / "none.db").exists()

@@ -46,16 +46,21 @@ class Plan:
     ablation_df: str = "ws"  # the fixed dataflow of the ablation rows
     head_bits: int = 8  # LUC: tied embedding / LM head (8 = the checkpoint's own Q8_0 grid, lossless)
     act_bits: int = 6  # full method: bits of the activations kept for backward (16: as computed)
+    pattern: str = "unstructured"  # LUC pruning pattern (unstructured, 2:4, 4:8)
+    sharpness: float = 1.0  # the paper rule: how strongly the allocation follows sensitivity
+    schedule: str = "sequential"  # adaptive: which window a step trains
+    translators: bool = False  # adaptive: exits below the top read through tuned-lens translators
 
     def design(self, name: str, num_layers: int) -> Design:
         """The search-space point of configuration ``name`` (one of ``CONFIGS``)."""
         luc = name in ("luc", "luc+adaptive", "full")
-        comp = Compression(self.sparsity, self.bits, "unstructured", self.rule) if luc else Compression(0.0, 16.0)
+        comp = (Compression(self.sparsity, self.bits, self.pattern, self.rule, self.sharpness, self.head_bits) if luc
+                else Compression(0.0, 16.0))
         if name == "qlora":
             comp = Compression(0.0, float(QLORA_BITS))
         if name in ("adaptive", "luc+adaptive", "full"):
-            tuning = Tuning("adaptive", window=self.window, exits=self.exits, vote=self.vote,
-                            act_bits=self.act_bits if name == "full" else 16)
+            tuning = Tuning("adaptive", window=self.window, exits=self.exits, schedule=self.schedule, vote=self.vote,
+                            act_bits=self.act_bits if name == "full" else 16, translators=self.translators)
         elif name == "top-w":  # LoRA on the top W layers, the loss at the output: one exit, the last
             tuning = Tuning("adaptive", window=self.window, exits=1)
         else:
@@ -67,9 +72,9 @@ def make_policy(loaded: LoadedModel, plan: Plan, *, data: str | None, progress: 
     """The LUC policy of the plan, quantizing in the plan's groups and its head bits (the
     allocator sets neither)."""
     table = profile_sensitivity(loaded, data=data, prune=plan.prune, quant=plan.quant, group_size=plan.group_size,
-                                progress=progress)
-    return replace(luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule), group_size=plan.group_size,
-                   head_bits=plan.head_bits)
+                                pattern=plan.pattern, progress=progress)
+    policy = luc_allocate.allocate(table, plan.sparsity, plan.bits, rule=plan.rule, sharpness=plan.sharpness)
+    return replace(policy, group_size=plan.group_size, head_bits=plan.head_bits)
 
 
 def qlora_policy(num_layers: int) -> Policy:

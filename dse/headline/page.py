@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend a
 from dse import io
 from dse.headline.configs import DESCRIPTIONS
 
-__all__ = ["TARGETS", "bars_figure", "curve_figure", "markdown", "targets"]
+__all__ = ["TARGETS", "bars_figure", "curve_figure", "markdown", "point_text", "targets"]
 
 # The paper's claim, read as targets against fair vanilla (issue: a headline a reviewer accepts).
 TARGETS = {"step_speedup": 2.92, "ttq_speedup": 2.92, "memory_saving": 4.0, "perplexity_gap": 0.05,
@@ -53,6 +53,25 @@ def targets(main: pd.DataFrame, quality: dict[str, Any], ttq: dict[str, Any],
             met = "not judged: the metric does not separate untuned from tuned (below)"
         rows.append({"target": f"equal steps: {label} within 2 points", "reached": f"{gap:+.1f} points", "met": met})
     return rows
+
+
+def point_text(point: dict[str, Any] | None, plan: dict[str, Any]) -> str:
+    """How the operating point was chosen, for the set-up section: by hand (with the flags that
+    moved it from the defaults) or a trial of a search study (whether it is on the front)."""
+    if not point or point.get("how") != "study":
+        flags = (point or {}).get("flags") or {}
+        moved = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
+        how = (f"by hand, with {moved}" if moved else
+               f"by hand: window {plan['window']} and {plan['act_bits']}-bit activations from window.md and "
+               "act_bits.md, not by the search")
+        return (f"The operating point was chosen {how}; `--from-study URL --trial N` picks a front member of a "
+                "search (python -m dse.search) instead.")
+    values = ", ".join(f"{k} {v:.4g}" for k, v in (point.get("values") or {}).items())
+    where = "a member of its feasible Pareto front" if point.get("on_front") else "not on its feasible Pareto front"
+    return (f"The operating point is trial {point['trial']} of the search study `{point['study']}` in "
+            f"`{point['storage']}` ({where}; predicted {values}), taken as the search scored it: its design and "
+            f"its per-layer LUC policy (pattern {plan['pattern']}, rule {plan['rule']}, schedule {plan['schedule']}, "
+            f"vote {plan['vote']}, translators {'on' if plan['translators'] else 'off'}).")
 
 
 def _quality_table(quality: dict[str, Any], key: str) -> pd.DataFrame:
@@ -102,8 +121,7 @@ def markdown(r: dict[str, Any], *, fig_bars: str, fig_curve: str) -> str:
         f"LUC policy: average sparsity {plan['sparsity']}, average {plan['bits']} bits, rule `{plan['rule']}`, "
         f"{plan['prune']} + {plan['quant']}, group {plan['group_size']}, head at {plan['head_bits']} bits. "
         f"Adaptive: window {plan['window']}, {plan['exits']} exit(s), activations for backward at "
-        f"{plan['act_bits']} bits in the full method. The operating point was chosen by hand from "
-        "window.md and act_bits.md (window 12, 6-bit activations), not by the search.",
+        f"{plan['act_bits']} bits in the full method. {point_text(r.get('point'), plan)}",
         "",
         "| config | what it is |",
         "|---|---|",
@@ -182,13 +200,13 @@ def _left_out(r: dict[str, Any]) -> list[str]:
     step_mb = float(hw[(hw["hw"] == r["main_hw"]) & (hw["config"] == "vanilla")]["dram_mb"].iloc[0])
     fid = r["fidelity"]
     mask_mb = fid["batch_size"] * fid["seq_len"] ** 2 / 1e6  # one boolean causal mask, if built
-    share = "" if not step_mb else f" ({u['optimizer_init_mb'] / max(r['steps'], 1) / step_mb:.3%} of it per step)"
+    share = "" if u.get("optimizer_init_share_of_step") is None else f" ({u['optimizer_init_share_of_step']:.3%} of it per step)"
     return [
         f"Left out, with its size (vanilla's simulated step moves {step_mb:,.0f} MB of DRAM traffic):",
         "",
         f"- the optimizer's first, state-creating step: zero-filling AdamW's two float32 moments for every "
         f"trained LoRA weight ({max(u['lora_params'].values()):,} in vanilla), "
-        f"{u['optimizer_init_mb']:.1f} MB once per run, {u['optimizer_init_mb'] / max(r['steps'], 1):.2f} MB a step "
+        f"{u['optimizer_init_mb']:.1f} MB once per run, {u['optimizer_init_mb_per_step']:.2f} MB a step "
         f"over {r['steps']} steps{share};",
         f"- transformers' mask preparation: at most one boolean {fid['batch_size']} x {fid['seq_len']} x "
         f"{fid['seq_len']} causal mask a step, {mask_mb:.2f} MB ({mask_mb / step_mb:.3%}); the attention kernel "
