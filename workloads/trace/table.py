@@ -30,8 +30,10 @@ from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_f
 from workloads.tuning.lora import LINEAR_MODULES
 
 # What a cached trace was recorded with: format 2, tensor table with lifetimes (first_op, last_op).
-# Bump when a recorder change alters what an existing trace would contain.
-RECORDER_VERSION = "2.1"
+# Bump when a recorder change alters what an existing trace would contain. 2.2: the chunked head
+# frees each chunk's logits before the next (one chunk fewer live at the head), and products
+# carry weight_bytes.
+RECORDER_VERSION = "2.2"
 TENSOR_COLUMNS = REQUIRED_TENSOR_COLUMNS + LIFETIME_COLUMNS  # what the recorder writes
 
 __all__ = ["FORMAT", "OPS_COLUMNS", "RECORDER_VERSION", "TEMPORARY_KINDS", "TENSOR_COLUMNS", "Trace",
