@@ -88,13 +88,16 @@ def annotate_ops(
     out["w_bits"] = w_bits
     out["a_bits"] = a_bits
     stored = np.zeros(len(out), dtype=np.int64)
+    ks, ns = out["K"].to_numpy(dtype=np.int64), out["N"].to_numpy(dtype=np.int64)
+    known: dict[tuple[int, int, int, float, str, bool, bool], int] = {}  # equal weights, one count
     for i in np.flatnonzero(is_linear | is_lora | is_head | is_translator):
         # Operand B is W^T [in, out] in fwd and W [out, in] in bwd_input: W is [rows, cols].
-        k, n = int(out["K"].iat[i]), int(out["N"].iat[i])
-        rows, cols = (n, k) if phase[i] == "fwd" else (k, n)
-        stored[i] = product_weight_bytes(rows, cols, w_bits=int(w_bits[i]), sparsity=float(sparsity[i]),
-                                         pattern=str(pattern[i]), policy=policy if is_linear[i] else None,
-                                         head=bool(is_head[i]))
+        rows, cols = (int(ns[i]), int(ks[i])) if phase[i] == "fwd" else (int(ks[i]), int(ns[i]))
+        key = (rows, cols, int(w_bits[i]), float(sparsity[i]), str(pattern[i]), bool(is_linear[i]), bool(is_head[i]))
+        if key not in known:
+            known[key] = product_weight_bytes(rows, cols, w_bits=key[2], sparsity=key[3], pattern=key[4],
+                                              policy=policy if key[5] else None, head=key[6])
+        stored[i] = known[key]
     out["weight_bytes"] = stored
     return out
 
