@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FORMAT", "FORMATS", "FORMAT_V1", "HEADER_KEYS", "KINDS", "LIFETIME_COLUMNS",
-           "MATMUL_DEFAULTS", "MATMUL_PHASES", "OPS_COLUMNS", "PHASES", "TEMPORARY_KINDS",
-           "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS",
-           "tensors_path"]
+           "MATMUL_DEFAULTS", "MATMUL_PHASES", "OPS_COLUMNS", "OPTIONAL_OPS_COLUMNS", "PHASES",
+           "TEMPORARY_KINDS", "TENSOR_COLUMNS", "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES",
+           "VECTOR_COLUMNS", "tensors_path"]
 
 FORMAT = "edgellm-trace/2"
 FORMAT_V1 = "edgellm-trace/1"
@@ -33,6 +33,11 @@ PHASES = (*MATMUL_PHASES, "update")  # update: optimizer step and clipping, vect
 # The format-2 columns of a product (and of every row of a format-1 trace).
 MATMUL_DEFAULTS: dict[str, Any] = {"kind": "matmul", "vector_class": "", "elements": 0,
                                    "read_bytes": 0, "write_bytes": 0, "fusable": False}
+# Columns a reader fills with the default when a table lacks them (older traces, hand-made
+# tables): ``weight_bytes``, the bytes of operand B as stored when B is a weight (the packed
+# tensor: values, sparse index, quantization-group scales and zeros); 0 when B is an activation
+# or its bytes are not given (then ``sim`` stores B by its own hardware model).
+OPTIONAL_OPS_COLUMNS: dict[str, Any] = {"weight_bytes": 0}
 TENSOR_COLUMNS = ("name", "kind", "layer", "numel", "bits", "bytes")  # required
 # When each tensor lives (ops-table rows, inclusive); a table without them: the whole step.
 LIFETIME_COLUMNS = ("first_op", "last_op")

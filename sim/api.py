@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from sim.config import HwConfig, apply_overrides, load_hw
+from sim.foreign import hw_translation, resolve_dataflow
 from sim.report import GemmResult, SimResult, footprint
 from sim.scheduler import evaluate_op, schedule_ops
 from sim.trace import Trace, read_trace, validate_ops, validate_tensors
@@ -23,16 +24,26 @@ def _hw(hw: HwConfig | str | Path, overrides: Overrides) -> HwConfig:
     return load_hw(hw, overrides)
 
 
+def _dataflow(requested: str | None, hw: HwConfig | str | Path) -> str:
+    """The dataflow asked for, else the one a peer's hardware file fixes (a SCALE-Sim ``.cfg``'s
+    ``Dataflow``), else ``auto``: what the commands do (``sim.foreign.resolve_dataflow``)."""
+    peer = None if requested is not None or isinstance(hw, HwConfig) else hw_translation(hw)
+    return resolve_dataflow(requested, peer)
+
+
 def simulate_trace(trace: Trace | pd.DataFrame | str | Path, hw: HwConfig | str | Path, *,
-                   dataflow: str = "auto", objective: str = "latency",
+                   dataflow: str | None = None, objective: str = "latency",
                    overrides: Overrides = (), tensors: pd.DataFrame | None = None
                    ) -> SimResult:
     """Simulate every op of a trace on an accelerator.
 
     Args:
         trace: a ``Trace``, a path to ``NAME.csv``, or an ops DataFrame (docs/trace.md columns).
-        hw: a ``HwConfig`` or a path to a hardware YAML.
-        dataflow: ``auto`` (per-op choice of ws/os/is) or one fixed dataflow.
+        hw: a ``HwConfig`` or a path to a hardware YAML, a SCALE-Sim ``.cfg`` or a ZigZag
+            accelerator YAML.
+        dataflow: ``auto`` (per-op choice of ws/os/is) or one fixed dataflow; ``None`` (the
+            default): the dataflow a SCALE-Sim ``.cfg`` given as ``hw`` fixes, else ``auto``,
+            as the commands' ``--dataflow`` default does.
         objective: what the per-op choice minimizes: ``latency``, ``energy`` or ``edp``.
         overrides: dotted ``key=value`` overrides applied to the hardware config.
         tensors: tensor table to use instead of the trace's own.
@@ -47,6 +58,7 @@ def simulate_trace(trace: Trace | pd.DataFrame | str | Path, hw: HwConfig | str 
         61
     """
     config = _hw(hw, overrides)
+    dataflow = _dataflow(dataflow, hw)
     if isinstance(trace, (str, Path)):
         trace = read_trace(trace)
     if isinstance(trace, pd.DataFrame):
@@ -59,14 +71,17 @@ def simulate_trace(trace: Trace | pd.DataFrame | str | Path, hw: HwConfig | str 
 
 
 def simulate_gemm(hw: HwConfig | str | Path, M: int, N: int, K: int, *,  # noqa: N803
-                  dataflow: str = "auto", objective: str = "latency", w_bits: int | None = None,
-                  a_bits: int | None = None, weight_sparsity: float = 0.0,
-                  sparsity_pattern: str | None = None, rows: int | None = None,
+                  dataflow: str | None = None, objective: str = "latency",
+                  w_bits: int | None = None, a_bits: int | None = None,
+                  weight_sparsity: float = 0.0, sparsity_pattern: str | None = None,
+                  rows: int | None = None,
                   cols: int | None = None, overrides: Overrides = ()) -> GemmResult:
     """Simulate one product ``out[M, N] = A[M, K] @ B[K, N]``.
 
     Bits default to the hardware's ``precision.base_bits``; the pattern defaults to
     ``unstructured`` when ``weight_sparsity > 0``. ``rows``/``cols`` override the PE array.
+    ``dataflow`` ``None`` (the default) takes the one a SCALE-Sim ``.cfg`` given as ``hw``
+    fixes, else ``auto`` (``simulate_trace``).
 
     Example:
         >>> r = simulate_gemm("hwconfigs/edge_llm.yaml", 128, 576, 576, dataflow="ws")
@@ -79,6 +94,7 @@ def simulate_gemm(hw: HwConfig | str | Path, M: int, N: int, K: int, *,  # noqa:
     if cols is not None:
         extra["pe.cols"] = cols
     config = _hw(hw, overrides)
+    dataflow = _dataflow(dataflow, hw)
     if extra:
         config = apply_overrides(config, extra)
     base = config.precision.base_bits

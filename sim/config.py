@@ -170,9 +170,11 @@ class Sparsity(_Strict):
     efficiency: float = Field(
         1.0, gt=0, le=1, description="fraction of zeros actually skipped (support: unstructured)")
     metadata_bits: float = Field(
-        0.0, ge=0, description="index bits stored per non-zero (support: unstructured)")
+        0.0, ge=0, description="index bits stored per non-zero (support: unstructured; for "
+                               "weights whose packed bytes the trace does not give)")
     compressed_storage: bool = Field(
-        False, description="keep sparse B compressed in DRAM even without compute skipping")
+        False, description="keep sparse B compressed in DRAM even without compute skipping "
+                           "(for weights whose packed bytes the trace does not give)")
 
     @field_validator("nm_patterns", mode="before")
     @classmethod

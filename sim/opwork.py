@@ -8,6 +8,16 @@ Three numbers per op, all vectorized over arrays of ops:
 * ``b_bits``: DRAM/SRAM storage bits per *dense* element of B, including sparse-format metadata
   when a compressed format is smaller.
 
+How B is stored: when the trace gives a product's ``weight_bytes`` (docs/trace.md: B is a
+weight, and these are the bytes of its packed tensor, with its sparse index and its
+quantization groups' scales and zeros), B takes exactly those bytes, ``b_bits = 8 x
+weight_bytes / (K x N)``, whatever the hardware's sparse format: the device holds the tensor
+the compressor packed, the one the tensor table charges, and a product reads it whole. The
+hardware's ``sparsity`` still decides which zeros the PEs skip (``density``). Otherwise (B an
+activation, or a trace that does not give the bytes) B is stored by the hardware's model:
+``w_bits`` per element, or compressed (kept values plus ``metadata_bits``, or ``ceil(log2 M)``
+index bits for N:M) when the hardware keeps sparse B compressed and that is smaller.
+
 The array treats a PE that does ``p`` MACs per cycle as consuming ``p`` reduction entries per
 cycle, so the dataflows see an effective reduction length ``ceil(K * density / p)``.
 """
@@ -55,10 +65,17 @@ class OpWork:
     density: np.ndarray  # fraction of K entries processed, 0 < density <= 1
     b_bits: np.ndarray  # stored bits per dense element of B (incl. metadata), bits
     a_bits: np.ndarray  # bits per element of A and of the output, bits
+    weight_bytes: np.ndarray  # B's stored bytes as the trace gives them, bytes; 0: not given
+
+    def b_bytes(self, b_numel: float) -> np.ndarray:
+        """Bytes of the whole operand B of ``b_numel = K x N`` elements as stored: the trace's
+        ``weight_bytes`` exactly where given, else ``b_numel x b_bits / 8``."""
+        return np.where(self.weight_bytes > 0, self.weight_bytes, b_numel * self.b_bits / 8.0)
 
 
 def op_work(hw: HwConfig, w_bits: np.ndarray, a_bits: np.ndarray, sparsity: np.ndarray,
-            patterns: np.ndarray | list[str]) -> OpWork:
+            patterns: np.ndarray | list[str], *, weight_bytes: np.ndarray | None = None,
+            b_numel: float | None = None) -> OpWork:
     """Effective precision/sparsity numbers for ops (all arguments are aligned arrays).
 
     Args:
@@ -67,6 +84,23 @@ def op_work(hw: HwConfig, w_bits: np.ndarray, a_bits: np.ndarray, sparsity: np.n
         a_bits: bits of operand A and the output.
         sparsity: fraction of zeros in B, in [0, 1).
         patterns: ``dense``, ``unstructured`` or ``N:M`` per op.
+        weight_bytes: stored bytes of B per op where the trace gives them (0 or None: not
+            given, the hardware's storage model applies).
+        b_numel: elements of B (``K x N``, the same for every op); needed with ``weight_bytes``.
+
+    Raises:
+        ValueError: ``weight_bytes`` given without ``b_numel``.
+
+    Example:
+        >>> from sim.config import load_hw
+        >>> hw = load_hw("hwconfigs/edge_llm.yaml")
+        >>> one = np.array([4])
+        >>> op_work(hw, one, one * 4, np.zeros(1), ["dense"]).b_bits  # codes only
+        array([4.])
+        >>> w = op_work(hw, one, one * 4, np.zeros(1), ["dense"], weight_bytes=np.array([2304]),
+        ...             b_numel=64 * 64)  # plus a float16 scale and zero per row
+        >>> w.b_bits, w.b_bytes(64 * 64)
+        (array([4.5]), array([2304.]))
     """
     w_bits = np.asarray(w_bits, dtype=float)
     a_bits = np.asarray(a_bits, dtype=float)
@@ -113,7 +147,12 @@ def op_work(hw: HwConfig, w_bits: np.ndarray, a_bits: np.ndarray, sparsity: np.n
         generic = np.where(zeros > 0, (1.0 - zeros) * (w_bits + meta), np.inf)
         compressed_bits = np.minimum(compressed_bits, generic)
     b_bits = np.minimum(w_bits, compressed_bits)
+    given = np.zeros_like(b_bits) if weight_bytes is None else np.asarray(weight_bytes, dtype=float)
+    if (given > 0).any():
+        if not b_numel:
+            raise ValueError("op_work: weight_bytes needs b_numel (K x N of the ops)")
+        b_bits = np.where(given > 0, given * 8.0 / b_numel, b_bits)
 
     return OpWork(cycles_per_mac=cycles_per_mac,
                   macs_per_pe_per_cycle=hw.pe.macs_per_pe_per_cycle / cycles_per_mac,
-                  density=density, b_bits=b_bits, a_bits=a_bits)
+                  density=density, b_bits=b_bits, a_bits=a_bits, weight_bytes=given)

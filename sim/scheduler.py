@@ -33,7 +33,8 @@ MAPPING_OBJECTIVES: tuple[str, ...] = ("latency", "energy", "edp")
 
 
 class OpKey(NamedTuple):
-    """What a product's cost depends on: its shape, bits and sparsity (one search each)."""
+    """What a product's cost depends on: its shape, bits, sparsity and the stored bytes of a
+    weight operand (one search each)."""
 
     M: int
     N: int
@@ -42,6 +43,7 @@ class OpKey(NamedTuple):
     a_bits: int
     weight_sparsity: float
     sparsity_pattern: str
+    weight_bytes: int  # 0: not given (docs/trace.md)
 
 
 OP_KEY: tuple[str, ...] = OpKey._fields
@@ -69,8 +71,11 @@ def _fits(hw: HwConfig, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarr
 
 def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bits: int = 16,
                 weight_sparsity: float = 0.0, sparsity_pattern: str = "dense",
-                dataflow: str = "auto", objective: str = "latency") -> dict[str, Any]:
-    """Best mapping of one product ``out[m, n] = A[m, k] @ B[k, n]`` on ``hw``.
+                weight_bytes: int = 0, dataflow: str = "auto", objective: str = "latency"
+                ) -> dict[str, Any]:
+    """Best mapping of one product ``out[m, n] = A[m, k] @ B[k, n]`` on ``hw``; B takes
+    ``weight_bytes`` as stored when given (> 0), else the hardware's storage model
+    (``sim.opwork``).
 
     Returns a flat dict for one product (multiply by ``count`` for repeats): the fields of
     ``sim.cost.OpCost`` (``cycles``, ``compute_cycles``, ``stall_cycles``, ``dram_bytes``,
@@ -84,8 +89,8 @@ def evaluate_op(hw: HwConfig, m: int, n: int, k: int, *, w_bits: int = 16, a_bit
     """
     return evaluate_variants(hw, m, n, k, w_bits=[w_bits], a_bits=[a_bits],
                              weight_sparsity=[weight_sparsity],
-                             sparsity_patterns=[sparsity_pattern], dataflow=dataflow,
-                             objective=objective)[0]
+                             sparsity_patterns=[sparsity_pattern], weight_bytes=[weight_bytes],
+                             dataflow=dataflow, objective=objective)[0]
 
 
 def _column(values: Any, variants: int) -> np.ndarray:
@@ -145,7 +150,7 @@ def _cost_candidates(hw: HwConfig, work: OpWork, tiles: TileSet, fit: np.ndarray
     totals = tile_totals(tiles, m=m, n=n, k=k, rows=rows, cols=cols, density=work.density,
                          macs_per_pe=work.macs_per_pe_per_cycle, a_bits=a_b, b_bits=b_b,
                          accum_bits=acc, sram_bytes_per_cycle=hw.sram.bytes_per_cycle)
-    a_bytes, b_bytes, out_bytes = m * k * a_b / 8.0, k * n * b_b / 8.0, m * n * a_b / 8.0
+    a_bytes, b_bytes, out_bytes = m * k * a_b / 8.0, work.b_bytes(k * n), m * n * a_b / 8.0
     streamed = np.take(STREAMED_DIM, tiles.df.astype(int))
     mem = memory_timing(totals.trips, a_bytes=_column(a_bytes, g), b_bytes=_column(b_bytes, g),
                         out_bytes=_column(out_bytes, g), psum_bytes=m * n * acc / 8.0,
@@ -199,9 +204,11 @@ def _chosen(c: _Candidates, tiles: TileSet, v: int, objective: str) -> dict[str,
 
 def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, *, w_bits: Sequence[int],
                       a_bits: Sequence[int], weight_sparsity: Sequence[float],
-                      sparsity_patterns: Sequence[str], dataflow: str = "auto",
-                      objective: str = "latency") -> list[dict[str, Any]]:
-    """``evaluate_op`` for several bits/sparsity variants of one shape, in one numpy pass.
+                      sparsity_patterns: Sequence[str], weight_bytes: Sequence[int] | None = None,
+                      dataflow: str = "auto", objective: str = "latency"
+                      ) -> list[dict[str, Any]]:
+    """``evaluate_op`` for several bits/sparsity/weight-bytes variants of one shape, in one
+    numpy pass.
 
     The candidate tilings depend only on the shape, so variants share them and every cost
     array gets a leading variant axis: arrays are (loop orders, variants, candidates).
@@ -211,7 +218,8 @@ def evaluate_variants(hw: HwConfig, m: int, n: int, k: int, *, w_bits: Sequence[
     """
     dataflows = _check_choice(dataflow, objective)
     work = op_work(hw, np.asarray(w_bits), np.asarray(a_bits), np.asarray(weight_sparsity),
-                   list(sparsity_patterns))
+                   list(sparsity_patterns), weight_bytes=None if weight_bytes is None
+                   else np.asarray(weight_bytes), b_numel=k * n)
     tiles, fit = _fitting_tiles(hw, work, dataflows, m, n, k, w_bits)
     costed = _cost_candidates(hw, work, tiles, fit, m, n, k)
     return [_chosen(costed, tiles, v, objective) for v in range(len(w_bits))]
@@ -259,6 +267,8 @@ def schedule_ops(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str = "auto",
 def _schedule_products(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str, objective: str
                        ) -> pd.DataFrame:
     """Mapping-search results of the product rows of ``ops`` (same index), cost x ``count``."""
+    if "weight_bytes" not in ops:  # not given: the hardware's storage model (docs/trace.md)
+        ops = ops.assign(weight_bytes=0)
     keys = [OpKey(*row) for row in ops[list(OP_KEY)].itertuples(index=False, name=None)]
     # Distinct products, grouped by shape: one vectorized search per shape.
     by_shape: dict[tuple[int, int, int], list[OpKey]] = {}
@@ -274,6 +284,7 @@ def _schedule_products(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str, object
                 a_bits=[int(v.a_bits) for v in chunk],
                 weight_sparsity=[float(v.weight_sparsity) for v in chunk],
                 sparsity_patterns=[str(v.sparsity_pattern) for v in chunk],
+                weight_bytes=[int(v.weight_bytes) for v in chunk],
                 dataflow=dataflow, objective=objective)
             cache.update(zip(chunk, found, strict=True))
     records = [cache[key] for key in keys]
@@ -288,6 +299,8 @@ def _schedule_products(hw: HwConfig, ops: pd.DataFrame, *, dataflow: str, object
 def unique_ops(ops: pd.DataFrame) -> int:
     """Number of distinct products (mapping searches) in an ops table."""
     products = ops[ops["kind"] == "matmul"] if "kind" in ops else ops
+    if "weight_bytes" not in products:
+        products = products.assign(weight_bytes=0)
     return int(products[list(OP_KEY)].drop_duplicates().shape[0])
 
 

@@ -32,6 +32,7 @@ from common.trace_format import (
     MATMUL_DEFAULTS,
     MATMUL_PHASES,
     OPS_COLUMNS,
+    OPTIONAL_OPS_COLUMNS,
     PHASES,
     TENSOR_COLUMNS,
     TENSOR_KINDS,
@@ -43,7 +44,8 @@ from common.trace_format import (
 from sim.errors import TraceError, TraceFormatWarning
 
 __all__ = ["FORMAT", "FORMATS", "FORMAT_V1", "HEADER_KEYS", "KINDS", "LIFETIME_COLUMNS",
-           "MATMUL_DEFAULTS", "MATMUL_PHASES", "OPS_COLUMNS", "PHASES", "TENSOR_COLUMNS",
+           "MATMUL_DEFAULTS", "MATMUL_PHASES", "OPS_COLUMNS", "OPTIONAL_OPS_COLUMNS", "PHASES",
+           "TENSOR_COLUMNS",
            "TENSOR_KINDS", "V1_COLUMNS", "VECTOR_CLASSES", "VECTOR_COLUMNS", "Trace", "read_trace",
            "tensors_path_for", "validate_ops", "validate_tensors"]
 
@@ -138,7 +140,9 @@ def validate_ops(df: pd.DataFrame, source: str = "<ops>", *, version: int | None
 
     ``version`` 1 reads only the format-1 columns and makes every row a product (``kind =
     matmul``, the format-2 columns at their matmul values); 2 requires every column of
-    ``OPS_COLUMNS``. ``None`` picks 2 when the table has any format-2 column, else 1.
+    ``OPS_COLUMNS``. ``None`` picks 2 when the table has any format-2 column, else 1. The
+    columns of ``OPTIONAL_OPS_COLUMNS`` (``weight_bytes``) are checked when present and take
+    their default when absent, in either version.
 
     Raises:
         TraceError: a missing column or an out-of-range value (one line naming row and column).
@@ -178,7 +182,19 @@ def validate_ops(df: pd.DataFrame, source: str = "<ops>", *, version: int | None
     out["sparsity_pattern"] = _pattern_column(df, out["weight_sparsity"].to_numpy(), source)
     if version >= 2:
         _vector_columns(df, out, is_vector, source)
+    _weight_bytes_column(df, out, is_vector, source)
     return out.reset_index(drop=True)
+
+
+def _weight_bytes_column(df: pd.DataFrame, out: pd.DataFrame, is_vector: np.ndarray,
+                         source: str) -> None:
+    """``weight_bytes`` (stored bytes of a weight operand B; 0: not given) into ``out``."""
+    if "weight_bytes" not in df.columns:
+        out["weight_bytes"] = OPTIONAL_OPS_COLUMNS["weight_bytes"]
+        return
+    out["weight_bytes"] = _int_column(df, "weight_bytes", source, lo=0, what="an integer >= 0")
+    _require_where(out["weight_bytes"].to_numpy() == 0, is_vector, df, "weight_bytes", source,
+                   "0 when kind is vector (got {value})")
 
 
 def _require_where(ok: np.ndarray, rows: np.ndarray, df: pd.DataFrame, col: str, source: str,

@@ -105,6 +105,7 @@ def run(command: str, folder: Path, env: dict[str, str]) -> subprocess.Completed
                           text=True, timeout=3600)
 
 
+@pytest.mark.slow  # 641 s on 2 loaded cores (190 CPU-s) before its first failure: run with -m slow
 def test_readme_commands_run_on_the_tiny_model(scratch):
     """In README order, so that each finds the files the ones before it wrote (policy.json,
     trace.csv); the sweep's a.csv and b.csv are copies of the tour's trace."""

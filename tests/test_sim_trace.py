@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sim import TraceError, read_trace, validate_ops
-from sim.trace import OPS_COLUMNS
+from sim.trace import OPS_COLUMNS, OPTIONAL_OPS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "tiny_step.csv"
@@ -27,7 +27,7 @@ def test_fixture_reads_with_header_ops_and_tensors() -> None:
     trace = read_trace(FIXTURE)
     assert trace.header["format"] == "edgellm-trace/1"
     assert trace.header["seq_len"] == 16 and trace.header["batch"] == 2
-    assert list(trace.ops.columns) == list(OPS_COLUMNS)
+    assert list(trace.ops.columns) == [*OPS_COLUMNS, *OPTIONAL_OPS_COLUMNS]
     assert set(trace.ops["phase"]) == {"fwd", "bwd_input", "bwd_weight"}
     assert trace.ops["trainable"].dtype == bool
     assert trace.tensors is not None and trace.tensors["bytes"].sum() > 0

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import sim
 from sim import ConfigError, TraceError, load_hw, read_trace, simulate_trace, validate_ops
 from sim.errors import TraceFormatWarning
-from sim.trace import OPS_COLUMNS, PHASES, V1_COLUMNS
+from sim.trace import OPS_COLUMNS, OPTIONAL_OPS_COLUMNS, PHASES, V1_COLUMNS
 from sim.vector import preceding_product_bytes, vector_costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def v2() -> sim.Trace:
 
 def test_v2_fixture_reads_with_every_kind_class_and_phase(v2: sim.Trace) -> None:
     ops = v2.ops
-    assert v2.version == 2 and list(ops.columns) == list(OPS_COLUMNS)
+    assert v2.version == 2 and list(ops.columns) == [*OPS_COLUMNS, *OPTIONAL_OPS_COLUMNS]
     assert set(ops["kind"]) == {"matmul", "vector"}
     assert set(ops.loc[ops["kind"] == "vector", "vector_class"]) == {
         "add", "exp", "rsqrt", "reduce", "move"}
@@ -67,7 +67,7 @@ def test_v1_trace_reads_as_matmul_only_with_one_warning() -> None:
     message = str(caught[0].message)
     assert "\n" not in message and str(V1) in message and "edgellm-trace/1" in message
     assert "not charged" in message
-    assert trace.version == 1 and list(trace.ops.columns) == list(OPS_COLUMNS)
+    assert trace.version == 1 and list(trace.ops.columns) == [*OPS_COLUMNS, *OPTIONAL_OPS_COLUMNS]
     assert (trace.ops["kind"] == "matmul").all() and not trace.ops["fusable"].any()
     res = simulate_trace(trace, HW)
     s = res.summary()

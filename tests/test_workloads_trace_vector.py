@@ -256,8 +256,10 @@ def test_trace_bank_names_its_cache_by_trace_format(tiny, tmp_path):
     stale.write_text((ROOT / "tests" / "data" / "tiny_step.csv").read_text())
     trace = bank.get("adaptive", Window(3, 3))
     assert trace.header["format"] == FORMAT and not trace.vectors().empty
+    from workloads.trace import RECORDER_VERSION
+
     assert sorted(p.name for p in tmp_path.glob("adaptive-3-3-*.csv")) == [
-        "adaptive-3-3-v2.1.csv", "adaptive-3-3-v2.1.tensors.csv"]
+        f"adaptive-3-3-v{RECORDER_VERSION}.csv", f"adaptive-3-3-v{RECORDER_VERSION}.tensors.csv"]
 
 
 @pytest.mark.real_model

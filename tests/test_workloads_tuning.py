@@ -152,7 +152,7 @@ def test_tune_adaptive_lowers_the_loss_and_keeps_other_adapters_at_zero(fresh):
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
     lora_layers = {lora.layer_of(n) for n in lora.lora_parameters(result.model)}
     assert lora_layers == {3}
-    assert result.peak_rss_bytes >= result.baseline_rss_bytes > 0
+    assert result.baseline_rss_bytes > 0  # what the peak measures: tests/test_workloads_tuning_rss.py
     assert result.saved_tensor_bytes > 0 and result.optimizer_bytes > 0
 
 

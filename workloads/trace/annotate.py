@@ -6,6 +6,7 @@ policy (``Trace.with_policy``) with these functions alone.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,13 +51,18 @@ def annotate_ops(
     ``head_bits`` (``dense_bits`` without a policy) for head ops; an exit translator's weight
     (dense, ``dense_bits``: LUC does not compress it) for translator ops; and an activation (dense, ``a_bits``) otherwise: every
     ``bwd_weight`` product and all attention products. Vector rows (``kind = vector``) keep
-    their recorded bits: none of their operands is a compressed weight."""
+    their recorded bits: none of their operands is a compressed weight.
+
+    Also sets ``weight_bytes``: the bytes of the weight a product reads as operand B, equal to
+    that weight's tensor-table ``bytes`` (``product_weight_bytes``); 0 when B is an activation
+    and in vector rows."""
     out = ops.copy()
     if "kind" in out.columns and (out["kind"] != "matmul").any():
         products = out["kind"] == "matmul"
+        out["weight_bytes"] = 0  # vector rows read no weight as operand B
         out.loc[products] = annotate_ops(out[products], policy, a_bits=a_bits, dense_bits=dense_bits,
                                          lora_bits=lora_bits, linear_modules=linear_modules)
-        return out
+        return out.astype({"weight_bytes": np.int64})
     sparsity_of, bits_of = _layer_maps(policy)
     layer = out["layer"].to_numpy()
     module = out["module"].to_numpy()
@@ -81,7 +87,39 @@ def annotate_ops(
     out["sparsity_pattern"] = pattern
     out["w_bits"] = w_bits
     out["a_bits"] = a_bits
+    stored = np.zeros(len(out), dtype=np.int64)
+    ks, ns = out["K"].to_numpy(dtype=np.int64), out["N"].to_numpy(dtype=np.int64)
+    known: dict[tuple[int, int, int, float, str, bool, bool], int] = {}  # equal weights, one count
+    for i in np.flatnonzero(is_linear | is_lora | is_head | is_translator):
+        # Operand B is W^T [in, out] in fwd and W [out, in] in bwd_input: W is [rows, cols].
+        rows, cols = (int(ns[i]), int(ks[i])) if phase[i] == "fwd" else (int(ks[i]), int(ns[i]))
+        key = (rows, cols, int(w_bits[i]), float(sparsity[i]), str(pattern[i]), bool(is_linear[i]), bool(is_head[i]))
+        if key not in known:
+            known[key] = product_weight_bytes(rows, cols, w_bits=key[2], sparsity=key[3], pattern=key[4],
+                                              policy=policy if key[5] else None, head=key[6])
+        stored[i] = known[key]
+    out["weight_bytes"] = stored
     return out
+
+
+def product_weight_bytes(rows: int, cols: int, *, w_bits: int, sparsity: float = 0.0, pattern: str = "dense",
+                         policy: Policy | None = None, head: bool = False) -> int:
+    """Bytes of the ``[rows, cols]`` weight (``cols`` = input features) a product reads as
+    operand B, as the tensor table charges it (``annotate_tensors``): a decoder layer's linear
+    weight (``policy`` given) packed at its policy (``weight_bytes``); the head below 16 bits
+    packed symmetric with a float16 scale per ``HEAD_GROUP`` values of a row; any other weight
+    (LoRA, translator, an unquantized head) ``rows x cols x w_bits / 8``, rounded up.
+
+    Example:
+        >>> product_weight_bytes(64, 64, w_bits=4, policy=Policy({}, group_size=128))
+        2304
+    """
+    if policy is not None:
+        return weight_bytes(rows, cols, w_bits=w_bits, sparsity=sparsity, pattern=pattern,
+                            group_size=policy.group_size, prune=policy.prune)
+    if head and w_bits < DENSE_BITS:
+        return packed_bytes(rows, cols, bits=w_bits, group_size=HEAD_GROUP, symmetric=True)
+    return math.ceil(rows * cols * w_bits / 8)
 
 
 def _ends_with_any(path: str, names: Sequence[str]) -> bool:

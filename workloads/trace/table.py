@@ -18,6 +18,7 @@ from common.trace_format import (
     LIFETIME_COLUMNS,
     MATMUL_DEFAULTS,
     OPS_COLUMNS,
+    OPTIONAL_OPS_COLUMNS,
     TEMPORARY_KINDS,
     tensors_path,
 )
@@ -29,8 +30,10 @@ from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_f
 from workloads.tuning.lora import LINEAR_MODULES
 
 # What a cached trace was recorded with: format 2, tensor table with lifetimes (first_op, last_op).
-# Bump when a recorder change alters what an existing trace would contain.
-RECORDER_VERSION = "2.1"
+# Bump when a recorder change alters what an existing trace would contain. 2.2: the chunked head
+# frees each chunk's logits before the next (one chunk fewer live at the head), and products
+# carry weight_bytes.
+RECORDER_VERSION = "2.2"
 TENSOR_COLUMNS = REQUIRED_TENSOR_COLUMNS + LIFETIME_COLUMNS  # what the recorder writes
 
 __all__ = ["FORMAT", "OPS_COLUMNS", "RECORDER_VERSION", "TEMPORARY_KINDS", "TENSOR_COLUMNS", "Trace",
@@ -83,7 +86,8 @@ class Trace:
         header = dict(self.header)
         header["policy"] = label if label is not None else ("inline" if policy is not None else None)
         header["policy_summary"] = policy_summary(policy) if policy is not None else None
-        return replace(self, ops=ops[list(OPS_COLUMNS)], tensors=tensors[list(TENSOR_COLUMNS)], header=header)
+        return replace(self, ops=ops[[*OPS_COLUMNS, *OPTIONAL_OPS_COLUMNS]], tensors=tensors[list(TENSOR_COLUMNS)],
+                       header=header)
 
     def macs(self, phase: str | None = None) -> int:
         """Multiply-accumulates of the step's products (``M * N * K * count`` summed over
@@ -159,6 +163,9 @@ class Trace:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (see docs/trace.md)")
         for col in ("trainable", "fusable"):
             ops[col] = ops[col].astype(str).str.lower().isin(["true", "1"])
+        for col, value in OPTIONAL_OPS_COLUMNS.items():  # an older trace: not given
+            if col not in ops.columns:
+                ops[col] = value
         ops["vector_class"] = ops["vector_class"].fillna("").astype(str)
         tpath = tensors_path(path)
         tensors = (pd.read_csv(io.StringIO(read_text(tpath, what="tensor table", error=UserError)))

@@ -115,6 +115,9 @@ class _ChunkedLMLoss(torch.autograd.Function):
                     probs[torch.arange(len(tgt)), tgt] -= 1.0
                     _report(exit_layer, "bwd_input", part.shape[0], h, vocab)
                     grad[s : s + chunk] = probs @ weight
+                    # ``probs`` is ``logits`` (in place): drop both names, or the chunk lives
+                    # on beside the next chunk's logits.
+                    del probs
             del logits
         if grad is not None:
             with _running(exit_layer, "bwd_input"):
