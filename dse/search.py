@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct front members to compress, tune and evaluate for real after the search "
                    f"(held-out perplexity and accuracy over {REMEASURE_MC_ITEMS} multiple-choice items); 0 skips "
                    "(default: %(default)s)")
+    _add_measurement_args(p, d)
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes on this machine sharing the study (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set for --workers' children
+    return p
+
+
+def _add_measurement_args(p: argparse.ArgumentParser, d: SearchSettings) -> None:
+    """The sizes of the real measurements and of the simulated step (defaults from ``d``)."""
     p.add_argument("--tune-steps", type=positive_int, default=d.fidelity.steps,
                    help="tuning steps of every real measurement (default: %(default)s)")
     p.add_argument("--tune-batch", type=positive_int, default=d.fidelity.batch_size,
@@ -88,11 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per sequence of the simulated tuning step (default: %(default)s)")
     p.add_argument("--trace-batch", type=positive_int, default=d.trace_batch,
                    help="sequences of the simulated tuning step (default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="worker processes on this machine sharing the study (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set for --workers' children
-    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:

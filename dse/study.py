@@ -150,15 +150,7 @@ def run_trials(
     waiter = _Waiter(study, n_trials, poll_s, say)
 
     with stop_on_ctrl_c() as interrupted:
-
-        def gated(trial: optuna.Trial) -> Sequence[float]:
-            trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
-            if not waiter.wait(interrupted, before=trial.number):
-                reason = ("interrupted before it began" if interrupted.is_set()
-                          else "surplus: the study already held its trials (not evaluated)")
-                trial.set_user_attr("fail_reason", reason)
-                raise SurplusTrialError(reason)
-            return objective(trial)
+        gated = _gated(objective, waiter, interrupted)
 
         def tick(study: optuna.Study, trial: FrozenTrial) -> None:
             bar.n = min(completed(study), n_trials)
@@ -179,6 +171,28 @@ def run_trials(
     if interrupted.is_set():
         raise KeyboardInterrupt
     return done
+
+
+def _gated(objective: Callable[[optuna.Trial], Sequence[float]], waiter: _Waiter,
+           interrupted: threading.Event) -> Callable[[optuna.Trial], Sequence[float]]:
+    """``objective`` behind the exactness gate of ``run_trials``: a trial first names its worker,
+    then waits for room; one that finds the study full (or is interrupted) is failed as
+    ``SurplusTrialError`` with its reason, unevaluated.
+
+    Raises:
+        SurplusTrialError: (from the returned function) no room for the trial.
+    """
+
+    def gated(trial: optuna.Trial) -> Sequence[float]:
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
+        if not waiter.wait(interrupted, before=trial.number):
+            reason = ("interrupted before it began" if interrupted.is_set()
+                      else "surplus: the study already held its trials (not evaluated)")
+            trial.set_user_attr("fail_reason", reason)
+            raise SurplusTrialError(reason)
+        return objective(trial)
+
+    return gated
 
 
 class _Waiter:

@@ -24,6 +24,8 @@ misses by more than ``tolerance`` (0.5%).
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numpy as np
 
 from workloads.errors import UserError
@@ -87,20 +89,32 @@ def allocate(
             f"average of {bits:g} bits cannot be met within {tolerance:.1%} with whole bits per layer "
             f"(nearest: {achieved_bits:.4g}); pick a multiple of {float(weights.min()):.4g} bits"
         )
+    meta = {
+        "rule": rule,
+        "budget": {"sparsity": sparsity, "bits": bits},
+        "achieved": {"sparsity": float(weights @ np.asarray(s_alloc)), "bits": achieved_bits},
+        "sharpness": sharpness if rule == "paper" else None,
+        "owl_lambda": owl_lambda if rule == "owl" else None,
+        "table": {k: table.key.get(k) for k in ("model", "data", "seq_len", "windows", "metric")},
+    }
+    return _policy(table, s_alloc, b_alloc, pattern=pattern, meta=meta)
+
+
+def _policy(table: SensitivityTable, s_alloc: Any, b_alloc: Any, *, pattern: str,
+            meta: dict[str, Any]) -> Policy:
+    """The validated policy of per-layer sparsities ``s_alloc`` and bit-widths ``b_alloc`` (one
+    per decoder layer), with the table's compression methods and ``meta``.
+
+    Raises:
+        UserError: the allocation does not fit the table's model (``Policy.validate``).
+    """
     policy = Policy(
-        {i: LayerPolicy(float(round(s, 6)), int(b)) for i, (s, b) in enumerate(zip(s_alloc, b_alloc))},
+        {i: LayerPolicy(float(round(s, 6)), int(b)) for i, (s, b) in enumerate(zip(s_alloc, b_alloc, strict=True))},
         pattern=pattern,
         prune=str(table.key.get("prune", "wanda")),
         quant=str(table.key.get("quant", "rtn")),
         group_size=int(table.key.get("group_size", 128)),
-        meta={
-            "rule": rule,
-            "budget": {"sparsity": sparsity, "bits": bits},
-            "achieved": {"sparsity": float(weights @ np.asarray(s_alloc)), "bits": achieved_bits},
-            "sharpness": sharpness if rule == "paper" else None,
-            "owl_lambda": owl_lambda if rule == "owl" else None,
-            "table": {k: table.key.get(k) for k in ("model", "data", "seq_len", "windows", "metric")},
-        },
+        meta=meta,
     )
     return policy.validate(table.num_layers)
 

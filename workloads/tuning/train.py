@@ -143,11 +143,7 @@ def tune(
     model, windows = prepare(loaded, config)
     batches = tuning_batches(loaded, config, data=data)
     n_layers = num_layers(model)
-    plans = (
-        [StepPlan.vanilla(model)] * config.steps
-        if config.method == "vanilla"
-        else [StepPlan.adaptive(w) for w in schedule(windows, config.steps, config.schedule, seed=config.seed)]
-    )
+    plans = _step_plans(model, config, windows)
     params = list(lora.lora_parameters(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     result = TuneResult(model, config, windows, config.exit_layers(n_layers), [p.window for p in plans])
@@ -157,12 +153,7 @@ def tune(
              if config.act_bits < actcomp.EXACT_BITS else None)
 
     model.train()  # only LoRA dropout reacts to it; LLaMA has no other dropout
-    # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
-    # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
-    memory.touch(model.parameters())
-    result.setup_peak_rss_bytes = memory.peak_rss_bytes()
-    result.peak_rss_reset = memory.reset_peak_rss()
-    result.baseline_rss_bytes = memory.rss_bytes()
+    _start_memory_accounting(model, result)
     bar = tqdm(range(config.steps), desc=f"tune {config.method}", disable=not progress or None)
     for i in bar:
         plan = plans[i]
@@ -190,3 +181,22 @@ def tune(
     lora.set_trainable_layers(model, None)
     model.eval()
     return result
+
+
+def _step_plans(model: nn.Module, config: TuneConfig, windows: list[Window]) -> list[StepPlan]:
+    """What each of ``config.steps`` steps runs: the whole model (vanilla), or the window the
+    schedule picks for that step (adaptive, Edge-LLM's adaptive layer tuning)."""
+    if config.method == "vanilla":
+        return [StepPlan.vanilla(model)] * config.steps
+    return [StepPlan.adaptive(w) for w in schedule(windows, config.steps, config.schedule, seed=config.seed)]
+
+
+def _start_memory_accounting(model: nn.Module, result: TuneResult) -> None:
+    """Record the set-up's resident-set peak and the RSS the steps start from (bytes), and
+    reset the kernel's peak where it allows it, so the later peak covers the steps alone."""
+    # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
+    # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
+    memory.touch(model.parameters())
+    result.setup_peak_rss_bytes = memory.peak_rss_bytes()
+    result.peak_rss_reset = memory.reset_peak_rss()
+    result.baseline_rss_bytes = memory.rss_bytes()
