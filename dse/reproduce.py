@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
     p.add_argument("--sparsity", type=float, default=d.sparsity, help="LUC average sparsity, 0..1 (default: %(default)s)")
     p.add_argument("--bits", type=float, default=d.bits, help="LUC average weight bits (default: %(default)s)")
-    p.add_argument("--rule", default=d.rule, choices=luc_allocate.RULES, help="LUC allocation rule (default: %(default)s)")
+    p.add_argument("--rule", default=d.rule, choices=luc_allocate.ALLOCATION_RULES, help="LUC allocation rule (default: %(default)s)")
     p.add_argument("--prune", default=d.prune, help="pruning method (default: %(default)s)")
     p.add_argument("--quant", default=d.quant, help="quantization method (default: %(default)s)")
     p.add_argument("--group-size", type=positive_int, default=d.group_size,

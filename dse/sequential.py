@@ -18,13 +18,23 @@ from tqdm.auto import tqdm
 
 from common.pareto import pareto_mask
 from dse.pipeline import Search
-from dse.space import MAX_EXITS, NM_SPARSITY, PATTERNS, RULES, VOTES, WINDOWS, Compression, Design, Tuning
+from dse.space import (
+    ALLOCATION_RULES,
+    MAX_EXITS,
+    NM_SPARSITY,
+    PATTERNS,
+    VOTES,
+    WINDOWS,
+    Compression,
+    Design,
+    Tuning,
+)
+from dse.study import OBJECTIVES
 from workloads.errors import UserError
 from workloads.luc.predict import predict_loss_increase
 
 SPARSITIES = tuple(round(0.1 * i, 2) for i in range(8))  # 0 .. 0.7
 BITS = tuple(2.5 + 0.5 * i for i in range(12))  # 2.5 .. 8
-OBJECTIVES = ["perplexity", "latency_s", "memory_bytes"]
 
 
 def storage_bits(c: Compression) -> float:
@@ -34,7 +44,7 @@ def storage_bits(c: Compression) -> float:
 
 def compressions(max_sparsity: float) -> list[Compression]:
     out = []
-    for pattern, rule, bits in itertools.product(PATTERNS, RULES, BITS):
+    for pattern, rule, bits in itertools.product(PATTERNS, ALLOCATION_RULES, BITS):
         cap = max_sparsity if pattern == "unstructured" else min(max_sparsity, NM_SPARSITY)
         sparsities = [s for s in SPARSITIES if s <= cap and (s > 0 or pattern == "unstructured")]
         out.extend(Compression(s, bits, pattern, rule) for s in sparsities)
@@ -82,7 +92,7 @@ def sequential_front(search: Search, *, progress: bool = True) -> pd.DataFrame:
                      **{f"tuning_{k}": v for k, v in tuning.__dict__.items()}})
     table = pd.DataFrame(rows)
     if len(table):
-        table["on_front"] = pareto_mask(table[OBJECTIVES].to_numpy())
+        table["on_front"] = pareto_mask(table[list(OBJECTIVES)].to_numpy())
     return table
 
 

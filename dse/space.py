@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 PATTERNS = ("unstructured", "2:4", "4:8")
-RULES = ("paper", "owl", "optimal")
+ALLOCATION_RULES = ("paper", "owl", "optimal")  # workloads.luc.allocate rules the search samples
 SCHEDULES = ("sequential", "round_robin", "random")
 VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
@@ -116,7 +116,7 @@ def suggest(
     if pattern != "unstructured":
         sparsity = min(sparsity, NM_SPARSITY)
     bits = trial.suggest_float("avg_bits", 2.5, 8.0, step=0.5)
-    rule = trial.suggest_categorical("rule", RULES)
+    rule = trial.suggest_categorical("rule", ALLOCATION_RULES)
     sharpness = trial.suggest_float("sharpness", 0.0, 2.0, step=0.25) if rule == "paper" else 1.0
     head_bits = trial.suggest_categorical("head_bits", HEAD_BITS)
     window = trial.suggest_categorical("window", window_choices(num_layers))

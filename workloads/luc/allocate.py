@@ -33,7 +33,7 @@ from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS, LayerPolicy, Po
 from workloads.luc.prune import pattern_sparsity
 from workloads.luc.table import JOINT_EXPONENT, SensitivityTable
 
-RULES = ("paper", "owl", "optimal")
+ALLOCATION_RULES = ("paper", "owl", "optimal")
 SPARSITY_RANGE = (0.0, 0.9)
 BIT_RANGE = (MIN_BITS, MAX_BITS)
 TOLERANCE = 0.005  # relative budget error allowed
@@ -65,8 +65,8 @@ def allocate(
         policy = allocate(table, 0.5, 4, rule="optimal")
         policy.save("policy.json")
     """
-    if rule not in RULES:
-        raise UserError(f"rule must be one of {', '.join(RULES)} (got {rule!r})")
+    if rule not in ALLOCATION_RULES:
+        raise UserError(f"rule must be one of {', '.join(ALLOCATION_RULES)} (got {rule!r})")
     weights = _weights(table.layer_params)
     pattern = str(table.key.get("pattern", "unstructured"))
     check_budget(

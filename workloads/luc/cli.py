@@ -23,7 +23,7 @@ import torch
 from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, positive_int
-from workloads.luc.allocate import BIT_RANGE, OWL_LAMBDA, RULES, SPARSITY_RANGE, allocate, average, check_budget
+from workloads.luc.allocate import ALLOCATION_RULES, BIT_RANGE, OWL_LAMBDA, SPARSITY_RANGE, allocate, average, check_budget
 from workloads.luc.compress import compress_model, needs_calibration
 from workloads.luc.layers import decoder_layers, layer_param_count
 from workloads.luc.policy import DENSE_BITS, PATTERNS, Policy
@@ -36,7 +36,7 @@ from workloads.luc.uniform import uniform_policy
 from workloads.metrics import model_scorer, perplexity
 from workloads.models import LoadedModel, load_model
 
-COMPARE = ("uniform",) + RULES
+COMPARE = ("uniform",) + ALLOCATION_RULES
 CALIB_WINDOWS = 32
 # The best measured setting (docs/results/luc.md, "50% + 4 bit at the checkpoint's own group
 # size"): profile cheaply, allocate by the paper's rule, compress with the strong methods.
@@ -88,7 +88,7 @@ def _add_allocation_args(parser: argparse.ArgumentParser) -> None:
     rules = parser.add_argument_group("allocation")
     rules.add_argument(
         "--rule",
-        choices=RULES,
+        choices=ALLOCATION_RULES,
         default=DEFAULT_RULE,
         help="paper: less sensitive layers get more compression (see --sharpness); owl: sparsity follows the "
         "layer's outlier ratio (see --owl-lambda); optimal: minimize the predicted loss under the budget "
