@@ -16,6 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial
 
+__all__ = ["CLIP_OVER_BUDGET", "CONSTRAINT_NAMES", "LOG_DECADES", "PREDICTED", "broken",
+           "front_figure", "hypervolume_figure", "wants_log"]
+
 LOG_DECADES = 2.0  # a positive axis whose values span more than this many decades is logarithmic
 CLIP_OVER_BUDGET = 2.0  # the perplexity axis ends at this multiple of the accuracy budget
 PREDICTED = ("predicted perplexity = exp(dense model's loss measured after brief tuning "

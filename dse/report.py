@@ -16,6 +16,10 @@ from dse.hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
 from dse.plots import front_figure, hypervolume_figure
 from dse.study import META_KEY, OBJECTIVES, feasible, front
 
+__all__ = ["OUTPUT_FILES", "REAL_PREFIX", "REFERENCE_KEY", "budget_perplexity", "distinct_front",
+           "hv_history", "next_steps", "normalized", "real_results", "study_hypervolume",
+           "summary_text", "trial_rows", "write_outputs"]
+
 REFERENCE_KEY = "reference"  # study user attribute: the vanilla design's objectives
 REAL_PREFIX = "real:"  # study user attribute per re-measured trial: "real:<number>"
 
@@ -199,6 +203,10 @@ def _best_rows(pareto: list[FrozenTrial], reference: dict[str, float]) -> list[d
 
 
 def summary_text(summary: dict[str, Any]) -> str:
+    """The readable ``summary.txt`` of a study's ``summary`` (``summarize``): trial counts, front
+    size, hypervolume, the vanilla reference (perplexity, ms per step, MiB) and the picked
+    designs.
+    """
     ref = summary["reference"]
     lines = [
         f"study {summary['study']}: {summary['trials'].get('complete', 0)} complete, "

@@ -28,10 +28,17 @@ from workloads.evaluate import positive_float, positive_int
 from workloads import data as data_mod
 from workloads.models import BUILTIN_MODELS, check_model_source
 
+__all__ = ["DEFAULT_HW", "build_parser", "main", "refuse_early", "settings_from_args",
+           "spawn_workers"]
+
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m dse.search``: hardware, model and data, study storage and size,
+    which knobs to search, the accuracy budget and the sizes of the real measurements; every
+    default comes from ``SearchSettings``.
+    """
     d = SearchSettings()
     p = argparse.ArgumentParser(
         prog="python -m dse.search",
@@ -101,6 +108,11 @@ def _add_measurement_args(p: argparse.ArgumentParser, d: SearchSettings) -> None
 
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The ``SearchSettings`` the parsed options ask for.
+
+    Raises:
+        UserError: ``--max-sparsity`` outside [0, 0.9] or a negative ``--remeasure``.
+    """
     from dse.measure import Fidelity
 
     if not 0.0 <= args.max_sparsity <= 0.9:
@@ -178,6 +190,14 @@ def refuse_early(settings: SearchSettings) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dse.search``: run (or resume) the study with ``--workers`` processes, then the
+    report and the re-measurement of the front; prints the summary (or, with ``--json``, one JSON
+    object) and returns the exit status 0.
+
+    Raises:
+        UserError: a bad option, hardware config, model or storage, or a design the simulator
+            cannot map (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     phases = Phases(PHASES, stream=None if args.worker_only else sys.stderr)

@@ -33,6 +33,9 @@ from dse.study import OBJECTIVES
 from workloads.errors import UserError
 from workloads.luc.predict import predict_loss_increase
 
+__all__ = ["BITS", "SPARSITIES", "accuracy_first", "compressions", "latency_gain",
+           "sequential_front", "storage_bits", "tunings"]
+
 SPARSITIES = tuple(round(0.1 * i, 2) for i in range(8))  # 0 .. 0.7
 BITS = tuple(2.5 + 0.5 * i for i in range(12))  # 2.5 .. 8
 
@@ -43,6 +46,10 @@ def storage_bits(c: Compression) -> float:
 
 
 def compressions(max_sparsity: float) -> list[Compression]:
+    """The compression grid of the sequential flow's first stage: every pattern, allocation rule and
+    bit-width with each sparsity of the grid up to ``max_sparsity`` (N:M patterns: up to their
+    fixed sparsity, and never dense).
+    """
     out = []
     for pattern, rule, bits in itertools.product(PATTERNS, ALLOCATION_RULES, BITS):
         cap = max_sparsity if pattern == "unstructured" else min(max_sparsity, NM_SPARSITY)
@@ -68,6 +75,9 @@ def accuracy_first(search: Search) -> list[Compression]:
 
 
 def tunings(num_layers: int) -> list[Tuning]:
+    """The tuning grid of the sequential flow's second stage: adaptive tuning with every window that
+    fits ``num_layers``, 1..``MAX_EXITS`` exits and, with several exits, every vote rule.
+    """
     out = []
     for window in (w for w in WINDOWS if w <= num_layers):
         for exits in range(1, max(1, min(MAX_EXITS, num_layers // window)) + 1):

@@ -25,6 +25,9 @@ from sqlalchemy.exc import IntegrityError
 
 from workloads.errors import UserError
 
+__all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "SQLITE_BUSY_S",
+           "WORKER_ATTR", "fail_dead_workers", "open_storage", "worker_id"]
+
 # A worker proves it lives every HEARTBEAT_S seconds; its RUNNING trial is failed (and retried)
 # after GRACE_S seconds of silence. The environment may shorten both (the fault tests do).
 HEARTBEAT_S = int(os.environ.get("EDGELLM_HEARTBEAT_S", "10"))
@@ -101,6 +104,9 @@ def _connect_timeout(url: str) -> dict[str, Any]:
 
 
 def worker_id() -> str:
+    """This process's worker name, ``HOST:PID``: stored on its trials so that other workers can tell
+    whether the process that runs a trial is still alive.
+    """
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -20,6 +20,9 @@ from dse import storage as storage_mod
 from dse.storage import WORKER_ATTR, fail_dead_workers, open_storage, worker_id
 from workloads.errors import UserError
 
+__all__ = ["META_KEY", "OBJECTIVES", "SAMPLERS", "SurplusTrialError", "check_study", "completed",
+           "feasible", "front", "make_sampler", "open_study", "run_trials", "stop_on_ctrl_c"]
+
 SAMPLERS = ("nsga2", "tpe", "random")
 OBJECTIVES = ("perplexity", "latency_s", "memory_bytes")  # all minimized
 META_KEY = "settings"  # study user attribute: what the study was created with
@@ -110,6 +113,7 @@ def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict
 
 
 def completed(study: optuna.Study) -> int:
+    """The number of complete trials in ``study`` (of every worker and earlier run)."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
@@ -255,6 +259,9 @@ def stop_on_ctrl_c() -> Iterator[threading.Event]:
 
 
 def feasible(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` satisfies every constraint (Optuna's convention: a constraint value <= 0 is
+    satisfied).
+    """
     return all(c <= 0.0 for c in trial.constraints.values())
 
 

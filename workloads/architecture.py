@@ -31,6 +31,9 @@ from transformers.pytorch_utils import Conv1D
 
 from workloads.errors import UserError
 
+__all__ = ["Architecture", "LAYER_CONTAINERS", "PRODUCT_MODULES", "architecture", "causal_lm",
+           "product_shape"]
+
 LAYER_CONTAINERS = ("layers", "h", "block", "blocks", "layer")  # peft's COMMON_LAYERS_PATTERN
 PRODUCT_MODULES = (nn.Linear, Conv1D)  # weight modules whose forward is one matrix product
 _PROBE_TOKENS = 3

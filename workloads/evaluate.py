@@ -19,6 +19,9 @@ from workloads.luc.policy import Policy
 from workloads.metrics import Scorer, choice_accuracy, model_scorer, perplexity
 from workloads.models import BUILTIN_MODELS, LoadedModel, load_model
 
+__all__ = ["add_model_args", "build_parser", "evaluate", "main", "non_negative_int",
+           "positive_float", "positive_int", "seed_int"]
+
 
 def evaluate(
     loaded: LoadedModel,

@@ -10,6 +10,8 @@ from common.files import write_atomic
 from common.textfile import file_problem, read_text
 from workloads.errors import UserError
 
+__all__ = ["read_json", "write_json_atomic"]
+
 
 def read_json(path: str | Path, what: str, noun: str) -> Any:
     """The parsed document at ``path``; ``what`` names the file in errors ("policy file"),

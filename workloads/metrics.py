@@ -20,6 +20,10 @@ from tqdm.auto import tqdm
 from workloads.architecture import architecture
 from workloads.data import ChoiceItem
 
+__all__ = ["AccuracyResult", "PerplexityResult", "Scorer", "TokenScores", "as_scores",
+           "choice_accuracy", "head_logprobs", "model_scorer", "perplexity", "pick",
+           "target_logprobs"]
+
 
 class TokenScores(NamedTuple):
     """Per predicted position ``[B, N]``: log-probability of the true next token (nats) and

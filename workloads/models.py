@@ -30,6 +30,10 @@ from transformers import (
 
 from workloads.errors import UserError
 
+__all__ = ["BUILTIN_MODELS", "INSTALL_HINT", "LoadedModel", "SMOLLM2", "SMOLLM2_GGUF",
+           "SMOLLM2_PACKAGE", "TINY", "byte_tokenizer", "cache_dir", "check_model_source",
+           "load_model", "smollm2_gguf_path", "tiny_config"]
+
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
 BUILTIN_MODELS = (SMOLLM2, TINY)

@@ -35,6 +35,9 @@ from workloads.tuning.step import METHODS
 from workloads.tuning.train import TuneConfig, TuneResult, tune
 from workloads.tuning.voting import DEFAULT_RULE, RULES
 
+__all__ = ["DEFAULTS", "EXAMPLE", "build_parser", "exit_list", "main", "save_adapters",
+           "worse_than_untuned"]
+
 
 def exit_list(text: str) -> list[int]:
     try:

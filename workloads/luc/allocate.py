@@ -33,6 +33,9 @@ from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS, LayerPolicy, Po
 from workloads.luc.prune import pattern_sparsity
 from workloads.luc.table import JOINT_EXPONENT, SensitivityTable
 
+__all__ = ["ALLOCATION_RULES", "BIT_RANGE", "OWL_LAMBDA", "SPARSITY_RANGE", "SPARSITY_STEP",
+           "TOLERANCE", "allocate", "average", "check_budget"]
+
 ALLOCATION_RULES = ("paper", "owl", "optimal")
 SPARSITY_RANGE = (0.0, 0.9)
 BIT_RANGE = (MIN_BITS, MAX_BITS)

@@ -17,6 +17,9 @@ from torch import nn
 
 from workloads.luc.layers import decoder_layers
 
+__all__ = ["InputStats", "LayerInputs", "StatsCollector", "capture_layer_inputs", "collect_stats",
+           "run_layer"]
+
 
 class _Captured(Exception):
     """Raised by the capture hook to stop the forward pass once layer 0's inputs are known."""

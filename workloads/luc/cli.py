@@ -36,6 +36,9 @@ from workloads.luc.uniform import uniform_policy
 from workloads.metrics import model_scorer, perplexity
 from workloads.models import LoadedModel, load_model
 
+__all__ = ["CALIB_WINDOWS", "COMPARE", "DEFAULT_RULE", "EXAMPLE", "build_parser", "fraction",
+           "main"]
+
 COMPARE = ("uniform",) + ALLOCATION_RULES
 CALIB_WINDOWS = 32
 # The best measured setting (docs/results/luc.md, "50% + 4 bit at the checkpoint's own group

@@ -37,6 +37,9 @@ from workloads.luc.prune import PRUNE_METHODS, keep_mask, magnitude_scores, pars
 from workloads.luc.quantize import QUANT_METHODS, absmax_quantize, rtn_quantize
 from workloads.luc.report import CompressionReport, LayerReport, ModuleReport
 
+__all__ = ["DAMP", "check_policy", "compress_head", "compress_layer", "compress_model",
+           "compress_weight", "needs_calibration"]
+
 DAMP = 0.01  # OBS damping, as a fraction of the Hessian's mean diagonal (GPTQ's default)
 
 

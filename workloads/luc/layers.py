@@ -11,6 +11,8 @@ from torch import nn
 
 from workloads.errors import UserError
 
+__all__ = ["decoder_layers", "final_head", "input_groups", "layer_param_count", "linear_modules"]
+
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers of a Hugging Face causal LM (``model.model.layers`` for LLaMA-like

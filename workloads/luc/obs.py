@@ -22,6 +22,8 @@ import torch
 from workloads.luc.prune import keep_mask, parse_nm
 from workloads.luc.quantize import fake_quantize, group_params
 
+__all__ = ["BLOCK_COLUMNS", "HessianInverse", "block_columns", "hessian_inverse", "obs_compress"]
+
 BLOCK_COLUMNS = 128
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from workloads.errors import UserError
 from workloads.jsonfile import read_json, write_json_atomic
 
+__all__ = ["DENSE_BITS", "FORMAT", "HEAD_GROUP", "LayerPolicy", "PATTERNS", "Policy"]
+
 FORMAT = "edgellm-policy/1"
 MIN_BITS, MAX_BITS = 2, 8
 DENSE_BITS = 16  # "not quantized": weights stay at the model's float precision

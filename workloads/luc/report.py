@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["CompressionReport", "LayerReport", "ModuleReport"]
+
 
 @dataclass(frozen=True)
 class ModuleReport:

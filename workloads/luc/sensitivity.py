@@ -40,6 +40,9 @@ from workloads.luc.quantize import QUANT_METHODS
 from workloads.luc.table import SensitivityTable
 from workloads.models import LoadedModel, cache_dir
 
+__all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "DEFAULT_WINDOWS", "METRICS", "VERSION",
+           "cache_path", "profile_sensitivity", "weights_fingerprint"]
+
 VERSION = 1  # bump when the measurement changes, so old cache entries are not reused
 # Below 0.2 a layer's loss is negligible (about 1e-4 nats on SmolLM2), so interpolating from 0
 # costs nothing; wider bit-widths are extrapolated (x1/4 per bit, measured x3..x4 from 4 to 5).

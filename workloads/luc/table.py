@@ -25,6 +25,8 @@ from workloads.errors import UserError
 from workloads.jsonfile import read_json, write_json_atomic
 from workloads.luc.policy import DENSE_BITS
 
+__all__ = ["JOINT_EXPONENT", "SensitivityTable", "TABLE_FORMAT"]
+
 TABLE_FORMAT = "edgellm-sensitivity/1"
 # Joint pruning + quantization of one layer: the rounding loss of the surviving weights shrinks
 # as sqrt(1 - s). Fitted on SmolLM2 (Wanda + RTN, 90 measured joint cells): RMS log error 0.10,

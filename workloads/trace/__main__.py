@@ -20,6 +20,8 @@ from workloads.trace.record import METHODS, record_trace
 from workloads.trace.table import tensors_path
 from workloads.tuning.lora import DEFAULT_RANK
 
+__all__ = ["DEFAULT_WINDOW", "build_parser", "main"]
+
 DEFAULT_WINDOW = 12  # workloads.tune's default window (the results pages' best)
 
 

@@ -51,6 +51,9 @@ from workloads.tuning.schedule import Window
 from workloads.tuning.train import TuneConfig
 from workloads.tuning.step import StepPlan, step_loss
 
+__all__ = ["ATTENTION_MODULES", "DEFAULT_WINDOW", "LORA_BITS", "METHODS", "OPTIMIZER_BITS",
+           "record_trace", "step_ids", "step_plan"]
+
 METHODS = ("vanilla", "adaptive", "inference")
 DEFAULT_WINDOW = TuneConfig.window  # the tuning CLI's default window, in layers
 LORA_BITS = 16  # adapters in full (device float16) precision

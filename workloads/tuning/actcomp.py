@@ -28,6 +28,10 @@ import torch
 from workloads.errors import UserError
 from workloads.luc.quantize import symmetric_groups
 
+__all__ = ["ACT_BITS", "ActivationCodec", "CODEC", "EXACT_BITS", "GROUP", "MIN_NUMEL", "Packed",
+           "SCALE_BITS", "View", "cache_tag", "check_bits", "compressible", "dequantize",
+           "keep_exact", "quantize", "storage_numel", "stored_bits"]
+
 GROUP = 64  # values per bfloat16 scale
 SCALE_BITS = 16
 MIN_NUMEL = 1 << 16  # smaller tensors are kept as computed

@@ -17,6 +17,8 @@ from torch import nn
 
 from workloads.architecture import architecture
 
+__all__ = ["decoder", "in_decoder", "num_layers", "run_layers"]
+
 _IN_DECODER: ContextVar[bool] = ContextVar("edgellm_in_decoder", default=False)
 
 

@@ -28,6 +28,9 @@ from workloads.architecture import architecture
 from workloads.exits.translator import translate
 from workloads.tuning import actcomp
 
+__all__ = ["DEFAULT_CHUNK", "ExitStats", "HeadHook", "HeadProduct", "exit_loss", "exit_stats",
+           "head_product_hooks", "head_weight", "running_exit"]
+
 DEFAULT_CHUNK = 256  # positions per head chunk: 256 x 49,152 float32 logits = 50 MB
 
 

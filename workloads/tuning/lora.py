@@ -19,6 +19,10 @@ from torch import nn
 
 from workloads.architecture import LAYER_CONTAINERS, architecture
 
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_RANK", "LAYER_PATH", "LINEAR_MODULES", "attach_lora",
+           "detach_lora", "layer_of", "lora_parameters", "set_trainable_layers", "tensor_bytes",
+           "trainable_parameters"]
+
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's
 DEFAULT_RANK = 8
 DEFAULT_ALPHA = 16.0

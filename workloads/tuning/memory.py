@@ -14,6 +14,9 @@ import torch
 
 from workloads.tuning.actcomp import ActivationCodec, View
 
+__all__ = ["SavedTensor", "SavedTensorLog", "peak_rss_bytes", "reset_peak_rss", "rss_bytes",
+           "ru_maxrss_bytes", "touch"]
+
 _STATUS = Path("/proc/self/status")
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from workloads.errors import UserError
 
+__all__ = ["DEFAULT_NUM_EXITS", "SCHEDULES", "Window", "default_exits", "make_windows", "schedule"]
+
 SCHEDULES = ("sequential", "round_robin", "random")
 DEFAULT_NUM_EXITS = 4
 

@@ -15,6 +15,8 @@ from workloads.tuning.forward import num_layers, run_layers
 from workloads.tuning.head import DEFAULT_CHUNK, exit_loss
 from workloads.tuning.schedule import Window
 
+__all__ = ["METHODS", "StepPlan", "step_loss", "train_step"]
+
 METHODS = ("vanilla", "adaptive")
 
 

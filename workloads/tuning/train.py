@@ -21,6 +21,8 @@ from workloads.tuning.forward import num_layers
 from workloads.tuning.schedule import DEFAULT_NUM_EXITS, Window, default_exits, make_windows, schedule
 from workloads.tuning.step import METHODS, StepPlan, train_step
 
+__all__ = ["TuneConfig", "TuneResult", "prepare", "tune", "tuning_batches"]
+
 
 @dataclass
 class TuneConfig:
