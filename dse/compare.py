@@ -17,17 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from dse import io, report  # noqa: E402
-from dse.hypervolume import REFERENCE_POINT  # noqa: E402
-from dse.pipeline import Search, set_up  # noqa: E402
-from dse.search import build_parser as search_parser, settings_from_args  # noqa: E402
-from dse.sequential import sequential_front, latency_gain  # noqa: E402
-from dse.study import SAMPLERS, make_sampler, open_study, run_trials  # noqa: E402
-from workloads.errors import UserError, cli_main  # noqa: E402
+from dse import io, report
+from dse.hypervolume import REFERENCE_POINT
+from dse.pipeline import Search, set_up
+from dse.search import build_parser as search_parser
+from dse.search import settings_from_args
+from dse.sequential import latency_gain, sequential_front
+from dse.study import SAMPLERS, make_sampler, open_study, run_trials
+from workloads.errors import UserError, cli_main
 
 __all__ = ["build_parser", "hv_at", "main", "markdown", "plot", "run", "verdict"]
 
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(out, args.samplers, args.seeds)
     result: dict[str, Any] = {"trials": trials, "checkpoints": checkpoints, "samplers": verdict(table, trials)}
     if not args.no_sequential:
-        from dse.study import front
         from optuna import load_study
+
+        from dse.study import front
 
         best = table.sort_values(f"hv@{trials}").iloc[-1]
         study = load_study(study_name=f"{best['sampler']}-s{int(best['seed'])}", storage=f"sqlite:///{out / 'studies.db'}")

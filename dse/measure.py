@@ -23,7 +23,7 @@ from dse.space import Tuning
 from workloads.evaluate import evaluate
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
-from workloads.tuning import actcomp, lora
+from workloads.tuning import actcomp
 from workloads.tuning.train import TuneConfig, tune
 from workloads.tuning.voting import RULES, ExitVoter, variant_name
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from tqdm.auto import tqdm
@@ -14,11 +15,20 @@ from tqdm.auto import tqdm
 import sim
 from dse import report
 from dse.evaluator import Evaluator, Outcome
-from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.hardware import TraceBank, design_windows
+from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.measure import Fidelity, measure
 from dse.progress import Phases
-from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, tunings, vanilla
+from dse.space import (
+    PATTERNS,
+    SPACE_VERSION,
+    Compression,
+    Design,
+    Tuning,
+    suggest,
+    tunings,
+    vanilla,
+)
 from dse.storage import WORKER_ATTR, open_storage, worker_id
 from dse.study import make_sampler, open_study, run_trials
 from workloads.errors import UserError

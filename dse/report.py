@@ -92,7 +92,7 @@ def trial_rows(study: optuna.Study, trials: list[FrozenTrial],
         if found_by is not None:
             row["trials"] = " ".join(map(str, found_by.get(t.number, [t.number])))
         if t.values:
-            row.update(dict(zip(OBJECTIVES, t.values)))
+            row.update(dict(zip(OBJECTIVES, t.values, strict=True)))
         row["feasible"] = feasible(t) if t.state == TrialState.COMPLETE else None
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row.update({k: v for k, v in t.user_attrs.items() if not isinstance(v, (dict, list))})
@@ -150,7 +150,7 @@ def write_outputs(study: optuna.Study, out: Path, *, storage: str | None = None)
                 {
                     "number": t.number,
                     "trials": found_by[t.number],
-                    "values": dict(zip(OBJECTIVES, t.values)),
+                    "values": dict(zip(OBJECTIVES, t.values, strict=True)),
                     "params": t.params,
                     "attrs": t.user_attrs,
                     "real": real.get(str(t.number)),
@@ -193,7 +193,7 @@ def _best_rows(pareto: list[FrozenTrial], reference: dict[str, float]) -> list[d
     }
     rows = []
     for label, t in picks.items():
-        row = {"pick": label, "number": t.number, **dict(zip(OBJECTIVES, t.values))}
+        row = {"pick": label, "number": t.number, **dict(zip(OBJECTIVES, t.values, strict=True))}
         if reference:
             row["speedup_vs_vanilla"] = reference["latency_s"] / t.values[1]
             row["memory_saving_vs_vanilla"] = reference["memory_bytes"] / t.values[2]

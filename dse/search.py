@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import sim
 from dse.hypervolume import PERPLEXITY_BUDGET
@@ -23,9 +22,9 @@ from dse.pipeline import PHASES, REMEASURE_MC_ITEMS, SearchSettings, run_search
 from dse.progress import Phases, duration
 from dse.storage import open_storage
 from dse.study import SAMPLERS, check_study
+from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_float, positive_int
-from workloads import data as data_mod
 from workloads.models import BUILTIN_MODELS, check_model_source
 
 __all__ = ["DEFAULT_HW", "build_parser", "main", "refuse_early", "settings_from_args",

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -83,7 +82,7 @@ def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
                 )
         except ImportError as exc:
             raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
-        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open this URL"
             if attempt + 1 < attempts and isinstance(exc, IntegrityError):  # lost the race: tables exist now
                 time.sleep(1.0)
                 continue

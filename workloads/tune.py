@@ -23,11 +23,10 @@ from typing import Any
 
 import torch
 
+from common.files import output_mode
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, evaluate, positive_int
-from common.files import output_mode
 from workloads.models import LoadedModel, load_model
-from workloads.tuning import lora
 from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy
 from workloads.tuning.evaluation import evaluate_exits
 from workloads.tuning.schedule import SCHEDULES
@@ -40,6 +39,11 @@ __all__ = ["DEFAULTS", "EXAMPLE", "build_parser", "exit_list", "main", "save_ada
 
 
 def exit_list(text: str) -> list[int]:
+    """``argparse`` type: comma-separated layer indices, returned sorted and without repeats.
+
+    Raises:
+        argparse.ArgumentTypeError: an item that is not an integer.
+    """
     try:
         return sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
@@ -53,6 +57,10 @@ EXAMPLE = "python -m workloads.tune --method adaptive --policy policy.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.tune``: model options, the tuning's own options (defaults:
+    the best configuration of docs/results) and those around it (vote, policy, translators,
+    output, evaluation).
+    """
     d = TuneConfig(**DEFAULTS)
     p = argparse.ArgumentParser(
         prog="python -m workloads.tune",

@@ -415,13 +415,13 @@ def _water_fill(curves: np.ndarray, grid: np.ndarray, weights: np.ndarray, targe
     segments: list[tuple[float, int, float, float]] = []  # (cost per budget unit, layer, ds)
     for i in range(n):
         hull = _lower_hull(grid, curves[i])
-        for a, b in zip(hull[:-1], hull[1:]):
+        for a, b in zip(hull[:-1], hull[1:], strict=True):
             ds = grid[b] - grid[a]
             slope = (curves[i, b] - curves[i, a]) / ds
             segments.append((slope / weights[i], i, ds, 0.0))
     s = np.full(n, grid[0])
     need = target - weights @ s
-    for slope, i, ds, _ in sorted(segments, key=lambda seg: seg[0]):
+    for _slope, i, ds, _ in sorted(segments, key=lambda seg: seg[0]):
         if need <= 1e-15:
             break
         take = min(ds, need / weights[i])

@@ -23,7 +23,15 @@ import torch
 from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, positive_int
-from workloads.luc.allocate import ALLOCATION_RULES, BIT_RANGE, OWL_LAMBDA, SPARSITY_RANGE, allocate, average, check_budget
+from workloads.luc.allocate import (
+    ALLOCATION_RULES,
+    BIT_RANGE,
+    OWL_LAMBDA,
+    SPARSITY_RANGE,
+    allocate,
+    average,
+    check_budget,
+)
 from workloads.luc.compress import compress_model, needs_calibration
 from workloads.luc.layers import decoder_layers, layer_param_count
 from workloads.luc.policy import DENSE_BITS, PATTERNS, Policy
@@ -50,6 +58,12 @@ EXAMPLE = "python -m workloads.luc --sparsity 0.5 --bits 4 --compare uniform --o
 
 
 def fraction(text: str) -> float:
+    """``argparse`` type: a number in [0, 1).
+
+    Raises:
+        argparse.ArgumentTypeError: outside [0, 1).
+        ValueError: not a number (argparse reports it as an invalid value).
+    """
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {text})")
@@ -57,6 +71,9 @@ def fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.luc``: model options, the budget, the allocation rule and
+    its ranges, the compression method, the sensitivity profile's methods, data and evaluation.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m workloads.luc",
         description="Layer-wise unified compression: profile each decoder layer's sensitivity to pruning and "
@@ -337,7 +354,7 @@ def _print_summary(result: dict[str, Any], table: SensitivityTable) -> None:
         origin = f"measured in {sens['seconds'] / 60:.1f} min, cached for the next run"
     print(f"sensitivity profile ({sm['prune']}/{sm['quant']} group {sm['group_size']}): {origin}")
     print("layer  sparsity  bits  outlier%")
-    for row, ratio in zip(result["policy"], table.outlier_ratio):
+    for row, ratio in zip(result["policy"], table.outlier_ratio, strict=True):
         print(f"{row['layer']:5d}  {row['sparsity']:8.3f}  {row['w_bits']:4d}  {100 * ratio:7.2f}")
     for name, value in result["predicted_loss_increase"].items():
         print(f"predicted loss increase {name}: {value:.4f} nats/token")

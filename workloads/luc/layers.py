@@ -35,7 +35,7 @@ def linear_modules(layer: nn.Module) -> dict[str, nn.Linear]:
     found = [(name, mod) for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)]
     short = [name.rsplit(".", 1)[-1] for name, _ in found]
     unique = len(set(short)) == len(short)
-    return {(s if unique else name): mod for s, (name, mod) in zip(short, found)}
+    return {(s if unique else name): mod for s, (name, mod) in zip(short, found, strict=True)}
 
 
 def layer_param_count(layer: nn.Module) -> int:

@@ -16,11 +16,13 @@ source and a fingerprint of its weights), the exact calibration tokens (so data,
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +33,13 @@ from workloads.errors import UserError
 from workloads.luc.calibration import LayerInputs, capture_layer_inputs, collect_stats, run_layer
 from workloads.luc.compress import compress_weight
 from workloads.luc.divergence import divergence, reference
-from workloads.luc.layers import decoder_layers, final_head, input_groups, layer_param_count, linear_modules
+from workloads.luc.layers import (
+    decoder_layers,
+    final_head,
+    input_groups,
+    layer_param_count,
+    linear_modules,
+)
 from workloads.luc.obs import HessianInverse, hessian_inverse
 from workloads.luc.outliers import OUTLIER_M, outlier_ratio
 from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS
@@ -100,10 +108,8 @@ def profile_sensitivity(
         return cached
     table = _measure(model, calib, key, sparsities, bits, joint, metric, batch_size, progress)
     if use_cache:
-        try:
+        with contextlib.suppress(OSError):  # caching is an optimization, never fatal
             table.save(path)
-        except OSError:
-            pass  # caching is an optimization, never fatal
     return table
 
 

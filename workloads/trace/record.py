@@ -48,8 +48,8 @@ from workloads.tuning.forward import in_decoder, num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_stats, head_product_hooks, running_exit
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
-from workloads.tuning.train import TuneConfig
 from workloads.tuning.step import StepPlan, step_loss
+from workloads.tuning.train import TuneConfig
 
 __all__ = ["ATTENTION_MODULES", "DEFAULT_WINDOW", "LORA_BITS", "METHODS", "OPTIMIZER_BITS",
            "record_trace", "step_ids", "step_plan"]
@@ -60,7 +60,7 @@ LORA_BITS = 16  # adapters in full (device float16) precision
 OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
 _TRACED = "edgellm_traced_"
 ATTENTION_MODULES = ("attn_qk", "attn_pv")  # recorded from the attention function's shapes
-_ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", default=None)
+_ACTIVE: ContextVar[_Recorder | None] = ContextVar("edgellm_trace_recorder", default=None)
 
 
 @dataclass

@@ -34,10 +34,11 @@ def decoder(model: nn.Module) -> nn.Module:
 
 
 def num_layers(model: nn.Module) -> int:
+    """Decoder layers of ``model`` (a bare or peft-wrapped model), from its architecture."""
     return len(architecture(model).layers)
 
 
-class _Cut(Exception):
+class _Cut(Exception):  # noqa: N818 - control flow (the decoder stops), not an error
     """Raised by the hook of the last wanted layer: the decoder stops there."""
 
 

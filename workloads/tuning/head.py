@@ -192,5 +192,5 @@ def _exit_stats(
         top = logp.max(dim=-1).values
         ent = -(logp.exp() * logp).sum(dim=-1)
         parts.append((tgt, top, ent))
-    cat = [torch.cat(col).view(shape) for col in zip(*parts)]
+    cat = [torch.cat(col).view(shape) for col in zip(*parts, strict=True)]
     return ExitStats(*cat)

@@ -100,8 +100,10 @@ def detach_lora(peft_model: nn.Module) -> nn.Module:
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``model`` that take gradients now."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Host bytes of ``tensors`` (elements x element size)."""
     return sum(t.numel() * t.element_size() for t in tensors)

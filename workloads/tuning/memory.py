@@ -130,9 +130,10 @@ class SavedTensorLog:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every tensor logged as saved for backward."""
         return sum(e.nbytes for e in self.entries)
 
-    def __enter__(self) -> "SavedTensorLog":
+    def __enter__(self) -> SavedTensorLog:
         self._hooks.__enter__()
         return self
 

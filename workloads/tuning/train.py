@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +18,13 @@ from workloads.errors import UserError
 from workloads.models import LoadedModel
 from workloads.tuning import actcomp, lora, memory
 from workloads.tuning.forward import num_layers
-from workloads.tuning.schedule import DEFAULT_NUM_EXITS, Window, default_exits, make_windows, schedule
+from workloads.tuning.schedule import (
+    DEFAULT_NUM_EXITS,
+    Window,
+    default_exits,
+    make_windows,
+    schedule,
+)
 from workloads.tuning.step import METHODS, StepPlan, train_step
 
 __all__ = ["TuneConfig", "TuneResult", "prepare", "tune", "tuning_batches"]
@@ -46,6 +52,13 @@ class TuneConfig:
     seed: int = 0
 
     def validate(self, n_layers: int) -> None:
+        """Check the configuration against a model of ``n_layers`` decoder layers.
+
+        Raises:
+            UserError: an unknown method, fewer than 1 step or rank, a learning rate that is not
+                a positive finite number, unsupported ``act_bits``, dropout outside [0, 1), or
+                (adaptive) a window or exits that do not fit the model (``make_windows``).
+        """
         if self.method not in METHODS:
             raise UserError(f"unknown method '{self.method}': use one of {', '.join(METHODS)}")
         if self.steps < 1:
@@ -61,16 +74,21 @@ class TuneConfig:
             make_windows(n_layers, self.window, self.exit_layers(n_layers))
 
     def exit_layers(self, n_layers: int) -> list[int]:
+        """The exit layers the run trains through: the last layer for vanilla; else ``exits`` (sorted,
+        distinct) or the default ``num_exits`` exits every ``window`` layers from the top.
+        """
         if self.method == "vanilla":
             return [n_layers - 1]
         return sorted(set(self.exits)) if self.exits else default_exits(n_layers, self.window, self.num_exits)
 
     def windows(self, n_layers: int) -> list[Window]:
+        """The windows the run trains (one per exit; all layers as one window for vanilla)."""
         if self.method == "vanilla":
             return [Window(0, n_layers - 1)]
         return make_windows(n_layers, self.window, self.exit_layers(n_layers))
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -131,7 +149,7 @@ def tune(
     data: str | None = None,
     progress: bool = True,
     account_tensors: bool = True,
-    after_step: Callable[[int, "TuneResult"], None] | None = None,
+    after_step: Callable[[int, TuneResult], None] | None = None,
 ) -> TuneResult:
     """Tune ``loaded.model`` in place (LoRA via peft) and return what was done and measured.
 
