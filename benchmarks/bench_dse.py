@@ -44,7 +44,7 @@ from dse import io  # noqa: E402
 from dse.hypervolume import PERPLEXITY_BUDGET, REFERENCE_POINT  # noqa: E402
 from dse.measure import Fidelity, measure  # noqa: E402
 from dse.pipeline import SearchSettings, set_up  # noqa: E402
-from dse.space import MAX_EXITS, PATTERNS, RULES, WINDOWS, Compression, Design, Tuning  # noqa: E402
+from dse.space import ALLOCATION_RULES, MAX_EXITS, PATTERNS, WINDOWS, Compression, Design, Tuning  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 from workloads.luc.policy import Policy  # noqa: E402
 
@@ -149,7 +149,7 @@ def random_designs(n: int, num_layers: int, seed: int = 0) -> list[Design]:
     while len(out) < n:
         pattern = rng.choice(PATTERNS)
         sparsity = rng.choice([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) if pattern == "unstructured" else 0.5
-        comp = Compression(sparsity, rng.choice([3.0, 3.5, 4.0, 5.0, 6.0, 8.0]), pattern, rng.choice(RULES))
+        comp = Compression(sparsity, rng.choice([3.0, 3.5, 4.0, 5.0, 6.0, 8.0]), pattern, rng.choice(ALLOCATION_RULES))
         window = rng.choice([w for w in WINDOWS if w <= num_layers])
         exits = rng.randint(1, max(1, min(MAX_EXITS, num_layers // window)))
         out.append(Design(comp, Tuning("adaptive", window=window, exits=exits, vote=rng.choice(["max_conf", "mean"]))))

@@ -17,17 +17,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from dse import io, report  # noqa: E402
-from dse.hypervolume import REFERENCE_POINT  # noqa: E402
-from dse.pipeline import Search, set_up  # noqa: E402
-from dse.search import build_parser as search_parser, settings_from_args  # noqa: E402
-from dse.sequential import sequential_front, latency_gain  # noqa: E402
-from dse.study import SAMPLERS, make_sampler, open_study, run_trials  # noqa: E402
-from workloads.errors import UserError, cli_main  # noqa: E402
+from dse import io, report
+from dse.hypervolume import REFERENCE_POINT
+from dse.pipeline import Search, set_up
+from dse.search import build_parser as search_parser
+from dse.search import settings_from_args
+from dse.sequential import latency_gain, sequential_front
+from dse.study import SAMPLERS, make_sampler, open_study, run_trials
+from workloads.errors import UserError, cli_main
+
+__all__ = ["build_parser", "hv_at", "main", "markdown", "plot", "run", "verdict"]
 
 
 def _csv(kind: type, text: str) -> list[Any]:
@@ -38,6 +41,10 @@ def _csv(kind: type, text: str) -> list[Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m dse.compare``: every flag of ``dse.search`` (whose sampler, storage,
+    study-name and seed flags this command replaces) plus ``--samplers``, ``--seeds``,
+    ``--checkpoints`` and ``--no-sequential``.
+    """
     p = search_parser()
     p.prog = "python -m dse.compare"
     p.description = ("Run the same search budget with several samplers and seeds and report the hypervolume "
@@ -57,11 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def hv_at(history: np.ndarray, n: int) -> float:
+    """The hypervolume after ``n`` complete trials, from a history of one value per complete trial
+    (``[trials]``, normalized by vanilla tuning); the last value when the study holds fewer, 0.0
+    for an empty history.
+    """
     return float(history[min(n, len(history)) - 1]) if len(history) else 0.0
 
 
 def run(search: Search, *, samplers: list[str], seeds: list[int], trials: int, checkpoints: list[int], out: Path,
         progress: bool) -> pd.DataFrame:
+    """Run ``trials`` complete trials per sampler and seed, each in its own study of one SQLite file
+    in ``out`` (the same search, same reference, same budget: equal treatment), and save each
+    study's hypervolume history as ``hv-SAMPLER-sSEED.npy``.
+
+    Returns one row per (sampler, seed): ``seconds`` (wall-clock) and ``hv@N`` for each of
+    ``checkpoints`` (hypervolume normalized by vanilla tuning; Optuna's samplers, Zitzler's
+    hypervolume indicator).
+    """
     storage = f"sqlite:///{out / 'studies.db'}"
     ref = search.reference()
     rows = []
@@ -98,6 +117,9 @@ def verdict(table: pd.DataFrame, trials: int) -> dict[str, Any]:
 
 
 def plot(out: Path, samplers: list[str], seeds: list[int]) -> None:
+    """Write ``compare.png`` in ``out``: the hypervolume against complete trials per sampler, the
+    mean over ``seeds`` with a min-max band (from the histories ``run`` saved).
+    """
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for sampler in samplers:
@@ -116,6 +138,9 @@ def plot(out: Path, samplers: list[str], seeds: list[int]) -> None:
 
 
 def markdown(table: pd.DataFrame, result: dict[str, Any], command: str) -> str:
+    """The ``compare.md`` page: the command, the hypervolume table per sampler and seed, its means
+    over seeds, and ``result`` (the verdict and the joint-vs-sequential comparison) as JSON.
+    """
     lines = ["# Search vs random search, joint vs sequential", "", f"Command: `{command}`", "",
              "Hypervolume (normalized by vanilla tuning; higher is better), per sampler and seed:", "",
              io.markdown_table(table), "", "Means over seeds:", "",
@@ -126,6 +151,13 @@ def markdown(table: pd.DataFrame, result: dict[str, Any], command: str) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dse.compare``: run the samplers at equal budget, compare the joint search's front
+    with the sequential flow's, write compare.csv / .json / .md / .png in ``--out`` and print the
+    page (or, with ``--json``, the result); returns the exit status 0.
+
+    Raises:
+        UserError: an unknown sampler or any ``dse.search`` setting error (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     bad = [s for s in args.samplers if s not in SAMPLERS]
     if bad:
@@ -142,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(out, args.samplers, args.seeds)
     result: dict[str, Any] = {"trials": trials, "checkpoints": checkpoints, "samplers": verdict(table, trials)}
     if not args.no_sequential:
-        from dse.study import front
         from optuna import load_study
+
+        from dse.study import front
 
         best = table.sort_values(f"hv@{trials}").iloc[-1]
         study = load_study(study_name=f"{best['sampler']}-s{int(best['seed'])}", storage=f"sqlite:///{out / 'studies.db'}")

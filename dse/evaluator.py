@@ -23,9 +23,16 @@ from workloads.luc.predict import predict_loss_increase
 from workloads.luc.table import SensitivityTable
 from workloads.models import LoadedModel
 
+__all__ = ["Evaluator", "Outcome"]
+
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one design costs and how good it is predicted to be: the three objectives (perplexity,
+    ``latency_s`` per tuning step, ``memory_bytes`` peak) and what the trial records beside them.
+    Perplexity = exp(tuning NLL + predicted compression loss increase), after Edge-LLM's
+    accuracy proxy; cost from the simulator.
+    """
     perplexity: float  # predicted, on the search's split
     latency_s: float  # simulated seconds per tuning step (mean over the schedule's windows)
     memory_bytes: int  # simulated peak memory of a tuning step
@@ -39,9 +46,13 @@ class Outcome:
     area_mm2: float | None
 
     def values(self) -> tuple[float, float, float]:
+        """The objectives in the study's order (``dse.study.OBJECTIVES``): perplexity, seconds per
+        tuning step, peak bytes.
+        """
         return (self.perplexity, self.latency_s, float(self.memory_bytes))
 
     def attrs(self) -> dict[str, Any]:
+        """Every field that is set, for the trial's user attributes (``None`` fields left out)."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
@@ -80,11 +91,25 @@ class Evaluator:
         return dataclasses.replace(policy, head_bits=c.head_bits) if c.head_bits != policy.head_bits else policy
 
     def table(self, pattern: str) -> SensitivityTable:
+        """The sensitivity table the policies of sparsity ``pattern`` are allocated from.
+
+        Raises:
+            KeyError: no table was measured for ``pattern``.
+        """
         if pattern not in self.sensitivity:
             raise KeyError(f"no sensitivity table for pattern {pattern!r}")
         return self.sensitivity[pattern]
 
     def evaluate(self, design: Design) -> tuple[Outcome, Policy | None]:
+        """Predict ``design``'s quality and simulate its cost: the LUC policy for its compression
+        (``None`` for an uncompressed design), the measured tuning loss of its tuning depth, the
+        predicted loss increase of the policy, and the simulated tuning step on the (overridden)
+        hardware. Returns the ``Outcome`` and the policy.
+
+        Raises:
+            UserError: an impossible budget (from the allocation).
+            sim.SimError: an op no tiling can map on the hardware.
+        """
         policy = self.policy(design)
         tuning_nll = self.tuning.nll(design.tuning)
         comp = predict_loss_increase(self.table(policy.pattern), policy) if policy is not None else 0.0

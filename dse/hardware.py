@@ -22,6 +22,8 @@ from workloads.trace import RECORDER_VERSION, Trace, record_trace
 from workloads.tuning import actcomp
 from workloads.tuning.schedule import Window, default_exits, make_windows
 
+__all__ = ["StepCost", "TraceBank", "design_windows", "simulate_design"]
+
 
 @dataclass(frozen=True)
 class StepCost:
@@ -39,6 +41,10 @@ class StepCost:
 
 
 def design_windows(design: Design, num_layers: int) -> list[Window]:
+    """The tuning windows of ``design`` on a model of ``num_layers`` decoder layers: all layers as
+    one window for vanilla tuning, else the adaptive windows ending at the design's exits
+    (Edge-LLM's adaptive layer tuning, ``workloads.tuning.schedule``).
+    """
     if design.tuning.method == "vanilla":
         return [Window(0, num_layers - 1)]
     exits = default_exits(num_layers, design.tuning.window, design.tuning.exits)

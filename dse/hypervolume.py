@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from optuna._hypervolume import compute_hypervolume  # exact WFG; pinned optuna<6
 
+__all__ = ["PERPLEXITY_BUDGET", "REFERENCE_POINT", "hypervolume", "hypervolume_history"]
+
 # The search's default accuracy budget: perplexity at most this multiple of vanilla tuning's.
 PERPLEXITY_BUDGET = 3.0
 # A point counts only if it beats this corner: perplexity under the budget, latency and memory

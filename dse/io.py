@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from common.files import write_atomic
+
+__all__ = ["markdown_table", "save_figure", "write_csv", "write_json", "write_text"]
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -17,14 +20,17 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file and rename: a reader never sees half a file)."""
     _atomic(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` as indented JSON (non-JSON values as their ``str``), atomically."""
     write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
 def write_csv(path: str | Path, df: pd.DataFrame) -> None:
+    """Write ``df`` to ``path`` as CSV without the index, atomically."""
     _atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
 
 

@@ -23,9 +23,12 @@ from dse.space import Tuning
 from workloads.evaluate import evaluate
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir
-from workloads.tuning import actcomp, lora
+from workloads.tuning import actcomp
 from workloads.tuning.train import TuneConfig, tune
 from workloads.tuning.voting import RULES, ExitVoter, variant_name
+
+__all__ = ["EVAL_SEED", "Fidelity", "MC_EVAL_VERSION", "TuningTable", "compressed_copy", "measure",
+           "measure_model", "tune_config", "weights_digest"]
 
 
 EVAL_SEED = 0  # the held-out evaluation set (multiple-choice items) is the same for every run
@@ -48,6 +51,9 @@ class Fidelity:
     seed: int = 0
 
     def key(self) -> str:
+        """A 12-hex-digit hash of the measurement settings (and of the multiple-choice set's version
+        when accuracy is measured): the cache key of the measurements taken at this fidelity.
+        """
         fields: dict[str, Any] = asdict(self)
         if self.mc_items > 0:  # the multiple-choice set changed with EVAL_VERSION; perplexity did not
             fields["mc_eval"] = MC_EVAL_VERSION
@@ -55,6 +61,10 @@ class Fidelity:
 
 
 def tune_config(tuning: Tuning, fid: Fidelity) -> TuneConfig:
+    """The ``TuneConfig`` of a real measurement of ``tuning`` at fidelity ``fid`` (steps, batch,
+    sequence length, learning rate and seed from ``fid``; method, window, exits, schedule and
+    activation bits from ``tuning``).
+    """
     return TuneConfig(
         method=tuning.method,
         steps=fid.steps,
@@ -201,6 +211,10 @@ class TuningTable:
 
     @staticmethod
     def key(tuning: Tuning) -> str:
+        """The table's key of ``tuning``: method, window, exits, schedule, packing of the saved
+        activations and translators (not the vote, chosen at inference: one measurement serves every
+        rule).
+        """
         # The vote is chosen at inference, so one measurement serves every rule.
         tag = actcomp.cache_tag(tuning.act_bits)
         packed = f"|{tag}" if tag else ""
@@ -212,6 +226,10 @@ class TuningTable:
         return self.key(tuning) in self._table
 
     def lookup(self, tuning: Tuning) -> dict[str, Any]:
+        """The measurement of ``tuning`` (``measure``: a real tuning run and held-out evaluation),
+        taken once and then read from the table file, which is merged with other workers' entries
+        and rewritten atomically after each new measurement.
+        """
         key = self.key(tuning)
         if key not in self._table:
             torch.manual_seed(self.fid.seed)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from tqdm.auto import tqdm
@@ -14,16 +15,28 @@ from tqdm.auto import tqdm
 import sim
 from dse import report
 from dse.evaluator import Evaluator, Outcome
-from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.hardware import TraceBank, design_windows
+from dse.hypervolume import PERPLEXITY_BUDGET
 from dse.measure import Fidelity, measure
 from dse.progress import Phases
-from dse.space import PATTERNS, SPACE_VERSION, Compression, Design, Tuning, suggest, tunings, vanilla
+from dse.space import (
+    PATTERNS,
+    SPACE_VERSION,
+    Compression,
+    Design,
+    Tuning,
+    suggest,
+    tunings,
+    vanilla,
+)
 from dse.storage import WORKER_ATTR, open_storage, worker_id
 from dse.study import make_sampler, open_study, run_trials
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.models import LoadedModel, cache_dir, load_model
+
+__all__ = ["PHASES", "REMEASURE_MC_ITEMS", "Search", "SearchSettings", "design_from_dict", "record",
+           "remeasure", "run_search", "sensitivity_tables", "set_up", "warm_up"]
 
 
 # The phases run_search announces: model, sensitivity profiles, tuning table, traces, trials,
@@ -102,6 +115,9 @@ class Search:
         return self._reference
 
     def design(self, trial: optuna.Trial) -> Design:
+        """The design ``trial`` samples from the search space (``dse.space.suggest``) under this
+        search's settings and hardware (SRAM in KiB, DRAM bandwidth in GB/s).
+        """
         s = self.settings
         design = suggest(
             trial,
@@ -115,6 +131,14 @@ class Search:
         return design
 
     def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """The Optuna objective: sample a design, evaluate it, record it on the trial, set the DRAM
+        and accuracy-budget constraints (feasible at <= 0, each the relative excess over its limit)
+        and return (perplexity, seconds per tuning step, peak bytes).
+
+        Raises:
+            UserError: the design cannot be evaluated (impossible budget, unmappable op); the reason is
+                kept on the failed trial and the study goes on.
+        """
         trial.set_user_attr(WORKER_ATTR, worker_id())
         design = self.design(trial)
         try:
@@ -137,6 +161,9 @@ class Search:
 
 
 def record(trial: optuna.Trial, design: Design, outcome: Outcome, policy: Policy | None) -> None:
+    """Store ``outcome``'s fields, the design and the policy (or ``None``) as ``trial``'s user
+    attributes, so trials.csv and the front can be rebuilt from the study alone.
+    """
     for key, value in outcome.attrs().items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("design", design.to_dict())
@@ -144,6 +171,11 @@ def record(trial: optuna.Trial, design: Design, outcome: Outcome, policy: Policy
 
 
 def design_from_dict(d: dict[str, Any]) -> Design:
+    """The ``Design`` a trial recorded with ``record`` (the inverse of ``Design.to_dict``).
+
+    Raises:
+        KeyError, TypeError: ``d`` is not a recorded design.
+    """
     return Design(Compression(**d["compression"]), Tuning(**d["tuning"]), d["dataflow"], dict(d.get("hw") or {}))
 
 

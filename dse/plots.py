@@ -16,6 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial
 
+__all__ = ["CLIP_OVER_BUDGET", "CONSTRAINT_NAMES", "LOG_DECADES", "PREDICTED", "broken",
+           "front_figure", "hypervolume_figure", "wants_log"]
+
 LOG_DECADES = 2.0  # a positive axis whose values span more than this many decades is logarithmic
 CLIP_OVER_BUDGET = 2.0  # the perplexity axis ends at this multiple of the accuracy budget
 PREDICTED = ("predicted perplexity = exp(dense model's loss measured after brief tuning "
@@ -73,10 +76,7 @@ def front_figure(
                             label="feasible trials (predicted)")
             if (ok & ~over).any():
                 fig.colorbar(sc, ax=ax, label=clabel)
-            for lab, marker in zip(sorted({lab for lab in labels if lab}), ("x", "+", "1", "2")):
-                sel = np.array([lb == lab for lb in labels]) & ~over
-                if sel.any():
-                    ax.scatter(x[sel], y[sel], marker=marker, c="grey", s=20, label=f"infeasible: {lab}")
+            _draw_infeasible(ax, x, y, labels, ~over)
             if over.any():
                 ax.scatter(x[over], y[over], marker="^", c="lightgrey", edgecolors="grey", s=22, clip_on=False,
                            label=f"{int(over.sum())} trials above {top:.3g} (up to {ppl.max():.3g}), on the edge")
@@ -87,18 +87,8 @@ def front_figure(
                 rx = reference[xref] * (1e3 if xref == "latency_s" else 1 / 2**20)
                 ax.scatter([rx], [min(reference["perplexity"], top)], marker="*", s=180, c="black", zorder=5,
                            label="vanilla tuning (predicted)")
-            if budget is not None and budget <= top:
-                ax.axhline(budget, color="tab:red", ls="--", lw=1, label=f"accuracy budget: perplexity {budget:.3g}")
-            elif budget is not None:  # every trial is well within it: the axis is not stretched to show it
-                ax.plot([], [], color="tab:red", ls="--", lw=1,
-                        label=f"accuracy budget: perplexity {budget:.3g} (above every trial)")
-            if log_y:
-                ax.set_yscale("log")
-                _plain_log(ax.yaxis)
-            if wants_log(x):
-                ax.set_xscale("log")
-                _plain_log(ax.xaxis)
-            ax.set_ylim(top=top * (1.15 if log_y else 1.04))
+            _draw_budget(ax, budget, top)
+            _scale_axes(ax, x, log_y=log_y, top=top)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("perplexity (lower is better)")
             ax.grid(True, which="both", alpha=0.25)
@@ -108,6 +98,38 @@ def front_figure(
                  "measured = compressed, tuned and evaluated for real on the held-out split", fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
+
+
+def _draw_infeasible(ax: Any, x: np.ndarray, y: np.ndarray, labels: list[str | None],
+                     shown: np.ndarray) -> None:
+    """The infeasible trials among ``shown`` (a boolean mask), one grey marker per reason
+    (``labels``: the reason of each trial, None for a feasible one; up to four reasons)."""
+    for lab, marker in zip(sorted({lab for lab in labels if lab}), ("x", "+", "1", "2"), strict=False):
+        sel = np.array([lb == lab for lb in labels]) & shown
+        if sel.any():
+            ax.scatter(x[sel], y[sel], marker=marker, c="grey", s=20, label=f"infeasible: {lab}")
+
+
+def _draw_budget(ax: Any, budget: float | None, top: float) -> None:
+    """The accuracy budget (perplexity) as a dashed line, or only as a legend entry when it lies
+    above ``top`` (every trial is well within it: the axis is not stretched to show it)."""
+    if budget is not None and budget <= top:
+        ax.axhline(budget, color="tab:red", ls="--", lw=1, label=f"accuracy budget: perplexity {budget:.3g}")
+    elif budget is not None:
+        ax.plot([], [], color="tab:red", ls="--", lw=1,
+                label=f"accuracy budget: perplexity {budget:.3g} (above every trial)")
+
+
+def _scale_axes(ax: Any, x: np.ndarray, *, log_y: bool, top: float) -> None:
+    """Log scales (with plain tick labels) where the values span decades, and the perplexity
+    axis cut at ``top`` with room for the markers on its edge."""
+    if log_y:
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+    if wants_log(x):
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+    ax.set_ylim(top=top * (1.15 if log_y else 1.04))
 
 
 def _plain_log(axis: Any) -> None:

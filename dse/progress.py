@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
+__all__ = ["Note", "Phases", "duration"]
+
 
 def duration(seconds: float) -> str:
     """``seconds`` as a short human duration: "12.3 s", "4.2 min", "1.3 h"."""
@@ -45,6 +47,7 @@ class Phases:
         self.start = time.perf_counter()
 
     def say(self, text: str) -> None:
+        """Print ``text`` as one line on the stream (nothing when the stream is ``None``, as in a worker)."""
         if self.stream is not None:
             print(text, file=self.stream, flush=True)
 

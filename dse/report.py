@@ -16,6 +16,10 @@ from dse.hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
 from dse.plots import front_figure, hypervolume_figure
 from dse.study import META_KEY, OBJECTIVES, feasible, front
 
+__all__ = ["OUTPUT_FILES", "REAL_PREFIX", "REFERENCE_KEY", "budget_perplexity", "distinct_front",
+           "hv_history", "next_steps", "normalized", "real_results", "study_hypervolume",
+           "summary_text", "trial_rows", "write_outputs"]
+
 REFERENCE_KEY = "reference"  # study user attribute: the vanilla design's objectives
 REAL_PREFIX = "real:"  # study user attribute per re-measured trial: "real:<number>"
 
@@ -88,7 +92,7 @@ def trial_rows(study: optuna.Study, trials: list[FrozenTrial],
         if found_by is not None:
             row["trials"] = " ".join(map(str, found_by.get(t.number, [t.number])))
         if t.values:
-            row.update(dict(zip(OBJECTIVES, t.values)))
+            row.update(dict(zip(OBJECTIVES, t.values, strict=True)))
         row["feasible"] = feasible(t) if t.state == TrialState.COMPLETE else None
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row.update({k: v for k, v in t.user_attrs.items() if not isinstance(v, (dict, list))})
@@ -146,7 +150,7 @@ def write_outputs(study: optuna.Study, out: Path, *, storage: str | None = None)
                 {
                     "number": t.number,
                     "trials": found_by[t.number],
-                    "values": dict(zip(OBJECTIVES, t.values)),
+                    "values": dict(zip(OBJECTIVES, t.values, strict=True)),
                     "params": t.params,
                     "attrs": t.user_attrs,
                     "real": real.get(str(t.number)),
@@ -189,7 +193,7 @@ def _best_rows(pareto: list[FrozenTrial], reference: dict[str, float]) -> list[d
     }
     rows = []
     for label, t in picks.items():
-        row = {"pick": label, "number": t.number, **dict(zip(OBJECTIVES, t.values))}
+        row = {"pick": label, "number": t.number, **dict(zip(OBJECTIVES, t.values, strict=True))}
         if reference:
             row["speedup_vs_vanilla"] = reference["latency_s"] / t.values[1]
             row["memory_saving_vs_vanilla"] = reference["memory_bytes"] / t.values[2]
@@ -199,6 +203,10 @@ def _best_rows(pareto: list[FrozenTrial], reference: dict[str, float]) -> list[d
 
 
 def summary_text(summary: dict[str, Any]) -> str:
+    """The readable ``summary.txt`` of a study's ``summary`` (``summarize``): trial counts, front
+    size, hypervolume, the vanilla reference (perplexity, ms per step, MiB) and the picked
+    designs.
+    """
     ref = summary["reference"]
     lines = [
         f"study {summary['study']}: {summary['trials'].get('complete', 0)} complete, "

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="text corpus (default: the built-in Python documentation)")
     p.add_argument("--sparsity", type=float, default=None, help=f"LUC average sparsity, 0..1 (default: {d.sparsity})")
     p.add_argument("--bits", type=float, default=None, help=f"LUC average weight bits (default: {d.bits})")
-    p.add_argument("--rule", default=None, choices=luc_allocate.RULES, help=f"LUC allocation rule (default: {d.rule})")
+    p.add_argument("--rule", default=None, choices=luc_allocate.ALLOCATION_RULES, help=f"LUC allocation rule (default: {d.rule})")
     p.add_argument("--prune", default=None, help=f"pruning method (default: {d.prune})")
     p.add_argument("--quant", default=None, help=f"quantization method (default: {d.quant})")
     p.add_argument("--group-size", type=positive_int, default=None,

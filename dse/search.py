@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import sim
 from dse.hypervolume import PERPLEXITY_BUDGET
@@ -23,15 +22,22 @@ from dse.pipeline import PHASES, REMEASURE_MC_ITEMS, SearchSettings, run_search
 from dse.progress import Phases, duration
 from dse.storage import open_storage
 from dse.study import SAMPLERS, check_study
+from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import positive_float, positive_int
-from workloads import data as data_mod
 from workloads.models import BUILTIN_MODELS, check_model_source
+
+__all__ = ["DEFAULT_HW", "build_parser", "main", "refuse_early", "settings_from_args",
+           "spawn_workers"]
 
 DEFAULT_HW = "hwconfigs/edge_llm.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m dse.search``: hardware, model and data, study storage and size,
+    which knobs to search, the accuracy budget and the sizes of the real measurements; every
+    default comes from ``SearchSettings``.
+    """
     d = SearchSettings()
     p = argparse.ArgumentParser(
         prog="python -m dse.search",
@@ -76,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct front members to compress, tune and evaluate for real after the search "
                    f"(held-out perplexity and accuracy over {REMEASURE_MC_ITEMS} multiple-choice items); 0 skips "
                    "(default: %(default)s)")
+    _add_measurement_args(p, d)
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes on this machine sharing the study (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set for --workers' children
+    return p
+
+
+def _add_measurement_args(p: argparse.ArgumentParser, d: SearchSettings) -> None:
+    """The sizes of the real measurements and of the simulated step (defaults from ``d``)."""
     p.add_argument("--tune-steps", type=positive_int, default=d.fidelity.steps,
                    help="tuning steps of every real measurement (default: %(default)s)")
     p.add_argument("--tune-batch", type=positive_int, default=d.fidelity.batch_size,
@@ -88,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per sequence of the simulated tuning step (default: %(default)s)")
     p.add_argument("--trace-batch", type=positive_int, default=d.trace_batch,
                    help="sequences of the simulated tuning step (default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="worker processes on this machine sharing the study (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set for --workers' children
-    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The ``SearchSettings`` the parsed options ask for.
+
+    Raises:
+        UserError: ``--max-sparsity`` outside [0, 0.9] or a negative ``--remeasure``.
+    """
     from dse.measure import Fidelity
 
     if not 0.0 <= args.max_sparsity <= 0.9:
@@ -173,6 +189,14 @@ def refuse_early(settings: SearchSettings) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dse.search``: run (or resume) the study with ``--workers`` processes, then the
+    report and the re-measurement of the front; prints the summary (or, with ``--json``, one JSON
+    object) and returns the exit status 0.
+
+    Raises:
+        UserError: a bad option, hardware config, model or storage, or a design the simulator
+            cannot map (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     phases = Phases(PHASES, stream=None if args.worker_only else sys.stderr)

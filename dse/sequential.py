@@ -18,13 +18,26 @@ from tqdm.auto import tqdm
 
 from common.pareto import pareto_mask
 from dse.pipeline import Search
-from dse.space import MAX_EXITS, NM_SPARSITY, PATTERNS, RULES, VOTES, WINDOWS, Compression, Design, Tuning
+from dse.space import (
+    ALLOCATION_RULES,
+    MAX_EXITS,
+    NM_SPARSITY,
+    PATTERNS,
+    VOTES,
+    WINDOWS,
+    Compression,
+    Design,
+    Tuning,
+)
+from dse.study import OBJECTIVES
 from workloads.errors import UserError
 from workloads.luc.predict import predict_loss_increase
 
+__all__ = ["BITS", "SPARSITIES", "accuracy_first", "compressions", "latency_gain",
+           "sequential_front", "storage_bits", "tunings"]
+
 SPARSITIES = tuple(round(0.1 * i, 2) for i in range(8))  # 0 .. 0.7
 BITS = tuple(2.5 + 0.5 * i for i in range(12))  # 2.5 .. 8
-OBJECTIVES = ["perplexity", "latency_s", "memory_bytes"]
 
 
 def storage_bits(c: Compression) -> float:
@@ -33,8 +46,12 @@ def storage_bits(c: Compression) -> float:
 
 
 def compressions(max_sparsity: float) -> list[Compression]:
+    """The compression grid of the sequential flow's first stage: every pattern, allocation rule and
+    bit-width with each sparsity of the grid up to ``max_sparsity`` (N:M patterns: up to their
+    fixed sparsity, and never dense).
+    """
     out = []
-    for pattern, rule, bits in itertools.product(PATTERNS, RULES, BITS):
+    for pattern, rule, bits in itertools.product(PATTERNS, ALLOCATION_RULES, BITS):
         cap = max_sparsity if pattern == "unstructured" else min(max_sparsity, NM_SPARSITY)
         sparsities = [s for s in SPARSITIES if s <= cap and (s > 0 or pattern == "unstructured")]
         out.extend(Compression(s, bits, pattern, rule) for s in sparsities)
@@ -58,6 +75,9 @@ def accuracy_first(search: Search) -> list[Compression]:
 
 
 def tunings(num_layers: int) -> list[Tuning]:
+    """The tuning grid of the sequential flow's second stage: adaptive tuning with every window that
+    fits ``num_layers``, 1..``MAX_EXITS`` exits and, with several exits, every vote rule.
+    """
     out = []
     for window in (w for w in WINDOWS if w <= num_layers):
         for exits in range(1, max(1, min(MAX_EXITS, num_layers // window)) + 1):
@@ -82,7 +102,7 @@ def sequential_front(search: Search, *, progress: bool = True) -> pd.DataFrame:
                      **{f"tuning_{k}": v for k, v in tuning.__dict__.items()}})
     table = pd.DataFrame(rows)
     if len(table):
-        table["on_front"] = pareto_mask(table[OBJECTIVES].to_numpy())
+        table["on_front"] = pareto_mask(table[list(OBJECTIVES)].to_numpy())
     return table
 
 

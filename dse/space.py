@@ -10,8 +10,13 @@ from typing import Any
 
 import optuna
 
+__all__ = ["ACT_BITS", "ALLOCATION_RULES", "Compression", "DATAFLOWS", "Design", "HEAD_BITS",
+           "HW_ARRAYS", "HW_BANDWIDTH_SCALE", "HW_WEIGHT_SHARE", "MAX_EXITS", "NM_SPARSITY",
+           "PATTERNS", "SCHEDULES", "SPACE_VERSION", "Tuning", "VOTES", "WINDOWS", "exit_choices",
+           "suggest", "tunings", "vanilla", "window_choices"]
+
 PATTERNS = ("unstructured", "2:4", "4:8")
-RULES = ("paper", "owl", "optimal")
+ALLOCATION_RULES = ("paper", "owl", "optimal")  # workloads.luc.allocate rules the search samples
 SCHEDULES = ("sequential", "round_robin", "random")
 VOTES = ("max_conf", "mean", "entropy")
 DATAFLOWS = ("auto", "ws", "os", "is")
@@ -34,6 +39,10 @@ HW_WEIGHT_SHARE = (0.25, 0.5, 0.75)  # share of the on-chip SRAM given to the we
 
 @dataclass(frozen=True)
 class Compression:
+    """The compression half of a design: LUC budget (parameter-weighted average sparsity and bits
+    over the decoder layers' linear weights), sparsity pattern, allocation rule and head bits
+    (Edge-LLM's layer-wise unified compression; ``workloads.luc``).
+    """
     avg_sparsity: float  # parameter-weighted mean pruning ratio of the decoder layers, [0, 1)
     avg_bits: float  # parameter-weighted mean weight bits, 2..8 (16 = unquantized)
     pattern: str = "unstructured"
@@ -44,6 +53,10 @@ class Compression:
 
 @dataclass(frozen=True)
 class Tuning:
+    """The tuning half of a design: vanilla or adaptive layer tuning (window of layers, number of
+    exits, schedule of windows, vote rule), bits of the saved activations and exit translators
+    (Edge-LLM's adaptive layer tuning and voting; ``workloads.tuning``).
+    """
     method: str = "adaptive"  # or "vanilla": LoRA everywhere, loss at the output
     window: int = 4  # layers per window (adaptive)
     exits: int = 2  # number of exits, the top ones every `window` layers
@@ -55,12 +68,16 @@ class Tuning:
 
 @dataclass(frozen=True)
 class Design:
+    """One point of the joint search space: compression, tuning, dataflow (``auto``: the per-op
+    scheduler) and hardware overrides (dotted config keys, as ``sim``'s ``--set``).
+    """
     compression: Compression
     tuning: Tuning
     dataflow: str = "auto"  # per-op scheduler, or one fixed dataflow for every op
     hw: dict[str, Any] = field(default_factory=dict)  # dotted overrides of the hardware config
 
     def to_dict(self) -> dict[str, Any]:
+        """The design as nested plain dicts (JSON-ready; ``pipeline.design_from_dict`` reads it back)."""
         return asdict(self)
 
 
@@ -116,7 +133,7 @@ def suggest(
     if pattern != "unstructured":
         sparsity = min(sparsity, NM_SPARSITY)
     bits = trial.suggest_float("avg_bits", 2.5, 8.0, step=0.5)
-    rule = trial.suggest_categorical("rule", RULES)
+    rule = trial.suggest_categorical("rule", ALLOCATION_RULES)
     sharpness = trial.suggest_float("sharpness", 0.0, 2.0, step=0.25) if rule == "paper" else 1.0
     head_bits = trial.suggest_categorical("head_bits", HEAD_BITS)
     window = trial.suggest_categorical("window", window_choices(num_layers))

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -24,6 +23,9 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError
 
 from workloads.errors import UserError
+
+__all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "SQLITE_BUSY_S",
+           "WORKER_ATTR", "fail_dead_workers", "open_storage", "worker_id"]
 
 # A worker proves it lives every HEARTBEAT_S seconds; its RUNNING trial is failed (and retried)
 # after GRACE_S seconds of silence. The environment may shorten both (the fault tests do).
@@ -80,7 +82,7 @@ def _open_rdb(url: str, attempts: int = 3) -> RDBStorage:
                 )
         except ImportError as exc:
             raise UserError(f"storage '{url}' needs a database driver: {exc}") from None
-        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open this URL"
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open this URL"
             if attempt + 1 < attempts and isinstance(exc, IntegrityError):  # lost the race: tables exist now
                 time.sleep(1.0)
                 continue
@@ -101,6 +103,9 @@ def _connect_timeout(url: str) -> dict[str, Any]:
 
 
 def worker_id() -> str:
+    """This process's worker name, ``HOST:PID``: stored on its trials so that other workers can tell
+    whether the process that runs a trial is still alive.
+    """
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -20,6 +20,9 @@ from dse import storage as storage_mod
 from dse.storage import WORKER_ATTR, fail_dead_workers, open_storage, worker_id
 from workloads.errors import UserError
 
+__all__ = ["META_KEY", "OBJECTIVES", "SAMPLERS", "SurplusTrialError", "check_study", "completed",
+           "feasible", "front", "make_sampler", "open_study", "run_trials", "stop_on_ctrl_c"]
+
 SAMPLERS = ("nsga2", "tpe", "random")
 OBJECTIVES = ("perplexity", "latency_s", "memory_bytes")  # all minimized
 META_KEY = "settings"  # study user attribute: what the study was created with
@@ -110,6 +113,7 @@ def open_study(storage_url: str, name: str, sampler: BaseSampler, settings: dict
 
 
 def completed(study: optuna.Study) -> int:
+    """The number of complete trials in ``study`` (of every worker and earlier run)."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
@@ -150,15 +154,7 @@ def run_trials(
     waiter = _Waiter(study, n_trials, poll_s, say)
 
     with stop_on_ctrl_c() as interrupted:
-
-        def gated(trial: optuna.Trial) -> Sequence[float]:
-            trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
-            if not waiter.wait(interrupted, before=trial.number):
-                reason = ("interrupted before it began" if interrupted.is_set()
-                          else "surplus: the study already held its trials (not evaluated)")
-                trial.set_user_attr("fail_reason", reason)
-                raise SurplusTrialError(reason)
-            return objective(trial)
+        gated = _gated(objective, waiter, interrupted)
 
         def tick(study: optuna.Study, trial: FrozenTrial) -> None:
             bar.n = min(completed(study), n_trials)
@@ -179,6 +175,28 @@ def run_trials(
     if interrupted.is_set():
         raise KeyboardInterrupt
     return done
+
+
+def _gated(objective: Callable[[optuna.Trial], Sequence[float]], waiter: _Waiter,
+           interrupted: threading.Event) -> Callable[[optuna.Trial], Sequence[float]]:
+    """``objective`` behind the exactness gate of ``run_trials``: a trial first names its worker,
+    then waits for room; one that finds the study full (or is interrupted) is failed as
+    ``SurplusTrialError`` with its reason, unevaluated.
+
+    Raises:
+        SurplusTrialError: (from the returned function) no room for the trial.
+    """
+
+    def gated(trial: optuna.Trial) -> Sequence[float]:
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # name it first: others check its pid
+        if not waiter.wait(interrupted, before=trial.number):
+            reason = ("interrupted before it began" if interrupted.is_set()
+                      else "surplus: the study already held its trials (not evaluated)")
+            trial.set_user_attr("fail_reason", reason)
+            raise SurplusTrialError(reason)
+        return objective(trial)
+
+    return gated
 
 
 class _Waiter:
@@ -241,6 +259,9 @@ def stop_on_ctrl_c() -> Iterator[threading.Event]:
 
 
 def feasible(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` satisfies every constraint (Optuna's convention: a constraint value <= 0 is
+    satisfied).
+    """
     return all(c <= 0.0 for c in trial.constraints.values())
 
 

@@ -8,6 +8,15 @@ import pytest
 from dse.space import ACT_BITS, HEAD_BITS, Compression, Design, Tuning, suggest, window_choices
 
 
+def test_the_searched_rules_and_votes_are_the_libraries_own():
+    from dse.space import ALLOCATION_RULES, VOTES
+    from workloads.luc import allocate
+    from workloads.tuning import voting
+
+    assert set(ALLOCATION_RULES) <= set(allocate.ALLOCATION_RULES)
+    assert set(VOTES) <= set(voting.RULES)
+
+
 def test_window_choices_reach_all_layers_and_the_headline_window():
     assert window_choices(30) == [2, 4, 8, 12, 15, 20, 30]
     assert window_choices(4) == [2, 4]

@@ -2,3 +2,5 @@
 
 Everything here runs in torch on the host; the simulator (`sim`) only sees the trace.
 """
+
+__all__ = []

@@ -31,6 +31,9 @@ from transformers.pytorch_utils import Conv1D
 
 from workloads.errors import UserError
 
+__all__ = ["Architecture", "LAYER_CONTAINERS", "PRODUCT_MODULES", "architecture", "causal_lm",
+           "product_shape"]
+
 LAYER_CONTAINERS = ("layers", "h", "block", "blocks", "layer")  # peft's COMMON_LAYERS_PATTERN
 PRODUCT_MODULES = (nn.Linear, Conv1D)  # weight modules whose forward is one matrix product
 _PROBE_TOKENS = 3
@@ -49,7 +52,7 @@ class _Layout:
     conv1d: bool  # the products are transformers' Conv1D (weight [in, out]), not nn.Linear
 
 
-_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, _Layout]" = weakref.WeakKeyDictionary()
+_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, _Layout] = weakref.WeakKeyDictionary()
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -71,10 +74,12 @@ class Architecture:
 
     @property
     def decoder_path(self) -> str:
+        """The decoder's module path inside the model (``model``, ``transformer``, ``model.decoder``)."""
         return self.layout.decoder
 
     @property
     def layers(self) -> nn.ModuleList:
+        """The decoder layers, in order (the model's own ``nn.ModuleList``)."""
         return getattr(self.decoder, self.layout.container)
 
     @property
@@ -89,6 +94,8 @@ class Architecture:
 
     @property
     def final_modules(self) -> list[nn.Module]:
+        """The modules between the last decoder layer and the head (found by probing: the final
+        norm, and OPT's output projection where it has one), in the order they run."""
         return [self.model.get_submodule(p) for p in self.layout.final]
 
     def final(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -182,7 +189,7 @@ def _products(layer: nn.Module, name: str) -> tuple[tuple[str, str], ...]:
     if not found:
         raise UserError(f"{name}: its decoder layers hold no nn.Linear or Conv1D: architecture not supported")
     short = [p.rsplit(".", 1)[-1] for p in found]
-    return tuple((p, s if short.count(s) == 1 else p) for p, s in zip(found, short))
+    return tuple((p, s if short.count(s) == 1 else p) for p, s in zip(found, short, strict=True))
 
 
 def _probe(lm: nn.Module, decoder_path: str, container: str, head_path: str) -> tuple[str, ...]:

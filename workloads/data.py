@@ -17,6 +17,10 @@ from transformers import PreTrainedTokenizerBase
 from common.textfile import read_text
 from workloads.errors import UserError
 
+__all__ = ["BUILTIN", "ChoiceItem", "DISTRACTORS", "PASSAGE_CHARS", "SPLITS", "choice_items",
+           "load_documents", "load_split", "passages", "split_of", "split_windows", "tokenize",
+           "windows"]
+
 BUILTIN = "pydoc"
 SPLITS = ("calibration", "tuning", "eval")
 # Share of passages (by a hash of their text, so the split never depends on file order) that

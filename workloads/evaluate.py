@@ -13,11 +13,14 @@ from typing import Any
 import torch
 
 from workloads import data as data_mod
-from workloads.errors import UserError, cli_main
+from workloads.errors import cli_main
 from workloads.luc.compress import compress_model, needs_calibration
 from workloads.luc.policy import Policy
 from workloads.metrics import Scorer, choice_accuracy, model_scorer, perplexity
 from workloads.models import BUILTIN_MODELS, LoadedModel, load_model
+
+__all__ = ["add_model_args", "build_parser", "evaluate", "main", "non_negative_int",
+           "positive_float", "positive_int", "seed_int"]
 
 
 def evaluate(
@@ -66,6 +69,11 @@ def evaluate(
 
 
 def positive_int(text: str) -> int:
+    """``argparse`` type: an integer > 0.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or not positive.
+    """
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer (got {text})")
@@ -73,6 +81,11 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """``argparse`` type: a finite number > 0 (NaN refused).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, or not a finite positive one.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -83,6 +96,11 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or negative.
+    """
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive integer (got {text})")
@@ -119,6 +137,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.evaluate``: model options, split, window length (tokens),
+    windows, multiple-choice items and an optional policy to compress with first.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m workloads.evaluate",
         description="Perplexity and next-token top-1 accuracy (non-overlapping windows) and multiple-choice "
@@ -170,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m workloads.evaluate``: (optionally compress, then) measure perplexity, top-1 and
+    multiple-choice accuracy on the split; prints them (or, with ``--json``, one JSON object) and
+    returns the exit status 0.
+
+    Raises:
+        UserError: a bad option, model, policy or data (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from common.files import write_atomic
 from common.textfile import file_problem, read_text
 from workloads.errors import UserError
+
+__all__ = ["read_json", "write_json_atomic"]
 
 
 def read_json(path: str | Path, what: str, noun: str) -> Any:

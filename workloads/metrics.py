@@ -11,14 +11,19 @@ vocabulary-sized head on context positions, which is a fifth of the model's work
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
 from workloads.architecture import architecture
 from workloads.data import ChoiceItem
+
+__all__ = ["AccuracyResult", "PerplexityResult", "Scorer", "TokenScores", "as_scores",
+           "choice_accuracy", "head_logprobs", "model_scorer", "perplexity", "pick",
+           "target_logprobs"]
 
 
 class TokenScores(NamedTuple):
@@ -81,6 +86,9 @@ def model_scorer(model: torch.nn.Module) -> Scorer:
 
 @dataclass(frozen=True)
 class PerplexityResult:
+    """Perplexity = exp(mean NLL in nats per predicted token) over ``windows`` non-overlapping
+    windows of ``seq_len`` tokens, with the token count and, when scored, top-1 accuracy.
+    """
     perplexity: float
     nll: float  # mean negative log-likelihood per predicted token, nats
     tokens: int  # predicted tokens (seq_len - 1 per window)
@@ -89,17 +97,22 @@ class PerplexityResult:
     top1: float | None = None  # share of predicted tokens that are the arg-max (None: not scored)
 
     def to_dict(self) -> dict[str, float | int]:
+        """The result as a JSON-ready dict."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class AccuracyResult:
+    """Multiple-choice accuracy: ``correct`` of ``items`` items with ``choices`` continuations each
+    (the true one against distractors, picked by log-likelihood).
+    """
     accuracy: float
     correct: int
     items: int
     choices: int
 
     def to_dict(self) -> dict[str, float | int]:
+        """The result as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -30,6 +30,10 @@ from transformers import (
 
 from workloads.errors import UserError
 
+__all__ = ["BUILTIN_MODELS", "INSTALL_HINT", "LoadedModel", "SMOLLM2", "SMOLLM2_GGUF",
+           "SMOLLM2_PACKAGE", "TINY", "byte_tokenizer", "cache_dir", "check_model_source",
+           "load_model", "smollm2_gguf_path", "tiny_config"]
+
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
 BUILTIN_MODELS = (SMOLLM2, TINY)
@@ -49,6 +53,7 @@ class LoadedModel:
 
     @property
     def num_layers(self) -> int:
+        """The model's decoder layers (``config.num_hidden_layers``)."""
         return int(self.model.config.num_hidden_layers)
 
 
@@ -117,7 +122,7 @@ def _load_gguf(gguf: Path, *, name: str, use_cache: bool) -> LoadedModel:
     if use_cache and (cached / "model.safetensors").is_file():
         loaded = _load_folder(cached)
         return LoadedModel(loaded.model, loaded.tokenizer, name, str(gguf))
-    with _quiet_transformers():
+    with _QuietTransformers():
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -175,7 +180,7 @@ def _load_folder(path: Path) -> LoadedModel:
     _check_folder(path)
     # A broken folder makes transformers raise OSError, ValueError, TypeError, KeyError or a
     # safetensors error, with multi-line messages: all mean "not a loadable model", one line.
-    with _quiet_transformers():
+    with _QuietTransformers():
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except Exception as exc:  # noqa: BLE001 - see above
@@ -237,7 +242,7 @@ def _build_tiny(*, seed: int) -> LoadedModel:
     return LoadedModel(model, tokenizer, TINY, f"random LLaMA (seed {seed})")
 
 
-class _quiet_transformers:
+class _QuietTransformers:
     """Silence transformers' loading chatter (progress bars and deprecation notes)."""
 
     def __enter__(self) -> None:

@@ -23,11 +23,10 @@ from typing import Any
 
 import torch
 
+from common.files import output_mode
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, evaluate, positive_int
-from common.files import output_mode
-from workloads.models import load_model
-from workloads.tuning import lora
+from workloads.models import LoadedModel, load_model
 from workloads.tuning.compression import DEFAULT_CALIB_WINDOWS, compress, load_policy
 from workloads.tuning.evaluation import evaluate_exits
 from workloads.tuning.schedule import SCHEDULES
@@ -35,8 +34,16 @@ from workloads.tuning.step import METHODS
 from workloads.tuning.train import TuneConfig, TuneResult, tune
 from workloads.tuning.voting import DEFAULT_RULE, RULES
 
+__all__ = ["DEFAULTS", "EXAMPLE", "build_parser", "exit_list", "main", "save_adapters",
+           "worse_than_untuned"]
+
 
 def exit_list(text: str) -> list[int]:
+    """``argparse`` type: comma-separated layer indices, returned sorted and without repeats.
+
+    Raises:
+        argparse.ArgumentTypeError: an item that is not an integer.
+    """
     try:
         return sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
@@ -50,6 +57,10 @@ EXAMPLE = "python -m workloads.tune --method adaptive --policy policy.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.tune``: model options, the tuning's own options (defaults:
+    the best configuration of docs/results) and those around it (vote, policy, translators,
+    output, evaluation).
+    """
     d = TuneConfig(**DEFAULTS)
     p = argparse.ArgumentParser(
         prog="python -m workloads.tune",
@@ -62,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "of docs/results (one 12-layer window at the top, one exit, lr 0.005). Example: " + EXAMPLE,
     )
     add_model_args(p)
+    _add_tuning_args(p, d)
+    _add_run_args(p)
+    return p
+
+
+def _add_tuning_args(p: argparse.ArgumentParser, d: TuneConfig) -> None:
+    """The options of the tuning itself (``TuneConfig``'s fields; defaults from ``d``)."""
     p.add_argument("--method", choices=METHODS, default=d.method, help="tuning method (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=d.steps, help="optimizer steps (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
@@ -93,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--act-bits", type=int, default=d.act_bits,
                    help="bits of the activations kept for backward: 16 as computed, 2..8 packed with a bfloat16 "
                    "scale per 64 values (forward and evaluation stay exact; default: %(default)s)")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options around the tuning: vote rule, compression before it, translators, output and
+    the held-out evaluation."""
     p.add_argument("--vote", choices=RULES, default=DEFAULT_RULE,
                    help="adaptive: voting rule of the headline perplexity/accuracy (all rules are reported; "
                    "default: %(default)s)")
@@ -114,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=positive_int, default=8,
                    help="windows per evaluation forward pass (default: %(default)s)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
-    return p
 
 
 def save_adapters(result: TuneResult, out: Path, extra: dict[str, Any]) -> None:
@@ -142,6 +164,12 @@ def save_adapters(result: TuneResult, out: Path, extra: dict[str, Any]) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m workloads.tune``: compress (optionally), tune and evaluate; prints a summary
+    (or, with ``--json``, one JSON object) and returns the exit status 0.
+
+    Raises:
+        UserError: a bad option, model, policy or data (``cli_main`` prints it as one line).
+    """
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,23 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out} exists and is not a folder")
     started = time.perf_counter()
     loaded = load_model(args.model, seed=args.seed)
-    config = TuneConfig(
-        method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-        rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
-        max_grad_norm=args.max_grad_norm or None,
-        window=args.window or min(DEFAULTS["window"], loaded.num_layers), exits=args.exits,
-        num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
-    )
-    if args.translators:
-        from workloads.exits import translator
-
-        translator.install(loaded.model, translator.load(args.translators)[0])
-    policy_info = None
-    if args.policy:
-        policy = load_policy(args.policy, loaded)
-        compress(loaded, policy, data=args.data, seq_len=args.seq_len, calib_windows=args.calib_windows,
-                 seed=args.seed, progress=not args.json)
-        policy_info = args.policy
+    config = _tune_config(args, loaded.num_layers)
+    policy_info = _prepare_model(args, loaded)
     untuned = None
     if not args.no_eval:  # the reference every exit and vote must beat, on the same windows and items
         untuned = evaluate(loaded, data=args.data, seq_len=args.seq_len, batch_size=args.eval_batch_size,
@@ -174,13 +187,53 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     result = tune(loaded, config, data=args.data, progress=True)
     load_after = os.getloadavg()
-    out: dict[str, Any] = {
+    out = _summary(loaded, config, result, policy=policy_info, load_avg_1min=(load_before[0], load_after[0]))
+    if args.out:
+        save_adapters(result, Path(args.out), {"model": loaded.name, "policy": policy_info})
+        out["adapters"] = args.out
+    if untuned is not None:
+        out["eval"] = _evaluate_tuned(args, loaded, result, untuned)
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    _print_summary(out, as_json=args.json)
+    return 0
+
+
+def _tune_config(args: argparse.Namespace, num_layers: int) -> TuneConfig:
+    """The tuning configuration the options ask for (window: at most the model's layers)."""
+    return TuneConfig(
+        method=args.method, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+        rank=args.rank, alpha=args.alpha, dropout=args.lora_dropout,
+        max_grad_norm=args.max_grad_norm or None,
+        window=args.window or min(DEFAULTS["window"], num_layers), exits=args.exits,
+        num_exits=args.num_exits, schedule=args.schedule, act_bits=args.act_bits, seed=args.seed,
+    )
+
+
+def _prepare_model(args: argparse.Namespace, loaded: LoadedModel) -> str | None:
+    """Install the ``--translators`` and compress the model with the ``--policy`` (LUC: prune and
+    fake-quantize, calibrated on the calibration split); returns the policy's path or None."""
+    if args.translators:
+        from workloads.exits import translator
+
+        translator.install(loaded.model, translator.load(args.translators)[0])
+    if not args.policy:
+        return None
+    policy = load_policy(args.policy, loaded)
+    compress(loaded, policy, data=args.data, seq_len=args.seq_len, calib_windows=args.calib_windows,
+             seed=args.seed, progress=not args.json)
+    return str(args.policy)
+
+
+def _summary(loaded: LoadedModel, config: TuneConfig, result: TuneResult, *, policy: str | None,
+             load_avg_1min: tuple[float, float]) -> dict[str, Any]:
+    """The run's JSON record: configuration, step times (s), memory (bytes), losses, exits."""
+    return {
         "model": loaded.name,
         "method": config.method,
         "steps": config.steps,
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,
-        "policy": policy_info,
+        "policy": policy,
         "step_seconds": result.median_step_seconds(),
         "step_seconds_all": [round(s, 4) for s in result.step_seconds],
         "step_exits": [w.exit_layer for w in result.step_windows],
@@ -199,24 +252,30 @@ def main(argv: list[str] | None = None) -> int:
         "exits": result.exits,
         "windows": [w.to_list() for w in result.windows],
         "losses": [round(x, 5) for x in result.losses],
-        "load_avg_1min": [round(load_before[0], 2), round(load_after[0], 2)],
+        "load_avg_1min": [round(load_avg_1min[0], 2), round(load_avg_1min[1], 2)],
         "threads": torch.get_num_threads(),
         "config": config.to_dict(),
     }
-    if args.out:
-        save_adapters(result, Path(args.out), {"model": loaded.name, "policy": policy_info})
-        out["adapters"] = args.out
-    if not args.no_eval:
-        out["eval"] = evaluate_exits(
-            loaded, result.model, result.exits, answer_rule=args.vote, data=args.data, seq_len=args.seq_len,
-            batch_size=args.eval_batch_size, max_windows=args.eval_max_windows, mc_items=args.mc_items,
-            seed=args.seed, progress=not args.json,
-        )
-        assert untuned is not None
-        out["eval"]["untuned"] = {k: untuned[k] for k in ("perplexity", "nll", "accuracy")}
-        out["eval"]["worse_than_untuned"] = worse_than_untuned(out["eval"])
-    out["seconds"] = round(time.perf_counter() - started, 2)
-    if args.json:
+
+
+def _evaluate_tuned(args: argparse.Namespace, loaded: LoadedModel, result: TuneResult,
+                    untuned: dict[str, Any]) -> dict[str, Any]:
+    """Held-out perplexity and accuracy of every exit and vote (``evaluate_exits``) beside the
+    untuned model's, with the names of those worse than it."""
+    ev = evaluate_exits(
+        loaded, result.model, result.exits, answer_rule=args.vote, data=args.data, seq_len=args.seq_len,
+        batch_size=args.eval_batch_size, max_windows=args.eval_max_windows, mc_items=args.mc_items,
+        seed=args.seed, progress=not args.json,
+    )
+    ev["untuned"] = {k: untuned[k] for k in ("perplexity", "nll", "accuracy")}
+    ev["worse_than_untuned"] = worse_than_untuned(ev)
+    return ev
+
+
+def _print_summary(out: dict[str, Any], *, as_json: bool) -> None:
+    """Print the run's record (one JSON line, or a few readable lines) and, on stderr, a warning
+    for every exit or vote worse than the untuned model."""
+    if as_json:
         print(json.dumps(out))
     else:
         print(
@@ -232,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {name} has a higher held-out perplexity than the untuned model "
                   f"({out['eval']['untuned']['perplexity']:.3f}): do not use it; one exit (--num-exits 1), a deeper "
                   "--window or another --lr help (docs/results/tuning.md, tuning_lr.md)", file=sys.stderr)
-    return 0
 
 
 def worse_than_untuned(ev: dict[str, Any]) -> list[str]:

@@ -82,7 +82,7 @@ def from_study(url: str, number: int, *, study_name: str | None = None, model: s
     policy = Policy.from_dict(policy_dict, where=f"trial {number}'s policy") if policy_dict else None
     on_front = number in {t.number for t in front(study)}
     source = {"how": "study", "storage": url, "study": name, "trial": number, "on_front": on_front,
-              "values": dict(zip(study.metric_names or [], trial.values or [])), "design": design}
+              "values": dict(zip(study.metric_names or [], trial.values or [], strict=False)), "design": design}
     return Chosen(plan_of(design, policy, base), policy, source)
 
 

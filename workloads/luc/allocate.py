@@ -24,6 +24,8 @@ misses by more than ``tolerance`` (0.5%).
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numpy as np
 
 from workloads.errors import UserError
@@ -31,7 +33,10 @@ from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS, LayerPolicy, Po
 from workloads.luc.prune import pattern_sparsity
 from workloads.luc.table import JOINT_EXPONENT, SensitivityTable
 
-RULES = ("paper", "owl", "optimal")
+__all__ = ["ALLOCATION_RULES", "BIT_RANGE", "OWL_LAMBDA", "SPARSITY_RANGE", "SPARSITY_STEP",
+           "TOLERANCE", "allocate", "average", "check_budget"]
+
+ALLOCATION_RULES = ("paper", "owl", "optimal")
 SPARSITY_RANGE = (0.0, 0.9)
 BIT_RANGE = (MIN_BITS, MAX_BITS)
 TOLERANCE = 0.005  # relative budget error allowed
@@ -63,8 +68,8 @@ def allocate(
         policy = allocate(table, 0.5, 4, rule="optimal")
         policy.save("policy.json")
     """
-    if rule not in RULES:
-        raise UserError(f"rule must be one of {', '.join(RULES)} (got {rule!r})")
+    if rule not in ALLOCATION_RULES:
+        raise UserError(f"rule must be one of {', '.join(ALLOCATION_RULES)} (got {rule!r})")
     weights = _weights(table.layer_params)
     pattern = str(table.key.get("pattern", "unstructured"))
     check_budget(
@@ -87,20 +92,32 @@ def allocate(
             f"average of {bits:g} bits cannot be met within {tolerance:.1%} with whole bits per layer "
             f"(nearest: {achieved_bits:.4g}); pick a multiple of {float(weights.min()):.4g} bits"
         )
+    meta = {
+        "rule": rule,
+        "budget": {"sparsity": sparsity, "bits": bits},
+        "achieved": {"sparsity": float(weights @ np.asarray(s_alloc)), "bits": achieved_bits},
+        "sharpness": sharpness if rule == "paper" else None,
+        "owl_lambda": owl_lambda if rule == "owl" else None,
+        "table": {k: table.key.get(k) for k in ("model", "data", "seq_len", "windows", "metric")},
+    }
+    return _policy(table, s_alloc, b_alloc, pattern=pattern, meta=meta)
+
+
+def _policy(table: SensitivityTable, s_alloc: Any, b_alloc: Any, *, pattern: str,
+            meta: dict[str, Any]) -> Policy:
+    """The validated policy of per-layer sparsities ``s_alloc`` and bit-widths ``b_alloc`` (one
+    per decoder layer), with the table's compression methods and ``meta``.
+
+    Raises:
+        UserError: the allocation does not fit the table's model (``Policy.validate``).
+    """
     policy = Policy(
-        {i: LayerPolicy(float(round(s, 6)), int(b)) for i, (s, b) in enumerate(zip(s_alloc, b_alloc))},
+        {i: LayerPolicy(float(round(s, 6)), int(b)) for i, (s, b) in enumerate(zip(s_alloc, b_alloc, strict=True))},
         pattern=pattern,
         prune=str(table.key.get("prune", "wanda")),
         quant=str(table.key.get("quant", "rtn")),
         group_size=int(table.key.get("group_size", 128)),
-        meta={
-            "rule": rule,
-            "budget": {"sparsity": sparsity, "bits": bits},
-            "achieved": {"sparsity": float(weights @ np.asarray(s_alloc)), "bits": achieved_bits},
-            "sharpness": sharpness if rule == "paper" else None,
-            "owl_lambda": owl_lambda if rule == "owl" else None,
-            "table": {k: table.key.get(k) for k in ("model", "data", "seq_len", "windows", "metric")},
-        },
+        meta=meta,
     )
     return policy.validate(table.num_layers)
 
@@ -398,13 +415,13 @@ def _water_fill(curves: np.ndarray, grid: np.ndarray, weights: np.ndarray, targe
     segments: list[tuple[float, int, float, float]] = []  # (cost per budget unit, layer, ds)
     for i in range(n):
         hull = _lower_hull(grid, curves[i])
-        for a, b in zip(hull[:-1], hull[1:]):
+        for a, b in zip(hull[:-1], hull[1:], strict=True):
             ds = grid[b] - grid[a]
             slope = (curves[i, b] - curves[i, a]) / ds
             segments.append((slope / weights[i], i, ds, 0.0))
     s = np.full(n, grid[0])
     need = target - weights @ s
-    for slope, i, ds, _ in sorted(segments, key=lambda seg: seg[0]):
+    for _slope, i, ds, _ in sorted(segments, key=lambda seg: seg[0]):
         if need <= 1e-15:
             break
         take = min(ds, need / weights[i])

@@ -9,16 +9,21 @@ held at a time: ``windows x seq_len x hidden`` float32 values (8 x 256 x 576 is 
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from workloads.luc.layers import decoder_layers
 
+__all__ = ["InputStats", "LayerInputs", "StatsCollector", "capture_layer_inputs", "collect_stats",
+           "run_layer"]
 
-class _Captured(Exception):
+
+class _Captured(Exception):  # noqa: N818 - control flow, not an error
     """Raised by the capture hook to stop the forward pass once layer 0's inputs are known."""
 
 
@@ -33,6 +38,7 @@ class LayerInputs:
 
     @property
     def tokens(self) -> int:
+        """Tokens in the batch: windows x sequence length of ``hidden`` (``[windows, T, H]``)."""
         return self.hidden.shape[0] * self.hidden.shape[1]
 
 
@@ -120,7 +126,7 @@ class StatsCollector:
 
         return hook
 
-    def __enter__(self) -> "StatsCollector":
+    def __enter__(self) -> StatsCollector:
         self._handles = [self.modules[g[0]].register_forward_pre_hook(self._hook(g[0])) for g in self.groups]
         return self
 
@@ -141,7 +147,7 @@ class StatsCollector:
         return out
 
 
-class _GroupReached(Exception):
+class _GroupReached(Exception):  # noqa: N818 - control flow, not an error
     """Raised by a statistics hook to stop the layer once the wanted inputs are recorded."""
 
 
@@ -171,10 +177,8 @@ def collect_stats(
         handle = modules[last].register_forward_pre_hook(stop)
         try:
             for start in range(0, inputs.hidden.shape[0], batch_size):
-                try:
+                with contextlib.suppress(_GroupReached):
                     layer(inputs.hidden[start : start + batch_size], **inputs.kwargs)
-                except _GroupReached:
-                    pass
         finally:
             handle.remove()
     return collector.stats()

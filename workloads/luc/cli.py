@@ -23,7 +23,15 @@ import torch
 from workloads import data as data_mod
 from workloads.errors import UserError, cli_main
 from workloads.evaluate import add_model_args, positive_int
-from workloads.luc.allocate import BIT_RANGE, OWL_LAMBDA, RULES, SPARSITY_RANGE, allocate, average, check_budget
+from workloads.luc.allocate import (
+    ALLOCATION_RULES,
+    BIT_RANGE,
+    OWL_LAMBDA,
+    SPARSITY_RANGE,
+    allocate,
+    average,
+    check_budget,
+)
 from workloads.luc.compress import compress_model, needs_calibration
 from workloads.luc.layers import decoder_layers, layer_param_count
 from workloads.luc.policy import DENSE_BITS, PATTERNS, Policy
@@ -34,9 +42,12 @@ from workloads.luc.sensitivity import DEFAULT_WINDOWS, profile_sensitivity
 from workloads.luc.table import SensitivityTable
 from workloads.luc.uniform import uniform_policy
 from workloads.metrics import model_scorer, perplexity
-from workloads.models import load_model
+from workloads.models import LoadedModel, load_model
 
-COMPARE = ("uniform",) + RULES
+__all__ = ["CALIB_WINDOWS", "COMPARE", "DEFAULT_RULE", "EXAMPLE", "build_parser", "fraction",
+           "main"]
+
+COMPARE = ("uniform",) + ALLOCATION_RULES
 CALIB_WINDOWS = 32
 # The best measured setting (docs/results/luc.md, "50% + 4 bit at the checkpoint's own group
 # size"): profile cheaply, allocate by the paper's rule, compress with the strong methods.
@@ -47,6 +58,12 @@ EXAMPLE = "python -m workloads.luc --sparsity 0.5 --bits 4 --compare uniform --o
 
 
 def fraction(text: str) -> float:
+    """``argparse`` type: a number in [0, 1).
+
+    Raises:
+        argparse.ArgumentTypeError: outside [0, 1).
+        ValueError: not a number (argparse reports it as an invalid value).
+    """
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {text})")
@@ -54,6 +71,9 @@ def fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.luc``: model options, the budget, the allocation rule and
+    its ranges, the compression method, the sensitivity profile's methods, data and evaluation.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m workloads.luc",
         description="Layer-wise unified compression: profile each decoder layer's sensitivity to pruning and "
@@ -62,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the best setting of docs/results/luc.md. Example: " + EXAMPLE,
     )
     add_model_args(parser)
+    _add_budget_args(parser)
+    _add_allocation_args(parser)
+    _add_method_args(parser)
+    _add_profile_args(parser)
+    _add_run_args(parser)
+    return parser
+
+
+def _add_budget_args(parser: argparse.ArgumentParser) -> None:
+    """The average budget: sparsity (fraction) and bits."""
     budget = parser.add_argument_group("budget (parameter-weighted averages over the decoder layers' linear weights)")
     budget.add_argument("--sparsity", type=fraction, default=0.5, help="average pruned fraction, 0..1 (default: %(default)s)")
     budget.add_argument(
@@ -71,10 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"average weight bits, {BIT_RANGE[0]}..{BIT_RANGE[1]} (fractions mix two widths across layers), "
         f"or {DENSE_BITS} for no quantization (default: %(default)s)",
     )
+
+
+def _add_allocation_args(parser: argparse.ArgumentParser) -> None:
+    """How the budget is allocated to layers: the rule and the per-layer ranges."""
     rules = parser.add_argument_group("allocation")
     rules.add_argument(
         "--rule",
-        choices=RULES,
+        choices=ALLOCATION_RULES,
         default=DEFAULT_RULE,
         help="paper: less sensitive layers get more compression (see --sharpness); owl: sparsity follows the "
         "layer's outlier ratio (see --owl-lambda); optimal: minimize the predicted loss under the budget "
@@ -93,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--max-sparsity", type=fraction, default=SPARSITY_RANGE[1], help="highest per-layer sparsity (default: %(default)s)")
     rules.add_argument("--min-bits", type=int, default=BIT_RANGE[0], help="narrowest per-layer width, bits (default: %(default)s)")
     rules.add_argument("--max-bits", type=int, default=BIT_RANGE[1], help="widest per-layer width, bits (default: %(default)s)")
+
+
+def _add_method_args(parser: argparse.ArgumentParser) -> None:
+    """The compression method of the policies evaluated and written."""
     method = parser.add_argument_group("compression method (of the policies evaluated and written)")
     method.add_argument(
         "--prune", choices=PRUNE_METHODS, default=DEFAULT_PRUNE, help="pruning: magnitude, wanda (|W| x input norm), sparsegpt (OBS with reconstruction) (default: %(default)s)"
@@ -107,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-size", type=positive_int, default=DEFAULT_GROUP,
         help="quantization group, consecutive input weights per scale; 32 is SmolLM2's own Q4_1 grid (default: %(default)s)"
     )
+
+
+def _add_profile_args(parser: argparse.ArgumentParser) -> None:
+    """The sensitivity profile the allocation reads (its own, cheaper, methods)."""
     profile = parser.add_argument_group(
         "sensitivity profile (what the allocation reads; cheap methods rank layers like the strong ones)")
     profile.add_argument("--profile-prune", choices=PRUNE_METHODS, default=PROFILE_PRUNE,
@@ -115,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="quantization method of the profile (default: %(default)s)")
     profile.add_argument("--profile-group-size", type=positive_int, default=PROFILE_GROUP,
                          help="quantization group of the profile (default: %(default)s)")
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Data, evaluation, compared policies and outputs."""
     runs = parser.add_argument_group("data and evaluation")
     runs.add_argument("--seq-len", type=positive_int, default=256, help="window length in tokens for calibration and evaluation (default: %(default)s)")
     runs.add_argument(
@@ -145,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--no-cache", action="store_true", help="measure sensitivities again instead of reading the cache")
     runs.add_argument("--table", default=None, help="also write the sensitivity table (JSON) to this path")
     runs.add_argument("--out", default=None, help="write the LUC policy (JSON keyed by layer) to this path")
-    return parser
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -157,6 +202,12 @@ def _check(args: argparse.Namespace) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m workloads.luc``: profile, allocate, (optionally) evaluate; prints a summary (or,
+    with ``--json``, one JSON object), writes the outputs only when all succeeded, returns 0.
+
+    Raises:
+        UserError: a bad option, an impossible budget, a bad model or data (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     _check(args)
     if args.threads:
@@ -176,46 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         bit_range=(args.min_bits, args.max_bits),
     )
     profile_start = time.perf_counter()
-    table = profile_sensitivity(
-        loaded,
-        data=args.data,
-        prune=args.profile_prune,
-        quant=args.profile_quant,
-        pattern=args.pattern,
-        group_size=args.profile_group_size,
-        seq_len=args.seq_len,
-        windows=args.profile_windows,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        use_cache=not args.no_cache,
-        progress=progress,
-    )
+    table = _profile(loaded, args, progress)
     profile_seconds = time.perf_counter() - profile_start
-    policies = {"luc": _allocate(table, args, args.rule)}
-    for name in args.compare:
-        policies[name] = uniform_policy(table, args.sparsity, args.bits) if name == "uniform" else _allocate(table, args, name)
-    # The same allocations, compressed with the chosen method (the profile's may be cheaper).
-    policies = {name: replace(p, prune=args.prune, quant=args.quant, group_size=args.group_size)
-                for name, p in policies.items()}
-    s_avg, b_avg = average(policies["luc"], table)
-    result: dict[str, Any] = {
-        "model": loaded.name,
-        "rule": args.rule,
-        "method": {"prune": args.prune, "quant": args.quant, "pattern": args.pattern, "group_size": args.group_size},
-        "budget": {"sparsity": args.sparsity, "bits": args.bits},
-        "policy": policies["luc"].as_list(),
-        "avg_sparsity": s_avg,
-        "avg_bits": b_avg,
-        "predicted_loss_increase": {name: predict_loss_increase(table, p) for name, p in policies.items()},
-        "sensitivity": {
-            "method": {"prune": table.key["prune"], "quant": table.key["quant"], "group_size": table.key["group_size"]},
-            "seconds": round(table.seconds, 1),  # of the measurement (earlier, if read from the cache)
-            "this_run_seconds": round(profile_seconds, 1),
-            "cache_file": table.cache_file,
-            "windows": table.key["windows"],
-            "metric": table.key["metric"],
-        },
-    }
+    policies = _policies(table, args)
+    result = _result(loaded.name, args, table, policies, profile_seconds=profile_seconds)
     if not args.no_eval:
         result.update(_evaluate(args, policies, progress))
     result["seconds"] = round(time.perf_counter() - start, 3)
@@ -232,6 +247,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"policy written to {args.out}; next: python -m workloads.tune --method adaptive "
                   f"--policy {args.out} (tunes the compressed model)")
     return 0
+
+
+def _profile(loaded: LoadedModel, args: argparse.Namespace, progress: bool) -> SensitivityTable:
+    """The sensitivity table of the profile's methods (``profile_sensitivity``, cached)."""
+    return profile_sensitivity(
+        loaded,
+        data=args.data,
+        prune=args.profile_prune,
+        quant=args.profile_quant,
+        pattern=args.pattern,
+        group_size=args.profile_group_size,
+        seq_len=args.seq_len,
+        windows=args.profile_windows,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+        progress=progress,
+    )
+
+
+def _policies(table: SensitivityTable, args: argparse.Namespace) -> dict[str, Policy]:
+    """The LUC policy (``"luc"``) and the ``--compare`` ones, at the same budget, each set to
+    compress with the chosen method (the profile's may be cheaper)."""
+    policies = {"luc": _allocate(table, args, args.rule)}
+    for name in args.compare:
+        policies[name] = uniform_policy(table, args.sparsity, args.bits) if name == "uniform" else _allocate(table, args, name)
+    return {name: replace(p, prune=args.prune, quant=args.quant, group_size=args.group_size)
+            for name, p in policies.items()}
+
+
+def _result(model: str, args: argparse.Namespace, table: SensitivityTable, policies: dict[str, Policy], *,
+            profile_seconds: float) -> dict[str, Any]:
+    """The run's JSON record before evaluation: budget, policy, achieved averages, predicted
+    loss increases (nats/token) and the profile's provenance (times in s)."""
+    s_avg, b_avg = average(policies["luc"], table)
+    return {
+        "model": model,
+        "rule": args.rule,
+        "method": {"prune": args.prune, "quant": args.quant, "pattern": args.pattern, "group_size": args.group_size},
+        "budget": {"sparsity": args.sparsity, "bits": args.bits},
+        "policy": policies["luc"].as_list(),
+        "avg_sparsity": s_avg,
+        "avg_bits": b_avg,
+        "predicted_loss_increase": {name: predict_loss_increase(table, p) for name, p in policies.items()},
+        "sensitivity": {
+            "method": {"prune": table.key["prune"], "quant": table.key["quant"], "group_size": table.key["group_size"]},
+            "seconds": round(table.seconds, 1),  # of the measurement (earlier, if read from the cache)
+            "this_run_seconds": round(profile_seconds, 1),
+            "cache_file": table.cache_file,
+            "windows": table.key["windows"],
+            "metric": table.key["metric"],
+        },
+    }
 
 
 def _allocate(table: SensitivityTable, args: argparse.Namespace, rule: str) -> Policy:
@@ -286,7 +354,7 @@ def _print_summary(result: dict[str, Any], table: SensitivityTable) -> None:
         origin = f"measured in {sens['seconds'] / 60:.1f} min, cached for the next run"
     print(f"sensitivity profile ({sm['prune']}/{sm['quant']} group {sm['group_size']}): {origin}")
     print("layer  sparsity  bits  outlier%")
-    for row, ratio in zip(result["policy"], table.outlier_ratio):
+    for row, ratio in zip(result["policy"], table.outlier_ratio, strict=True):
         print(f"{row['layer']:5d}  {row['sparsity']:8.3f}  {row['w_bits']:4d}  {100 * ratio:7.2f}")
     for name, value in result["predicted_loss_increase"].items():
         print(f"predicted loss increase {name}: {value:.4f} nats/token")

@@ -29,13 +29,29 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from workloads.errors import UserError
-from workloads.luc.calibration import InputStats, LayerInputs, capture_layer_inputs, collect_stats, run_layer
+from workloads.luc.calibration import (
+    InputStats,
+    LayerInputs,
+    capture_layer_inputs,
+    collect_stats,
+    run_layer,
+)
 from workloads.luc.layers import decoder_layers, input_groups, linear_modules
 from workloads.luc.obs import HessianInverse, hessian_inverse, obs_compress
 from workloads.luc.policy import DENSE_BITS, HEAD_GROUP, LayerPolicy, Policy
-from workloads.luc.prune import PRUNE_METHODS, keep_mask, magnitude_scores, parse_nm, pattern_sparsity, wanda_scores
+from workloads.luc.prune import (
+    PRUNE_METHODS,
+    keep_mask,
+    magnitude_scores,
+    parse_nm,
+    pattern_sparsity,
+    wanda_scores,
+)
 from workloads.luc.quantize import QUANT_METHODS, absmax_quantize, rtn_quantize
 from workloads.luc.report import CompressionReport, LayerReport, ModuleReport
+
+__all__ = ["DAMP", "check_policy", "compress_head", "compress_layer", "compress_model",
+           "compress_weight", "needs_calibration"]
 
 DAMP = 0.01  # OBS damping, as a fraction of the Hessian's mean diagonal (GPTQ's default)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+__all__ = ["Reference", "TOP_K", "divergence", "reference"]
+
 TOP_K = 256
 
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from workloads.errors import UserError
 
+__all__ = ["decoder_layers", "final_head", "input_groups", "layer_param_count", "linear_modules"]
+
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers of a Hugging Face causal LM (``model.model.layers`` for LLaMA-like
@@ -33,7 +35,7 @@ def linear_modules(layer: nn.Module) -> dict[str, nn.Linear]:
     found = [(name, mod) for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)]
     short = [name.rsplit(".", 1)[-1] for name, _ in found]
     unique = len(set(short)) == len(short)
-    return {(s if unique else name): mod for s, (name, mod) in zip(short, found)}
+    return {(s if unique else name): mod for s, (name, mod) in zip(short, found, strict=True)}
 
 
 def layer_param_count(layer: nn.Module) -> int:

@@ -22,6 +22,8 @@ import torch
 from workloads.luc.prune import keep_mask, parse_nm
 from workloads.luc.quantize import fake_quantize, group_params
 
+__all__ = ["BLOCK_COLUMNS", "HessianInverse", "block_columns", "hessian_inverse", "obs_compress"]
+
 BLOCK_COLUMNS = 128
 
 
@@ -102,29 +104,45 @@ def obs_compress(
         if select and nm is None:
             mask_all[:, i1:i2] = _select_unstructured(w1, d, sparsity, rows, i1, i2)
         m1 = mask_all[:, i1:i2]  # a view: N:M selection below writes through
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
-        scale = lo = None
-        for j in range(i2 - i1):
-            if select and nm is not None and (i1 + j) % span == 0:
-                cols_ = slice(j, min(j + span, i2 - i1))
-                m1[:, cols_] = keep_mask(w1[:, cols_] ** 2 / d[None, cols_] ** 2, 0.0, pattern)
-            col = w1[:, j]
-            q = col * m1[:, j]
-            if quant:
-                if (i1 + j) % g == 0:
-                    scale, lo = group_params(w1[:, j : j + g], bits, m1[:, j : j + g])
-                q = fake_quantize(q[:, None], scale, lo, bits)[:, 0] * m1[:, j]
-            q1[:, j] = q
-            e = (col - q) / d[j]
-            # Spread this column's error over the block's remaining columns.
-            w1[:, j:].addr_(e, u1[j, j:], alpha=-1.0)
-            err1[:, j] = e
+        q1, err1 = _compress_block(w1, u1, m1, i1, pattern=pattern if select and nm is not None else None,
+                                   span=span, bits=bits if quant else None, group=g)
         w_all[:, i1:i2] = q1
         # ... and, once per block, over every column after the block.
         if i2 < cols:
             w_all[:, i2:].sub_(err1 @ u[i1:i2, i2:])
     return w_all, mask_all
+
+
+def _compress_block(w1: torch.Tensor, u1: torch.Tensor, m1: torch.Tensor, i1: int, *,
+                    pattern: str | None, span: int, bits: int | None,
+                    group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune and/or quantize one block of columns ``w1 [rows, block]`` (starting at column
+    ``i1`` of the matrix) column by column, spreading each column's error over the block's
+    remaining columns through ``u1``, the block's part of the upper Cholesky factor of the
+    inverse Hessian (OBS; SparseGPT / GPTQ, Frantar et al. 2022-23). ``m1`` (the block's keep
+    mask) is updated in place when ``pattern`` (N:M) selects every ``span`` columns; ``bits``
+    rounds kept weights with one scale per ``group`` columns. Returns the compressed block and
+    the per-column scaled errors (both ``[rows, block]``)."""
+    d = u1.diagonal()
+    q1 = torch.zeros_like(w1)
+    err1 = torch.zeros_like(w1)
+    scale = lo = None
+    for j in range(w1.shape[1]):
+        if pattern is not None and (i1 + j) % span == 0:
+            cols_ = slice(j, min(j + span, w1.shape[1]))
+            m1[:, cols_] = keep_mask(w1[:, cols_] ** 2 / d[None, cols_] ** 2, 0.0, pattern)
+        col = w1[:, j]
+        q = col * m1[:, j]
+        if bits is not None:
+            if (i1 + j) % group == 0:
+                scale, lo = group_params(w1[:, j : j + group], bits, m1[:, j : j + group])
+            q = fake_quantize(q[:, None], scale, lo, bits)[:, 0] * m1[:, j]
+        q1[:, j] = q
+        e = (col - q) / d[j]
+        # Spread this column's error over the block's remaining columns.
+        w1[:, j:].addr_(e, u1[j, j:], alpha=-1.0)
+        err1[:, j] = e
+    return q1, err1
 
 
 def _select_unstructured(w1: torch.Tensor, d: torch.Tensor, sparsity: float, rows: int, i1: int, i2: int) -> torch.Tensor:

@@ -9,6 +9,8 @@ from torch import nn
 from workloads.luc.calibration import InputStats
 from workloads.luc.prune import wanda_scores
 
+__all__ = ["OUTLIER_M", "outlier_ratio"]
+
 OUTLIER_M = 5.0  # OWL's threshold multiplier for LLaMA models
 
 

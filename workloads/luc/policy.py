@@ -19,6 +19,8 @@ from typing import Any
 from workloads.errors import UserError
 from workloads.jsonfile import read_json, write_json_atomic
 
+__all__ = ["DENSE_BITS", "FORMAT", "HEAD_GROUP", "LayerPolicy", "PATTERNS", "Policy"]
+
 FORMAT = "edgellm-policy/1"
 MIN_BITS, MAX_BITS = 2, 8
 DENSE_BITS = 16  # "not quantized": weights stay at the model's float precision
@@ -28,12 +30,18 @@ HEAD_GROUP = 32  # values per float16 scale of the embedding / LM head (GGUF Q8_
 
 @dataclass(frozen=True)
 class LayerPolicy:
+    """One decoder layer's compression: the sparsity of its linear weights and their bit-width."""
     sparsity: float  # fraction of zeroed weights in the layer's linear modules, [0, 1)
     w_bits: int  # weight bits, 2..8, or 16 for unquantized
 
 
 @dataclass
 class Policy:
+    """A per-layer compression policy (Edge-LLM's layer-wise unified compression): sparsity and
+    bits per decoder layer (``layers``, keyed by layer index), the sparsity ``pattern``, the
+    pruning and quantization methods, the quantization group (weights per scale), the head's bits
+    and free-form ``meta`` (how it was allocated). JSON form: ``to_dict`` / ``from_dict``.
+    """
     layers: dict[int, LayerPolicy]
     pattern: str = "unstructured"
     prune: str = "wanda"
@@ -43,14 +51,18 @@ class Policy:
     head_bits: int = DENSE_BITS  # tied embedding / LM head: 2..8 or 16 (not quantized)
 
     @classmethod
-    def uniform(cls, num_layers: int, sparsity: float, w_bits: int, **kwargs: Any) -> "Policy":
+    def uniform(cls, num_layers: int, sparsity: float, w_bits: int, **kwargs: Any) -> Policy:
+        """The same ``sparsity`` and ``w_bits`` in each of ``num_layers`` layers (other fields from
+        ``kwargs``).
+        """
         return cls({i: LayerPolicy(sparsity, w_bits) for i in range(num_layers)}, **kwargs)
 
     @classmethod
-    def dense(cls, num_layers: int) -> "Policy":
+    def dense(cls, num_layers: int) -> Policy:
+        """No compression in any of ``num_layers`` layers (sparsity 0, 16 bits)."""
         return cls.uniform(num_layers, 0.0, DENSE_BITS)
 
-    def validate(self, num_layers: int | None = None, where: str = "policy") -> "Policy":
+    def validate(self, num_layers: int | None = None, where: str = "policy") -> Policy:
         """Check ranges (and the layer count, if given); raise a one-line ``UserError``."""
         if num_layers is not None and sorted(self.layers) != list(range(num_layers)):
             raise UserError(f"{where}: has {len(self.layers)} layers, the model has {num_layers} (need keys 0..{num_layers - 1})")
@@ -64,7 +76,9 @@ class Policy:
             raise UserError(f"{where}: head_bits must be {MIN_BITS}..{MAX_BITS} or {DENSE_BITS} (got {self.head_bits!r})")
         if self.pattern not in PATTERNS:
             raise UserError(f"{where}: pattern must be one of {', '.join(PATTERNS)} (got {self.pattern!r})")
-        from workloads.luc.prune import PRUNE_METHODS  # lazy: prune/quantize import this module's package
+        from workloads.luc.prune import (
+            PRUNE_METHODS,  # lazy: prune/quantize import this module's package
+        )
         from workloads.luc.quantize import QUANT_METHODS
 
         if self.prune not in PRUNE_METHODS:
@@ -81,6 +95,9 @@ class Policy:
         return (int(match.group(1)), int(match.group(2))) if match else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy's JSON form (``FORMAT``; layers keyed by their index as a string; ``head_bits``
+        only when the head is quantized, so older files and cache keys stay as they were).
+        """
         out: dict[str, Any] = {
             "format": FORMAT,
             "pattern": self.pattern,
@@ -95,7 +112,13 @@ class Policy:
         return out
 
     @classmethod
-    def from_dict(cls, obj: Any, where: str = "policy") -> "Policy":
+    def from_dict(cls, obj: Any, where: str = "policy") -> Policy:
+        """Read a policy from its JSON form, checking every field (``where`` names the source in errors).
+
+        Raises:
+            UserError: not a policy, a layer key that is not a canonical index, a layer without
+                exactly ``sparsity`` and ``w_bits``, or a value of the wrong type or range.
+        """
         if not isinstance(obj, dict) or not isinstance(obj.get("layers"), dict):
             raise UserError(f"{where}: not a policy (needs a 'layers' object keyed by layer index)")
         layers: dict[int, LayerPolicy] = {}
@@ -130,7 +153,12 @@ class Policy:
         return policy.validate(where=where)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
+        """Read a policy JSON file (``from_dict``).
+
+        Raises:
+            UserError: a missing or unreadable file, bad JSON, or not a valid policy.
+        """
         return cls.from_dict(read_json(path, "policy file", "policy"), where=str(path))
 
     def save(self, path: str | Path) -> None:
@@ -138,4 +166,5 @@ class Policy:
         write_json_atomic(path, self.to_dict(), indent=1)
 
     def as_list(self) -> list[dict[str, Any]]:
+        """One ``{"layer", "sparsity", "w_bits"}`` dict per layer, in layer order."""
         return [{"layer": i, "sparsity": lp.sparsity, "w_bits": lp.w_bits} for i, lp in sorted(self.layers.items())]

@@ -16,6 +16,8 @@ import math
 from workloads.luc.policy import Policy
 from workloads.luc.table import SensitivityTable
 
+__all__ = ["predict_loss_increase", "predict_perplexity"]
+
 
 def predict_loss_increase(table: SensitivityTable, policy: Policy) -> float:
     """Predicted increase of the mean next-token loss, nats/token: the sum over layers of the

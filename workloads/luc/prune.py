@@ -10,6 +10,9 @@ import re
 
 import torch
 
+__all__ = ["PER_ROW_METHODS", "PRUNE_METHODS", "keep_mask", "magnitude_scores", "parse_nm",
+           "pattern_sparsity", "pruned_count", "wanda_scores"]
+
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
 
 

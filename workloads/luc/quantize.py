@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["QUANT_METHODS", "absmax_quantize", "fake_quantize", "group_params", "rtn_quantize",
+           "symmetric_groups"]
+
 QUANT_METHODS = ("rtn", "gptq")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["CompressionReport", "LayerReport", "ModuleReport"]
+
 
 @dataclass(frozen=True)
 class ModuleReport:
@@ -22,9 +24,11 @@ class ModuleReport:
 
     @property
     def sparsity(self) -> float:
+        """The fraction of the module's weights the pruning removed (``pruned / numel``)."""
         return self.pruned / self.numel
 
     def to_dict(self) -> dict[str, Any]:
+        """The module's report as a JSON-ready dict."""
         return {
             "module": self.module,
             "numel": self.numel,
@@ -37,6 +41,9 @@ class ModuleReport:
 
 @dataclass(frozen=True)
 class LayerReport:
+    """What compressing one decoder layer did: its target sparsity and bits, per-module counts and
+    the seconds it took.
+    """
     layer: int
     target_sparsity: float
     w_bits: int
@@ -45,6 +52,7 @@ class LayerReport:
 
     @property
     def numel(self) -> int:
+        """Weights in the layer's compressed modules."""
         return sum(m.numel for m in self.modules)
 
     @property
@@ -53,6 +61,7 @@ class LayerReport:
         return sum(m.pruned for m in self.modules) / max(self.numel, 1)
 
     def to_dict(self) -> dict[str, Any]:
+        """The layer's report as a JSON-ready dict (achieved sparsity, seconds rounded to ms)."""
         return {
             "layer": self.layer,
             "target_sparsity": self.target_sparsity,
@@ -79,6 +88,7 @@ class CompressionReport:
 
     @property
     def numel(self) -> int:
+        """Weights in every compressed module of every layer."""
         return sum(lr.numel for lr in self.layers)
 
     @property
@@ -93,6 +103,7 @@ class CompressionReport:
         return sum(lr.w_bits * lr.numel for lr in self.layers) / max(self.numel, 1)
 
     def sparsity_by_layer(self) -> dict[int, float]:
+        """Achieved sparsity per layer index."""
         return {lr.layer: lr.sparsity for lr in self.layers}
 
     def rows(self) -> list[dict[str, Any]]:
@@ -100,6 +111,7 @@ class CompressionReport:
         return [{"layer": lr.layer, **m.to_dict()} for lr in self.layers for m in lr.modules]
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as a JSON-ready dict (methods, calibration tokens, averages, seconds, layers)."""
         return {
             "prune": self.prune,
             "quant": self.quant,

@@ -16,11 +16,13 @@ source and a fingerprint of its weights), the exact calibration tokens (so data,
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +33,13 @@ from workloads.errors import UserError
 from workloads.luc.calibration import LayerInputs, capture_layer_inputs, collect_stats, run_layer
 from workloads.luc.compress import compress_weight
 from workloads.luc.divergence import divergence, reference
-from workloads.luc.layers import decoder_layers, final_head, input_groups, layer_param_count, linear_modules
+from workloads.luc.layers import (
+    decoder_layers,
+    final_head,
+    input_groups,
+    layer_param_count,
+    linear_modules,
+)
 from workloads.luc.obs import HessianInverse, hessian_inverse
 from workloads.luc.outliers import OUTLIER_M, outlier_ratio
 from workloads.luc.policy import DENSE_BITS, MAX_BITS, MIN_BITS
@@ -39,6 +47,9 @@ from workloads.luc.prune import PRUNE_METHODS, pattern_sparsity
 from workloads.luc.quantize import QUANT_METHODS
 from workloads.luc.table import SensitivityTable
 from workloads.models import LoadedModel, cache_dir
+
+__all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "DEFAULT_WINDOWS", "METRICS", "VERSION",
+           "cache_path", "profile_sensitivity", "weights_fingerprint"]
 
 VERSION = 1  # bump when the measurement changes, so old cache entries are not reused
 # Below 0.2 a layer's loss is negligible (about 1e-4 nats on SmolLM2), so interpolating from 0
@@ -89,11 +100,29 @@ def profile_sensitivity(
     calib = data_mod.split_windows(
         loaded.tokenizer, "calibration", seq_len, source=data, max_windows=windows, shuffle=True, seed=seed
     )
-    key = {
+    key = _cache_key(loaded, calib, data=data, seq_len=seq_len, prune=prune, quant=quant, pattern=pattern,
+                     group_size=group_size, sparsities=sparsities, bits=bits, joint=joint, metric=metric)
+    path = cache_path(key)
+    cached = _cached(path, key) if use_cache else None
+    if cached is not None:
+        return cached
+    table = _measure(model, calib, key, sparsities, bits, joint, metric, batch_size, progress)
+    if use_cache:
+        with contextlib.suppress(OSError):  # caching is an optimization, never fatal
+            table.save(path)
+    return table
+
+
+def _cache_key(loaded: LoadedModel, calib: torch.Tensor, *, data: str | None, seq_len: int, prune: str,
+               quant: str, pattern: str, group_size: int, sparsities: list[float], bits: list[int],
+               joint: Sequence[tuple[float, int]], metric: str) -> dict[str, Any]:
+    """What a sensitivity table depends on: the model (name, source, weights fingerprint), the
+    exact calibration tokens (``calib``, ``[windows, seq_len]``), the method and the ladder."""
+    return {
         "version": VERSION,
         "model": loaded.name,
         "source": loaded.source,
-        "weights": weights_fingerprint(model),
+        "weights": weights_fingerprint(loaded.model),
         "data": data or data_mod.BUILTIN,
         "tokens": hashlib.sha1(calib.numpy().tobytes()).hexdigest()[:16],
         "seq_len": seq_len,
@@ -107,21 +136,20 @@ def profile_sensitivity(
         "joint": [list(c) for c in joint],
         "metric": metric,
     }
-    path = cache_path(key)
-    if use_cache and path.is_file():
-        try:
-            table = SensitivityTable.load(path)
-            if table.key == key:
-                table.cache_file = str(path)
-                return table
-        except UserError:
-            pass  # a damaged cache entry is measured again and overwritten
-    table = _measure(model, calib, key, sparsities, bits, joint, metric, batch_size, progress)
-    if use_cache:
-        try:
-            table.save(path)
-        except OSError:
-            pass  # caching is an optimization, never fatal
+
+
+def _cached(path: Path, key: dict[str, Any]) -> SensitivityTable | None:
+    """The table cached at ``path`` if it was measured for ``key``; ``None`` when there is none,
+    it is damaged (it is then measured again and overwritten) or its key differs."""
+    if not path.is_file():
+        return None
+    try:
+        table = SensitivityTable.load(path)
+    except UserError:
+        return None
+    if table.key != key:
+        return None
+    table.cache_file = str(path)
     return table
 
 
@@ -177,17 +205,11 @@ def _check_args(
 
 
 @torch.inference_mode()
-def _measure(
-    model: nn.Module,
-    calib: torch.Tensor,
-    key: dict[str, Any],
-    sparsities: list[float],
-    bits: list[int],
-    joint: Sequence[tuple[float, int]],
-    metric: str,
-    batch_size: int,
-    progress: bool,
-) -> SensitivityTable:
+def _measure(model: nn.Module, calib: torch.Tensor, key: dict[str, Any], sparsities: list[float],
+             bits: list[int], joint: Sequence[tuple[float, int]], metric: str, batch_size: int,
+             progress: bool) -> SensitivityTable:
+    """Measure the table: every layer alone compressed at every setting, the dense layers above
+    it and the head run on the result (``calib``: ``[windows, seq_len]`` token ids)."""
     start = time.perf_counter()
     layers = decoder_layers(model)
     head = final_head(model)
@@ -204,39 +226,11 @@ def _measure(
     kl = torch.full((n, len(configs)), float("nan"), dtype=torch.float64)
     loss = torch.full_like(kl, float("nan"))
     ratios = []
-    hessian = key["prune"] == "sparsegpt" or key["quant"] == "gptq"
     bar = tqdm(total=n * len(configs), desc=f"sensitivity {key['prune']}/{key['quant']}", disable=not progress or None, leave=False)
     for i, layer in enumerate(layers):
         inputs = LayerInputs(hidden[i], first.kwargs)
-        modules = linear_modules(layer)
-        groups = input_groups(layer, inputs.hidden, inputs.kwargs)
-        stats = collect_stats(layer, inputs, modules, groups, hessian=hessian, batch_size=batch_size)
-        ratios.append(outlier_ratio(modules, stats, m=OUTLIER_M))
-        hinv: dict[int, HessianInverse] = {}
-        if hessian:
-            for st in {id(v): v for v in stats.values()}.values():
-                hinv[id(st)] = hessian_inverse(st.hessian)  # shared by every setting of this layer
-        original = {name: mod.weight.detach().clone() for name, mod in modules.items()}
-        outs = []
-        try:
-            for s, b in configs:
-                for name, mod in modules.items():
-                    new, _ = compress_weight(
-                        original[name],
-                        stats[name],
-                        sparsity=s,
-                        w_bits=b,
-                        prune=key["prune"],
-                        quant=key["quant"],
-                        pattern=key["pattern"],
-                        group_size=key["group_size"],
-                        hinv=hinv.get(id(stats[name])),
-                    )
-                    mod.weight.copy_(new.to(mod.weight.dtype))
-                outs.append(run_layer(layer, inputs, batch_size=batch_size))
-        finally:
-            for name, mod in modules.items():
-                mod.weight.copy_(original[name])
+        outs, ratio = _compressed_outputs(layer, inputs, configs, key, batch_size)
+        ratios.append(ratio)
         # All settings go through the dense layers above together: one forward on
         # settings x windows is about twice as fast as one small forward per setting.
         h = torch.cat(outs)
@@ -248,19 +242,13 @@ def _measure(
             bar.update()
     bar.close()
     primary, other = (kl, loss) if metric == "kl" else (loss, kl)
-    ns, nb = len(sparsities), len(bits)
-    joint_grid = None
-    if joint:
-        joint_grid = torch.full((n, ns, nb), float("nan"), dtype=torch.float64)
-        for c, (s, b) in enumerate(configs[ns + nb :], start=ns + nb):
-            joint_grid[:, sparsities.index(s), bits.index(b)] = primary[:, c]
     return SensitivityTable(
         key=key,
         sparsities=sparsities,
         bits=bits,
-        prune=primary[:, :ns].numpy(),
-        quant=primary[:, ns : ns + nb].numpy(),
-        joint=None if joint_grid is None else joint_grid.numpy(),
+        prune=primary[:, : len(sparsities)].numpy(),
+        quant=primary[:, len(sparsities) : len(sparsities) + len(bits)].numpy(),
+        joint=_joint_grid(primary, configs, sparsities, bits) if joint else None,
         layer_params=[layer_param_count(layer) for layer in layers],
         outlier_ratio=ratios,
         outlier_m=OUTLIER_M,
@@ -272,3 +260,53 @@ def _measure(
             "primary_all": primary.tolist(),
         },
     )
+
+
+def _compressed_outputs(layer: nn.Module, inputs: LayerInputs, configs: list[tuple[float, int]],
+                        key: dict[str, Any], batch_size: int) -> tuple[list[torch.Tensor], float]:
+    """The layer's output (``[windows, T, H]``) with its weights compressed at each ``(sparsity,
+    bits)`` of ``configs`` (method and pattern from ``key``), and its outlier ratio. Statistics
+    (and, for SparseGPT/GPTQ, the inverse Hessians) come from the dense inputs once; the dense
+    weights are put back afterwards, also on error."""
+    modules = linear_modules(layer)
+    groups = input_groups(layer, inputs.hidden, inputs.kwargs)
+    hessian = key["prune"] == "sparsegpt" or key["quant"] == "gptq"
+    stats = collect_stats(layer, inputs, modules, groups, hessian=hessian, batch_size=batch_size)
+    ratio = outlier_ratio(modules, stats, m=OUTLIER_M)
+    hinv: dict[int, HessianInverse] = {}
+    if hessian:
+        for st in {id(v): v for v in stats.values()}.values():
+            hinv[id(st)] = hessian_inverse(st.hessian)  # shared by every setting of this layer
+    original = {name: mod.weight.detach().clone() for name, mod in modules.items()}
+    outs = []
+    try:
+        for s, b in configs:
+            for name, mod in modules.items():
+                new, _ = compress_weight(
+                    original[name],
+                    stats[name],
+                    sparsity=s,
+                    w_bits=b,
+                    prune=key["prune"],
+                    quant=key["quant"],
+                    pattern=key["pattern"],
+                    group_size=key["group_size"],
+                    hinv=hinv.get(id(stats[name])),
+                )
+                mod.weight.copy_(new.to(mod.weight.dtype))
+            outs.append(run_layer(layer, inputs, batch_size=batch_size))
+    finally:
+        for name, mod in modules.items():
+            mod.weight.copy_(original[name])
+    return outs, ratio
+
+
+def _joint_grid(primary: torch.Tensor, configs: list[tuple[float, int]], sparsities: list[float],
+                bits: list[int]) -> Any:
+    """The joint cells of ``primary`` (``[layers, settings]``, joint settings after the two
+    ladders) as a ``[layers, len(sparsities), len(bits)]`` array, NaN where not measured."""
+    ns, nb = len(sparsities), len(bits)
+    grid = torch.full((primary.shape[0], ns, nb), float("nan"), dtype=torch.float64)
+    for c, (s, b) in enumerate(configs[ns + nb :], start=ns + nb):
+        grid[:, sparsities.index(s), bits.index(b)] = primary[:, c]
+    return grid.numpy()

@@ -25,6 +25,8 @@ from workloads.errors import UserError
 from workloads.jsonfile import read_json, write_json_atomic
 from workloads.luc.policy import DENSE_BITS
 
+__all__ = ["JOINT_EXPONENT", "SensitivityTable", "TABLE_FORMAT"]
+
 TABLE_FORMAT = "edgellm-sensitivity/1"
 # Joint pruning + quantization of one layer: the rounding loss of the surviving weights shrinks
 # as sqrt(1 - s). Fitted on SmolLM2 (Wanda + RTN, 90 measured joint cells): RMS log error 0.10,
@@ -72,10 +74,12 @@ class SensitivityTable:
 
     @property
     def num_layers(self) -> int:
+        """Decoder layers the table covers."""
         return len(self.layer_params)
 
     @property
     def max_sparsity(self) -> float:
+        """The highest measured sparsity of the ladder."""
         return float(self.sparsities[-1])
 
     def prune_curve(self, layer: int, s: np.ndarray | float) -> np.ndarray:
@@ -146,6 +150,7 @@ class SensitivityTable:
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The table's JSON form (``TABLE_FORMAT``; NaN cells as ``null``)."""
         return {
             "format": TABLE_FORMAT,
             "key": self.key,
@@ -163,7 +168,12 @@ class SensitivityTable:
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any], where: str = "table") -> "SensitivityTable":
+    def from_dict(cls, obj: dict[str, Any], where: str = "table") -> SensitivityTable:
+        """Read a table from its JSON form (``where`` names the source in errors).
+
+        Raises:
+            UserError: not a sensitivity table of ``TABLE_FORMAT``, or a missing or malformed field.
+        """
         if not isinstance(obj, dict) or obj.get("format") != TABLE_FORMAT:
             raise UserError(f"{where}: not a sensitivity table (format {TABLE_FORMAT})")
         try:
@@ -185,10 +195,16 @@ class SensitivityTable:
             raise UserError(f"{where}: malformed sensitivity table ({exc})") from None
 
     def save(self, path: str | Path) -> None:
+        """Write the table as JSON to ``path``, atomically."""
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "SensitivityTable":
+    def load(cls, path: str | Path) -> SensitivityTable:
+        """Read a table JSON file (``from_dict``).
+
+        Raises:
+            UserError: a missing or unreadable file, bad JSON, or not a sensitivity table.
+        """
         return cls.from_dict(read_json(path, "sensitivity table", "sensitivity table"), where=str(path))
 
 

@@ -14,6 +14,8 @@ from workloads.luc.policy import DENSE_BITS, LayerPolicy, Policy
 from workloads.luc.prune import pattern_sparsity
 from workloads.luc.table import SensitivityTable
 
+__all__ = ["uniform_policy"]
+
 
 def uniform_policy(table: SensitivityTable, sparsity: float, bits: float, *, wide_first: bool = True) -> Policy:
     """Same ``sparsity`` everywhere; ``bits`` everywhere if whole, else ``ceil(bits)`` for the

@@ -20,6 +20,8 @@ from workloads.trace.record import METHODS, record_trace
 from workloads.trace.table import tensors_path
 from workloads.tuning.lora import DEFAULT_RANK
 
+__all__ = ["DEFAULT_WINDOW", "build_parser", "main"]
+
 DEFAULT_WINDOW = 12  # workloads.tune's default window (the results pages' best)
 
 
@@ -31,6 +33,9 @@ def _exits(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m workloads.trace``: model, method, window and exits, sequence length
+    and batch (tokens, sequences), policy, device bits and the output path.
+    """
     p = argparse.ArgumentParser(
         prog="python -m workloads.trace",
         description="Run one real torch step and write its trace (docs/trace.md, format 2): one row per matrix "
@@ -77,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m workloads.trace``: record one real step's trace and write it (``NAME.csv`` and
+    ``NAME.tensors.csv``); prints a summary (or, with ``--json``, one JSON object) and returns
+    the exit status 0.
+
+    Raises:
+        UserError: a bad option, model, policy or output path (one line via ``cli_main``).
+    """
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,6 +18,9 @@ from workloads.luc.policy import DENSE_BITS, HEAD_GROUP, Policy
 from workloads.luc.prune import pruned_count
 from workloads.tuning.lora import LINEAR_MODULES
 
+__all__ = ["HEAD_MODULES", "HEAD_WEIGHTS", "LORA_MODULES", "TRANSLATOR_MODULES", "annotate_ops",
+           "annotate_tensors", "weight_bytes", "weight_in_features"]
+
 LORA_MODULES = ("lora_A", "lora_B")
 HEAD_MODULES = ("lm_head", "exit_head")
 TRANSLATOR_MODULES = ("exit_translator",)  # workloads.exits.translator: dense weights at dense_bits

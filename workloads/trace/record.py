@@ -34,7 +34,7 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from workloads.architecture import PRODUCT_MODULES, architecture, product_shape
+from workloads.architecture import PRODUCT_MODULES, Architecture, architecture, product_shape
 from workloads.errors import UserError
 from workloads.exits import translator as exit_translator
 from workloads.luc.policy import DENSE_BITS, Policy
@@ -48,8 +48,11 @@ from workloads.tuning.forward import in_decoder, num_layers, run_layers
 from workloads.tuning.head import HeadProduct, exit_stats, head_product_hooks, running_exit
 from workloads.tuning.memory import SavedTensorLog
 from workloads.tuning.schedule import Window
-from workloads.tuning.train import TuneConfig
 from workloads.tuning.step import StepPlan, step_loss
+from workloads.tuning.train import TuneConfig
+
+__all__ = ["ATTENTION_MODULES", "DEFAULT_WINDOW", "LORA_BITS", "METHODS", "OPTIMIZER_BITS",
+           "record_trace", "step_ids", "step_plan"]
 
 METHODS = ("vanilla", "adaptive", "inference")
 DEFAULT_WINDOW = TuneConfig.window  # the tuning CLI's default window, in layers
@@ -57,7 +60,7 @@ LORA_BITS = 16  # adapters in full (device float16) precision
 OPTIMIZER_BITS = 32  # AdamW moments, two per trained parameter
 _TRACED = "edgellm_traced_"
 ATTENTION_MODULES = ("attn_qk", "attn_pv")  # recorded from the attention function's shapes
-_ACTIVE: ContextVar["_Recorder | None"] = ContextVar("edgellm_trace_recorder", default=None)
+_ACTIVE: ContextVar[_Recorder | None] = ContextVar("edgellm_trace_recorder", default=None)
 
 
 @dataclass
@@ -548,22 +551,11 @@ def step_ids(model: nn.Module, *, seq_len: int, batch: int, seed: int) -> torch.
                          generator=torch.Generator().manual_seed(seed))
 
 
-def record_trace(
-    loaded: LoadedModel,
-    *,
-    method: str,
-    window: int | None = None,
-    exit_layer: int | None = None,
-    seq_len: int,
-    batch: int,
-    policy: Policy | None = None,
-    policy_label: str | None = None,
-    lora_rank: int = lora.DEFAULT_RANK,
-    exits: Sequence[int] | None = None,
-    a_bits: int = 16,
-    act_bits: int = actcomp.EXACT_BITS,
-    seed: int = 0,
-) -> Trace:
+def record_trace(loaded: LoadedModel, *, method: str, window: int | None = None,
+                 exit_layer: int | None = None, seq_len: int, batch: int,
+                 policy: Policy | None = None, policy_label: str | None = None,
+                 lora_rank: int = lora.DEFAULT_RANK, exits: Sequence[int] | None = None,
+                 a_bits: int = 16, act_bits: int = actcomp.EXACT_BITS, seed: int = 0) -> Trace:
     """Run one real step of ``method`` on ``batch`` random sequences of ``seq_len`` tokens and
     record every matrix product it executed, its non-matrix work (vector rows: forward,
     backward, and the update of a tuning step: gradient clipping and AdamW with ``train.tune``'s
@@ -576,84 +568,158 @@ def record_trace(
     - ``inference``: no adapters, one scoring forward pass with a head at each of ``exits``
       (default: the last layer) and no autograd.
 
-    ``act_bits`` < 16 runs the step with the saved activations packed (``actcomp``) and
-    lists them at their packed size. A tuning step runs in train mode, as ``train.tune`` runs
-    it (GPT-2's and OPT's dropout; LLaMA has none), an inference pass in eval mode. Exit
-    translators installed on the model (``workloads.exits.translator.install``) run in front of
-    their exits' heads: their products are rows of module ``exit_translator`` (frozen: ``fwd``
-    and, in a tuning step, ``bwd_input``) and their weights are in the tensor table. The model
-    is left as it was (adapters removed again, its mode restored).
-    ``policy`` only annotates the rows (see ``Trace.with_policy``); compress the model
-    beforehand for a compressed run.
+    ``a_bits`` is the bits of an activation value on the device; ``act_bits`` < 16 runs the step
+    with the saved activations packed (``actcomp``) and lists them at their packed size. A tuning
+    step runs in train mode, as ``train.tune`` runs it, an inference pass in eval mode. Exit
+    translators installed on the model run in front of their exits' heads (rows of module
+    ``exit_translator``). The model is left as it was (adapters removed, its mode restored).
+    ``policy`` only annotates the rows (``Trace.with_policy``); compress the model beforehand
+    for a compressed run. Method: module and autograd hooks on the real torch step (see the
+    module docstring); the ops table has one row per product or vector op, in execution order.
+
+    Raises:
+        UserError: an unknown method, a window, exit or size outside the model, a model that
+            already has adapters, or products the hooks cannot see (unsupported architecture).
+    """
+    model = loaded.model
+    _check_request(model, method=method, seq_len=seq_len, batch=batch, act_bits=act_bits)
+    arch = architecture(model)  # probes the model once: before any hook or recorder is in place
+    n_layers = num_layers(model)
+    plan, lora_layers = step_plan(model, method=method, window=window, exit_layer=exit_layer)
+    head_exits = _head_exits(exits, n_layers)
+    ids = step_ids(model, seq_len=seq_len, batch=batch, seed=seed)
+    rec = _Recorder(n_layers, arch.product_labels)
+    with _adapted(model, lora_layers, rank=lora_rank) as work:
+        trained = {id(p) for p in lora.lora_parameters(work).values()} if plan is not None else set()
+        codec_bits = act_bits if act_bits < min(actcomp.EXACT_BITS, a_bits) and plan is not None else None
+        with _instrumented(work, rec, arch, a_bits=a_bits, codec_bits=codec_bits) as log:
+            work.train(plan is not None)  # as train.tune runs a step (the model's own dropout)
+            _run_step(model, work, ids, rec, log, plan=plan, head_exits=head_exits)
+        tensor_rows = _weight_rows(work, trained, arch.decoder_path, rec.grad_lives)
+    _check_products(type(model).__name__, rec)
+    ops, tensors = _tables(rec, log, tensor_rows, a_bits=a_bits, training=plan is not None)
+    header = _header(loaded, arch, rec, method=method, seq_len=seq_len, batch=batch, a_bits=a_bits,
+                     act_bits=act_bits, plan=plan, lora_rank=lora_rank if lora_layers else None,
+                     head_exits=head_exits)
+    raw = Trace(ops[list(OPS_COLUMNS)], tensors[list(TENSOR_COLUMNS)], header)
+    return raw.with_policy(policy, label=policy_label)
+
+
+def _check_request(model: nn.Module, *, method: str, seq_len: int, batch: int, act_bits: int) -> None:
+    """Refuse a request ``record_trace`` cannot run, before anything touches the model.
+
+    Raises:
+        UserError: an unknown method, ``seq_len`` < 2 or ``batch`` < 1, unsupported
+            ``act_bits``, or a model that already carries adapters.
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}': use one of {', '.join(METHODS)}")
     if seq_len < 2 or batch < 1:
         raise UserError(f"need --seq-len >= 2 and --batch >= 1 (got {seq_len}, {batch})")
     actcomp.check_bits(act_bits)
-    model = loaded.model
     if hasattr(model, "peft_config"):
         raise UserError("record_trace needs a model without adapters (it attaches its own)")
-    arch = architecture(model)  # probes the model once: before any hook or recorder is in place
-    n_layers = num_layers(model)
-    plan, lora_layers = step_plan(model, method=method, window=window, exit_layer=exit_layer)
+
+
+def _head_exits(exits: Sequence[int] | None, n_layers: int) -> list[int]:
+    """The sorted distinct exit layers of an inference pass (default: the last layer).
+
+    Raises:
+        UserError: an exit layer outside ``0..n_layers - 1``.
+    """
     head_exits = sorted(set(exits)) if exits else [n_layers - 1]
     if any(not 0 <= e < n_layers for e in head_exits):
         raise UserError(f"exit layers {head_exits} outside 0..{n_layers - 1}")
+    return head_exits
 
-    ids = step_ids(model, seq_len=seq_len, batch=batch, seed=seed)
+
+@contextmanager
+def _adapted(model: nn.Module, lora_layers: list[int], *, rank: int) -> Iterator[nn.Module]:
+    """The model with LoRA adapters of ``rank`` on ``lora_layers`` (every weight frozen when
+    there are none), for the block; afterwards the adapters are removed and every parameter's
+    ``requires_grad`` and the model's train/eval mode are as they were."""
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    rec = _Recorder(n_layers, arch.product_labels)
-    work = lora.attach_lora(model, lora_layers, rank=lora_rank) if lora_layers else model
+    work = lora.attach_lora(model, lora_layers, rank=rank) if lora_layers else model
     if not lora_layers:
         for p in model.parameters():
             p.requires_grad_(False)
-    handles = _linear_hooks(work, rec, arch.product_labels) + _module_stack_hooks(work, rec, arch.decoder_path)
-    trained = {id(p) for p in lora.lora_parameters(work).values()}
-    rec.clock = StorageClock(rec.rows, site=rec.storage_site, phase=rec.storage_phase,
-                             skip={p.untyped_storage().data_ptr() for p in work.parameters()})
-    rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
-                                fixed_bits=_parameter_bits(work), created=rec.clock.created)
-    codec = (_RecordedCodec(act_bits, exclude=list(work.parameters()), recorder=rec.vector)
-             if act_bits < min(actcomp.EXACT_BITS, a_bits) and plan is not None else None)
-    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec,
-                         on_save=lambda held: [rec.clock.claim(t) for t in held])
-
-    def on_head(op: HeadProduct) -> None:
-        rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
-
     training = model.training
-    work.train(plan is not None)  # as train.tune runs a step (the model's own dropout: none in LLaMA)
-    token = _ACTIVE.set(rec)
     try:
-        with _attention_recording(model), head_product_hooks(on_head), rec.vector:
-            if plan is not None:
-                _train_step(work, ids, plan, log, rec)
-            else:
-                with torch.no_grad():
-                    hidden = run_layers(work, ids, last_layer=max(head_exits), capture=head_exits)
-                    for e in head_exits:
-                        exit_stats(work, hidden[e], ids, exit_layer=e)
+        yield work
     finally:
-        _ACTIVE.reset(token)
-        for h in handles:
-            h.remove()
-        rec.clock.enabled = False
-        tensor_rows = _weight_rows(work, trained if plan is not None else set(), arch.decoder_path, rec.grad_lives)
         if lora_layers:
             lora.detach_lora(work)
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, True))
         model.train(training)
 
-    _check_products(type(model).__name__, rec)
-    tensor_rows += _activation_rows(log, a_bits)
-    if plan is not None:
+
+@contextmanager
+def _instrumented(work: nn.Module, rec: _Recorder, arch: Architecture, *, a_bits: int,
+                  codec_bits: int | None) -> Iterator[SavedTensorLog]:
+    """Recording in place for the block: product and module-stack hooks, the storage clock, the
+    vector recorder and the log of saved tensors (packed at ``codec_bits`` when given), with
+    ``rec`` the active recorder. Afterwards the hooks are removed and the clock is stopped."""
+    handles = _linear_hooks(work, rec, arch.product_labels) + _module_stack_hooks(work, rec, arch.decoder_path)
+    clock = StorageClock(rec.rows, site=rec.storage_site, phase=rec.storage_phase,
+                         skip={p.untyped_storage().data_ptr() for p in work.parameters()})
+    rec.clock = clock
+    rec.vector = VectorRecorder(rows=rec.rows, site=rec.site, a_bits=a_bits, update_bits=OPTIMIZER_BITS,
+                                fixed_bits=_parameter_bits(work), created=clock.created)
+    codec = (_RecordedCodec(codec_bits, exclude=list(work.parameters()), recorder=rec.vector)
+             if codec_bits is not None else None)
+    log = SavedTensorLog(exclude=list(work.parameters()), where=rec.where, codec=codec,
+                         on_save=lambda held: [clock.claim(t) for t in held])
+    token = _ACTIVE.set(rec)
+    try:
+        yield log
+    finally:
+        _ACTIVE.reset(token)
+        for h in handles:
+            h.remove()
+        clock.enabled = False
+
+
+def _run_step(model: nn.Module, work: nn.Module, ids: torch.Tensor, rec: _Recorder,
+              log: SavedTensorLog, *, plan: StepPlan | None, head_exits: list[int]) -> None:
+    """Run the recorded work on ``ids`` (``[batch, seq_len]``): one tuning step of ``plan``, or
+    (``plan`` None) one scoring pass without autograd with a head at each of ``head_exits``;
+    the exit heads' products become rows of ``rec``."""
+    assert rec.vector is not None
+
+    def on_head(op: HeadProduct) -> None:
+        rec.add(-1, rec.head_module(op.exit_layer), op.phase, op.M, op.N, op.K, False)
+
+    with _attention_recording(model), head_product_hooks(on_head), rec.vector:
+        if plan is not None:
+            _train_step(work, ids, plan, log, rec)
+        else:
+            with torch.no_grad():
+                hidden = run_layers(work, ids, last_layer=max(head_exits), capture=head_exits)
+                for e in head_exits:
+                    exit_stats(work, hidden[e], ids, exit_layer=e)
+
+
+def _tables(rec: _Recorder, log: SavedTensorLog, tensor_rows: list[dict[str, Any]], *, a_bits: int,
+            training: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trace's ops table (repeats merged) and tensor table (weights, saved activations and,
+    in a tuning step, the temporaries; lifetimes as merged-row indices)."""
+    assert rec.clock is not None
+    tensor_rows = tensor_rows + _activation_rows(log, a_bits)
+    if training:
         tensor_rows += rec.clock.temporaries(a_bits=a_bits, update_bits=OPTIMIZER_BITS)
     merged, index = _merge_repeats(rec.rows)
     ops = pd.DataFrame(merged, columns=list(OPS_COLUMNS))
-    tensors = _op_intervals(pd.DataFrame(tensor_rows), index)
-    header: dict[str, Any] = {
+    return ops, _op_intervals(pd.DataFrame(tensor_rows), index)
+
+
+def _header(loaded: LoadedModel, arch: Architecture, rec: _Recorder, *, method: str, seq_len: int,
+            batch: int, a_bits: int, act_bits: int, plan: StepPlan | None, lora_rank: int | None,
+            head_exits: list[int]) -> dict[str, Any]:
+    """The trace's JSON header (docs/trace.md): provenance of the recorded step."""
+    assert rec.vector is not None
+    model = loaded.model
+    return {
         "format": FORMAT,
         "model": loaded.name,
         "architecture": type(model).__name__,
@@ -667,8 +733,8 @@ def record_trace(
         "lora_bits": LORA_BITS,
         "dense_bits": DENSE_BITS,
         "optimizer_bits": OPTIMIZER_BITS,
-        "num_layers": n_layers,
-        "lora_rank": lora_rank if lora_layers else None,
+        "num_layers": rec.num_layers,
+        "lora_rank": lora_rank,
         "window": plan.window.to_list() if plan is not None and method == "adaptive" else None,
         "exit_layer": plan.exit_layer if plan is not None else None,
         "exits": head_exits if plan is None else [plan.exit_layer],
@@ -678,5 +744,3 @@ def record_trace(
         "torch": torch.__version__,
         "vector_unclassified": sorted(rec.vector.unclassified),
     }
-    raw = Trace(ops[list(OPS_COLUMNS)], tensors[list(TENSOR_COLUMNS)], header)
-    return raw.with_policy(policy, label=policy_label)

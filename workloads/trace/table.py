@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from common.files import write_atomic
+from common.textfile import file_problem, read_text
 from common.trace_format import (
     FORMAT,
     FORMAT_V1,
@@ -23,7 +24,6 @@ from common.trace_format import (
     tensors_path,
 )
 from common.trace_format import TENSOR_COLUMNS as REQUIRED_TENSOR_COLUMNS
-from common.textfile import file_problem, read_text
 from workloads.errors import UserError
 from workloads.luc.policy import Policy
 from workloads.trace.annotate import annotate_ops, annotate_tensors, weight_in_features
@@ -45,6 +45,12 @@ class TraceFormatWarning(UserWarning):
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:
+    """The policy's summary for a trace header: pattern, group size, mean sparsity and mean weight
+    bits over the layers (unweighted), head bits.
+
+    Raises:
+        ZeroDivisionError: a policy without layers.
+    """
     layers = list(policy.layers.values())
     return {
         "pattern": policy.pattern,
@@ -70,7 +76,7 @@ class Trace:
     tensors: pd.DataFrame
     header: dict[str, Any] = field(default_factory=dict)
 
-    def with_policy(self, policy: Policy | None, *, label: str | None = None) -> "Trace":
+    def with_policy(self, policy: Policy | None, *, label: str | None = None) -> Trace:
         """The same trace annotated for another compression policy (sparsity, pattern and bits
         of each product, weight bytes in the tensor table), without running torch again.
         Vector rows stay as recorded: none of their operands is a compressed weight."""
@@ -135,7 +141,7 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trace":
+    def load(cls, path: str | Path) -> Trace:
         """Read a trace written by :meth:`save` (or any file following docs/trace.md). A
         format-1 trace reads as products only, with a warning that its vector work is missing."""
         path = Path(path)

@@ -30,7 +30,17 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from workloads.trace.vector_ops import NO_WORK, PRODUCTS, Passes, op_work, product_macs, tensor_bytes, vector_rows
+from workloads.trace.vector_ops import (
+    NO_WORK,
+    PRODUCTS,
+    Passes,
+    op_work,
+    product_macs,
+    tensor_bytes,
+    vector_rows,
+)
+
+__all__ = ["MAX_ROW_BITS", "PACK", "Site", "UNPACK", "VectorRecorder"]
 
 PACK: Passes = (("reduce", 1), ("rsqrt", 1), ("move", 1))  # group absmax, divide by the scale, round and pack
 UNPACK: Passes = (("add", 1),)  # multiply by the group's scale

@@ -17,6 +17,11 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
+__all__ = ["ADD", "DESTINATIONS", "EXP", "GATHERS", "LAYER_NORM", "LAYER_NORM_BACKWARD",
+           "LOGSUMEXP", "LOG_SOFTMAX", "LOG_SOFTMAX_BACKWARD", "MOVE", "NO_WORK", "OpWork",
+           "PRODUCTS", "Passes", "REDUCE", "REDUCTIONS", "RSQRT", "SOFTMAX", "SOFTMAX_BACKWARD",
+           "VECTOR_CLASSES", "op_work", "product_macs", "tensor_bytes", "vector_rows"]
+
 VECTOR_CLASSES = ("add", "exp", "rsqrt", "reduce", "move")
 
 # One pass over the op's base elements per (class, multiplier) entry.

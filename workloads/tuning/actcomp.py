@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -27,6 +27,10 @@ import torch
 
 from workloads.errors import UserError
 from workloads.luc.quantize import symmetric_groups
+
+__all__ = ["ACT_BITS", "ActivationCodec", "CODEC", "EXACT_BITS", "GROUP", "MIN_NUMEL", "Packed",
+           "SCALE_BITS", "View", "cache_tag", "check_bits", "compressible", "dequantize",
+           "keep_exact", "quantize", "storage_numel", "stored_bits"]
 
 GROUP = 64  # values per bfloat16 scale
 SCALE_BITS = 16
@@ -43,6 +47,11 @@ def cache_tag(bits: int) -> str:
 
 
 def check_bits(bits: int) -> int:
+    """``bits`` if the codec supports it (2..8, or ``EXACT_BITS`` for no packing).
+
+    Raises:
+        UserError: any other width.
+    """
     if bits not in ACT_BITS:
         raise UserError(f"--act-bits must be 2..8 or {EXACT_BITS} (got {bits})")
     return bits
@@ -64,6 +73,7 @@ def compressible(tensor: torch.Tensor) -> bool:
 
 
 def storage_numel(tensor: torch.Tensor) -> int:
+    """Elements of the whole storage under ``tensor`` (a view may show only part of it)."""
     return tensor.untyped_storage().nbytes() // tensor.element_size()
 
 
@@ -82,10 +92,14 @@ class Packed(NamedTuple):
 
     @property
     def nbytes(self) -> int:
+        """Host bytes of the packed values and their scales."""
         return self.q.nbytes + self.scale.nbytes
 
 
 class View(NamedTuple):
+    """A saved tensor as autograd sees it: the packed storage and the view's shape, stride and
+    offset into it (elements).
+    """
     packed: Packed
     shape: tuple[int, ...]
     stride: tuple[int, ...]
@@ -134,6 +148,10 @@ class ActivationCodec:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
     def pack(self, tensor: torch.Tensor) -> Any:
+        """``saved_tensors_hooks`` pack: a compressible float tensor becomes a ``View`` of its whole
+        storage quantized to ``bits`` (one pack per storage version, shared by its views); other
+        tensors and excluded storages are kept as they are.
+        """
         if not compressible(tensor) or tensor.untyped_storage().data_ptr() in self._skip:
             return tensor
         storage = tensor.untyped_storage()
@@ -147,11 +165,14 @@ class ActivationCodec:
 
     @staticmethod
     def unpack(saved: Any) -> torch.Tensor:
+        """``saved_tensors_hooks`` unpack: a ``View`` is dequantized and re-viewed with its shape,
+        stride and offset; anything else is returned as it is.
+        """
         if not isinstance(saved, View):
             return saved
         return dequantize(saved.packed).as_strided(saved.shape, saved.stride, saved.offset)
 
-    def __enter__(self) -> "ActivationCodec":
+    def __enter__(self) -> ActivationCodec:
         self._hooks.__enter__()
         return self
 

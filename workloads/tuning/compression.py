@@ -11,6 +11,8 @@ from workloads.luc.policy import Policy
 from workloads.models import LoadedModel
 from workloads.tuning.forward import num_layers
 
+__all__ = ["DEFAULT_CALIB_WINDOWS", "compress", "load_policy"]
+
 DEFAULT_CALIB_WINDOWS = 16
 
 

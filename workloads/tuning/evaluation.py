@@ -10,6 +10,8 @@ from workloads.evaluate import evaluate
 from workloads.models import LoadedModel
 from workloads.tuning.voting import DEFAULT_RULE, RULES, ExitVoter, variant_name
 
+__all__ = ["evaluate_exits"]
+
 
 def evaluate_exits(
     loaded: LoadedModel,

@@ -17,6 +17,8 @@ from torch import nn
 
 from workloads.architecture import architecture
 
+__all__ = ["decoder", "in_decoder", "num_layers", "run_layers"]
+
 _IN_DECODER: ContextVar[bool] = ContextVar("edgellm_in_decoder", default=False)
 
 
@@ -32,10 +34,11 @@ def decoder(model: nn.Module) -> nn.Module:
 
 
 def num_layers(model: nn.Module) -> int:
+    """Decoder layers of ``model`` (a bare or peft-wrapped model), from its architecture."""
     return len(architecture(model).layers)
 
 
-class _Cut(Exception):
+class _Cut(Exception):  # noqa: N818 - control flow (the decoder stops), not an error
     """Raised by the hook of the last wanted layer: the decoder stops there."""
 
 

@@ -28,6 +28,9 @@ from workloads.architecture import architecture
 from workloads.exits.translator import translate
 from workloads.tuning import actcomp
 
+__all__ = ["DEFAULT_CHUNK", "ExitStats", "HeadHook", "HeadProduct", "exit_loss", "exit_stats",
+           "head_product_hooks", "head_weight", "running_exit"]
+
 DEFAULT_CHUNK = 256  # positions per head chunk: 256 x 49,152 float32 logits = 50 MB
 
 
@@ -192,5 +195,5 @@ def _exit_stats(
         top = logp.max(dim=-1).values
         ent = -(logp.exp() * logp).sum(dim=-1)
         parts.append((tgt, top, ent))
-    cat = [torch.cat(col).view(shape) for col in zip(*parts)]
+    cat = [torch.cat(col).view(shape) for col in zip(*parts, strict=True)]
     return ExitStats(*cat)

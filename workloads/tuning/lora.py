@@ -19,6 +19,10 @@ from torch import nn
 
 from workloads.architecture import LAYER_CONTAINERS, architecture
 
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_RANK", "LAYER_PATH", "LINEAR_MODULES", "attach_lora",
+           "detach_lora", "layer_of", "lora_parameters", "set_trainable_layers", "tensor_bytes",
+           "trainable_parameters"]
+
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's
 DEFAULT_RANK = 8
 DEFAULT_ALPHA = 16.0
@@ -96,8 +100,10 @@ def detach_lora(peft_model: nn.Module) -> nn.Module:
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``model`` that take gradients now."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Host bytes of ``tensors`` (elements x element size)."""
     return sum(t.numel() * t.element_size() for t in tensors)

@@ -14,6 +14,9 @@ import torch
 
 from workloads.tuning.actcomp import ActivationCodec, View
 
+__all__ = ["SavedTensor", "SavedTensorLog", "peak_rss_bytes", "reset_peak_rss", "rss_bytes",
+           "ru_maxrss_bytes", "touch"]
+
 _STATUS = Path("/proc/self/status")
 
 
@@ -127,9 +130,10 @@ class SavedTensorLog:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every tensor logged as saved for backward."""
         return sum(e.nbytes for e in self.entries)
 
-    def __enter__(self) -> "SavedTensorLog":
+    def __enter__(self) -> SavedTensorLog:
         self._hooks.__enter__()
         return self
 

@@ -16,24 +16,32 @@ from dataclasses import dataclass
 
 from workloads.errors import UserError
 
+__all__ = ["DEFAULT_NUM_EXITS", "SCHEDULES", "Window", "default_exits", "make_windows", "schedule"]
+
 SCHEDULES = ("sequential", "round_robin", "random")
 DEFAULT_NUM_EXITS = 4
 
 
 @dataclass(frozen=True, order=True)
 class Window:
+    """A window of consecutive decoder layers ``start..end`` (inclusive) that adaptive layer tuning
+    trains through the exit at ``end`` (Edge-LLM's adaptive layer tuning).
+    """
     start: int  # first decoder layer with trainable adapters
     end: int  # last one; the exit head reads this layer's output
 
     @property
     def exit_layer(self) -> int:
+        """The layer whose output the window's exit head reads (``end``)."""
         return self.end
 
     @property
     def layers(self) -> range:
+        """The window's layer indices."""
         return range(self.start, self.end + 1)
 
     def to_list(self) -> list[int]:
+        """``[start, end]``, for JSON."""
         return [self.start, self.end]
 
 

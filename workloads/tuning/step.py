@@ -15,6 +15,8 @@ from workloads.tuning.forward import num_layers, run_layers
 from workloads.tuning.head import DEFAULT_CHUNK, exit_loss
 from workloads.tuning.schedule import Window
 
+__all__ = ["METHODS", "StepPlan", "step_loss", "train_step"]
+
 METHODS = ("vanilla", "adaptive")
 
 
@@ -26,19 +28,23 @@ class StepPlan:
     window: Window
 
     @classmethod
-    def vanilla(cls, model: nn.Module) -> "StepPlan":
+    def vanilla(cls, model: nn.Module) -> StepPlan:
+        """A vanilla step: every layer of ``model`` trained, loss at the output."""
         return cls("vanilla", Window(0, num_layers(model) - 1))
 
     @classmethod
-    def adaptive(cls, window: Window) -> "StepPlan":
+    def adaptive(cls, window: Window) -> StepPlan:
+        """An adaptive step: ``window`` trained through its exit, no layer above it run."""
         return cls("adaptive", window)
 
     @property
     def exit_layer(self) -> int:
+        """The layer whose output the step's loss is computed from."""
         return self.window.end
 
     @property
     def grad_from(self) -> int:
+        """The first layer autograd runs through (0 for vanilla; the window's start for adaptive)."""
         # Vanilla backpropagates through every layer: autograd from layer 0 on.
         return 0 if self.method == "vanilla" else self.window.start
 

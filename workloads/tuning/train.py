@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,8 +18,16 @@ from workloads.errors import UserError
 from workloads.models import LoadedModel
 from workloads.tuning import actcomp, lora, memory
 from workloads.tuning.forward import num_layers
-from workloads.tuning.schedule import DEFAULT_NUM_EXITS, Window, default_exits, make_windows, schedule
+from workloads.tuning.schedule import (
+    DEFAULT_NUM_EXITS,
+    Window,
+    default_exits,
+    make_windows,
+    schedule,
+)
 from workloads.tuning.step import METHODS, StepPlan, train_step
+
+__all__ = ["TuneConfig", "TuneResult", "prepare", "tune", "tuning_batches"]
 
 
 @dataclass
@@ -44,6 +52,13 @@ class TuneConfig:
     seed: int = 0
 
     def validate(self, n_layers: int) -> None:
+        """Check the configuration against a model of ``n_layers`` decoder layers.
+
+        Raises:
+            UserError: an unknown method, fewer than 1 step or rank, a learning rate that is not
+                a positive finite number, unsupported ``act_bits``, dropout outside [0, 1), or
+                (adaptive) a window or exits that do not fit the model (``make_windows``).
+        """
         if self.method not in METHODS:
             raise UserError(f"unknown method '{self.method}': use one of {', '.join(METHODS)}")
         if self.steps < 1:
@@ -59,16 +74,21 @@ class TuneConfig:
             make_windows(n_layers, self.window, self.exit_layers(n_layers))
 
     def exit_layers(self, n_layers: int) -> list[int]:
+        """The exit layers the run trains through: the last layer for vanilla; else ``exits`` (sorted,
+        distinct) or the default ``num_exits`` exits every ``window`` layers from the top.
+        """
         if self.method == "vanilla":
             return [n_layers - 1]
         return sorted(set(self.exits)) if self.exits else default_exits(n_layers, self.window, self.num_exits)
 
     def windows(self, n_layers: int) -> list[Window]:
+        """The windows the run trains (one per exit; all layers as one window for vanilla)."""
         if self.method == "vanilla":
             return [Window(0, n_layers - 1)]
         return make_windows(n_layers, self.window, self.exit_layers(n_layers))
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -129,7 +149,7 @@ def tune(
     data: str | None = None,
     progress: bool = True,
     account_tensors: bool = True,
-    after_step: Callable[[int, "TuneResult"], None] | None = None,
+    after_step: Callable[[int, TuneResult], None] | None = None,
 ) -> TuneResult:
     """Tune ``loaded.model`` in place (LoRA via peft) and return what was done and measured.
 
@@ -143,11 +163,7 @@ def tune(
     model, windows = prepare(loaded, config)
     batches = tuning_batches(loaded, config, data=data)
     n_layers = num_layers(model)
-    plans = (
-        [StepPlan.vanilla(model)] * config.steps
-        if config.method == "vanilla"
-        else [StepPlan.adaptive(w) for w in schedule(windows, config.steps, config.schedule, seed=config.seed)]
-    )
+    plans = _step_plans(model, config, windows)
     params = list(lora.lora_parameters(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     result = TuneResult(model, config, windows, config.exit_layers(n_layers), [p.window for p in plans])
@@ -157,12 +173,7 @@ def tune(
              if config.act_bits < actcomp.EXACT_BITS else None)
 
     model.train()  # only LoRA dropout reacts to it; LLaMA has no other dropout
-    # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
-    # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
-    memory.touch(model.parameters())
-    result.setup_peak_rss_bytes = memory.peak_rss_bytes()
-    result.peak_rss_reset = memory.reset_peak_rss()
-    result.baseline_rss_bytes = memory.rss_bytes()
+    _start_memory_accounting(model, result)
     bar = tqdm(range(config.steps), desc=f"tune {config.method}", disable=not progress or None)
     for i in bar:
         plan = plans[i]
@@ -190,3 +201,22 @@ def tune(
     lora.set_trainable_layers(model, None)
     model.eval()
     return result
+
+
+def _step_plans(model: nn.Module, config: TuneConfig, windows: list[Window]) -> list[StepPlan]:
+    """What each of ``config.steps`` steps runs: the whole model (vanilla), or the window the
+    schedule picks for that step (adaptive, Edge-LLM's adaptive layer tuning)."""
+    if config.method == "vanilla":
+        return [StepPlan.vanilla(model)] * config.steps
+    return [StepPlan.adaptive(w) for w in schedule(windows, config.steps, config.schedule, seed=config.seed)]
+
+
+def _start_memory_accounting(model: nn.Module, result: TuneResult) -> None:
+    """Record the set-up's resident-set peak and the RSS the steps start from (bytes), and
+    reset the kernel's peak where it allows it, so the later peak covers the steps alone."""
+    # Weights loaded from safetensors may be file-mapped and not yet resident: touch every page
+    # first, so the set-up RSS includes the whole model and the peak measures the steps alone.
+    memory.touch(model.parameters())
+    result.setup_peak_rss_bytes = memory.peak_rss_bytes()
+    result.peak_rss_reset = memory.reset_peak_rss()
+    result.baseline_rss_bytes = memory.rss_bytes()
