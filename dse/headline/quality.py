@@ -68,7 +68,10 @@ class QualityRuns:
     def key(self, req: RunRequest) -> str:
         _, digest = self.start(req.policy)
         fid = asdict(replace(self.fid, steps=0, seed=req.seed))
-        what = {"model": self.loaded.name, "data": self.data, "weights": digest, "tuning": asdict(req.tuning),
+        tuning = asdict(req.tuning)
+        if not tuning.get("translators"):  # added with exit translators: runs without them keep their keys
+            tuning.pop("translators", None)
+        what = {"model": self.loaded.name, "data": self.data, "weights": digest, "tuning": tuning,
                 "fidelity": fid, "mc_eval": self.fid.key()}
         return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
