@@ -32,3 +32,17 @@ def cli_env():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["TQDM_DISABLE"] = "1"
     return env
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One user cache for the module: sensitivities, traces and the tuning table are measured
+    once and reused, as they would be across a user's studies."""
+    path = tmp_path_factory.mktemp("edgellm-cache")
+    old = os.environ.get("EDGELLM_CACHE")
+    os.environ["EDGELLM_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EDGELLM_CACHE", None)
+    else:
+        os.environ["EDGELLM_CACHE"] = old

@@ -24,20 +24,6 @@ FAST = ["--model", "tiny", "--tune-steps", "2", "--tune-seq-len", "64", "--eval-
         "--trace-seq-len", "64", "--trace-batch", "2", "--remeasure", "1"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One user cache for the module: sensitivities, traces and the tuning table are measured
-    once and reused, as they would be across a user's studies."""
-    path = tmp_path_factory.mktemp("edgellm-cache")
-    old = os.environ.get("EDGELLM_CACHE")
-    os.environ["EDGELLM_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("EDGELLM_CACHE", None)
-    else:
-        os.environ["EDGELLM_CACHE"] = old
-
-
 def args(tmp: Path, name: str, trials: int, *extra: str, storage: str | None = None) -> list[str]:
     return [*FAST, "--trials", str(trials), "--storage", storage or f"sqlite:///{tmp}/study.db",
             "--study-name", name, "--out", str(tmp / name), *extra]

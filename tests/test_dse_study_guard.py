@@ -23,18 +23,6 @@ FAST = ["--model", "tiny", "--tune-steps", "2", "--tune-seq-len", "64", "--eval-
         "--trace-seq-len", "64", "--trace-batch", "2", "--remeasure", "0"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("edgellm-cache")
-    old = os.environ.get("EDGELLM_CACHE")
-    os.environ["EDGELLM_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("EDGELLM_CACHE", None)
-    else:
-        os.environ["EDGELLM_CACHE"] = old
-
-
 def _snapshot(study: optuna.Study) -> tuple:
     trials = study.get_trials(deepcopy=False)
     system = study._storage.get_study_system_attrs(study._study_id)
