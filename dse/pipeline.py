@@ -219,14 +219,18 @@ def sensitivity_tables(loaded: LoadedModel, settings: SearchSettings, *, progres
 
 
 def warm_up(search: Search, *, progress: bool, phases: Phases) -> None:
-    """Measure, before the trials, every real tuning run and trace the trials can ask for
-    (vanilla's and each tuning configuration's), so that the trials' bar moves evenly and its
-    ETA holds. Both are cached on disk: the next study reads them."""
+    """Measure, before the trials, the real tuning runs and traces of vanilla and of every window
+    and exit count (16-bit saved activations, no translators), so that the trials' bar moves
+    evenly and its ETA holds. The variants with packed activations or exit translators (about
+    four times as many) are measured when a trial first asks for one: measuring them all here
+    would multiply a cold start's set-up. Everything is cached on disk: the next study reads it."""
     s = search.settings
-    configs = [vanilla(search.num_layers).tuning, *tunings(num_layers=search.num_layers,
-                                                            search_schedule=s.search_schedule)]
+    every = tunings(num_layers=search.num_layers, search_schedule=s.search_schedule)
+    configs = [vanilla(search.num_layers).tuning, *(t for t in every if t.act_bits == 16 and not t.translators)]
+    later = len(every) + 1 - len(configs)
     table = search.evaluator.tuning
-    with phases.phase(f"tuning table: brief real tuning of the dense model, {len(configs)} configurations") as note:
+    with phases.phase(f"tuning table: brief real tuning of the dense model, {len(configs)} configurations "
+                      f"({later} variants with packed activations or translators when a trial asks)") as note:
         todo = [t for t in configs if not table.has(t)]
         for tuning in tqdm(todo, desc="tuning runs", unit="run", disable=not progress or None, leave=False):
             table.lookup(tuning)
