@@ -9,7 +9,7 @@ import pytest
 
 from dse import compare
 from dse.sequential import latency_gain, pareto_mask
-from tests.test_dse_search import FAST, cache  # noqa: F401  (cache: the module-wide user cache fixture)
+from tests.test_dse_search import FAST  # the user-cache fixture `cache` is in conftest.py
 
 
 def joint_member(number: int, perplexity: float, latency: float) -> optuna.trial.FrozenTrial:
