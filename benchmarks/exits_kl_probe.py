@@ -12,6 +12,7 @@ KL(final || exit) per token on each training batch (nats); the verdict is the he
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 import time
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                         translator=Translator(x.shape[1])).perplexity}
     rows = []
     for init, lr in args.settings:
-        t = fit_lstsq(x, final, ridge=config.ridge) if init == "lstsq" else Translator(x.shape[1])
+        t = copy.deepcopy(lstsq) if init == "lstsq" else Translator(x.shape[1])  # distil trains in place
         started = time.perf_counter()
         res = distill(loaded.model, t, x[: args.positions], final[: args.positions], exit_layer=args.exit,
                       epochs=args.epochs, batch_tokens=args.batch_tokens, lr=lr, seed=config.seed, progress=False)

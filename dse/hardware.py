@@ -66,6 +66,10 @@ class TraceBank:
         """Whether the window's exit reads through a translator: asked for, and below the top."""
         return translators and window.end < int(self.loaded.model.config.num_hidden_layers) - 1
 
+    def _key(self, method: str, window: Window, act_bits: int, translators: bool) -> tuple[str, int, int, int, bool]:
+        """The memo key of one trace; its last item says whether the exit is translated."""
+        return method, window.start, window.end, act_bits, self._translated(window, translators)
+
     def path(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> Path:
         """The cache file of one window's trace (it may not exist yet)."""
         tag = actcomp.cache_tag(act_bits)
@@ -77,15 +81,15 @@ class TraceBank:
 
     def has(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> bool:
         """Whether the trace is in memory or cached on disk (``get`` will not record it)."""
-        key = (method, window.start, window.end, act_bits, self._translated(window, translators))
+        key = self._key(method, window, act_bits, translators)
         return key in self._memo or self.path(method, window, act_bits, translators=translators).is_file()
 
     def get(self, method: str, window: Window, act_bits: int = 16, *, translators: bool = False) -> Trace:
         """The trace of one step of ``method`` on ``window``; with ``translators`` the window's
         exit (when below the top) reads through an exit translator, whose products and weights
         the trace charges (an identity translator: shapes do not depend on its values)."""
-        translated = self._translated(window, translators)
-        key = (method, window.start, window.end, act_bits, translated)
+        key = self._key(method, window, act_bits, translators)
+        translated = key[-1]
         if key in self._memo:
             return self._memo[key]
         path = self.path(method, window, act_bits, translators=translators)
@@ -102,7 +106,8 @@ class TraceBank:
                     exit_layer=window.end, seq_len=self.seq_len, batch=self.batch, act_bits=act_bits,
                 )
             finally:
-                exit_translator.remove(self.loaded.model)
+                if translated:  # only what this call installed
+                    exit_translator.remove(self.loaded.model)
             trace.save(path)
         self._memo[key] = trace
         return trace
