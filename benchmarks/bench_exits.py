@@ -340,16 +340,23 @@ def votes_section(study: dict[str, Any]) -> list[str]:
                                  "best_single_exit_accuracy", "ece"]]
                           .assign(exits=votes["exits"].map(lambda e: ",".join(map(str, e)))), digits=4),
         "",
-        f"Target (a group of 2 or more exits with a vote that beats its best single exit): "
-        f"{'met' if beats.any() else 'not met'}"
-        + (f" ({', '.join(sorted({r['rule'] + ' over ' + ','.join(map(str, r['exits'])) for _, r in votes[beats].iterrows()}))}, "
-           "beyond noise)" if beats.any() else
-           (" beyond noise; lower perplexity without significance: "
-            + ", ".join(f"{r['rule']} over {','.join(map(str, r['exits']))}" for _, r in votes[votes['beats best single']].iterrows())
-            if votes["beats best single"].any() else ""))
-        + ".",
+        f"Target (a group of 2 or more exits with a vote that beats its best single exit): {vote_verdict(votes, beats)}.",
         "",
     ]
+
+
+def _named(rows: pd.DataFrame) -> str:
+    """``rule over e1,e2, ...`` for each vote row, sorted."""
+    return ", ".join(sorted({f"{r['rule']} over {','.join(map(str, r['exits']))}" for _, r in rows.iterrows()}))
+
+
+def vote_verdict(votes: pd.DataFrame, beats: pd.Series) -> str:
+    """``met (...)`` when a vote beats its best single exit beyond noise, else ``not met`` with
+    the rules that are lower without significance, if any."""
+    if beats.any():
+        return f"met ({_named(votes[beats])}, beyond noise)"
+    lower = votes[votes["beats best single"]]
+    return "not met" + (f" beyond noise; lower perplexity without significance: {_named(lower)}" if len(lower) else "")
 
 
 def not_measured() -> list[str]:
