@@ -62,7 +62,7 @@ class StudyConfig:
     mc_items: int = 32  # multiple-choice items for accuracy (0: none)
     init: str = "lstsq"  # translator start: "identity" (the tuned lens) or "lstsq" (a least-squares fit)
     rank: int | None = None  # None: full d x d translators; else low rank
-    epochs: int = 0  # KL distillation passes (0: the start alone; Adam steps hurt the least-squares start, docs/results/exits.md)
+    epochs: int = 0  # KL distillation passes (0: the start alone; KL helps exit 20 at lr 3e-5, docs/results/exits.md, but costs ~5 CPU-min per exit per 112 steps)
     batch_tokens: int = 256  # positions per distillation step
     lr: float = 1e-3  # Adam learning rate of the distillation
     ridge: float = 1e-3  # least-squares ridge toward the identity (relative to the mean Gram diagonal)
