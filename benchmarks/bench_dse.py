@@ -13,9 +13,9 @@ Sections:
   evaluate on held-out text) for 24 designs drawn at random, Spearman rank correlation;
 - hardware: the joint search (TPE, 200 trials) against the sequential flow on every config
   in hwconfigs/, to see where hardware-aware compression pays;
-- default: the README's main command (`python -m dse.search`, no flags) from an empty cache
-  (model conversion, sensitivity profiling, tuning table, 100 trials, real measurement of the
-  front), timed; run it on a quiet machine.
+
+The README's main command from a cold start is timed by benchmarks/bench_cold_start.py
+(docs/results/cold_start.md).
 
 Results of each section are kept in runs/bench_dse/ so the page can be re-rendered.
 """
@@ -188,30 +188,6 @@ def section_predictor(n: int = 24) -> dict:
     return {"spearman": float(rho), "n": len(pairs), "pairs": pairs}
 
 
-def section_default() -> dict:
-    """Time the default search from a cold start, in a child process with an empty cache."""
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "EDGELLM_CACHE": str(Path(tmp) / "cache"), "TQDM_DISABLE": "1"}
-        cmd = [sys.executable, "-m", "dse.search", "--storage", f"sqlite:///{tmp}/study.db", "--out", f"{tmp}/out",
-               "--json"]
-        start = time.perf_counter()
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            wall = time.perf_counter() - start
-            out.seek(0)
-            err.seek(0)
-            if proc.returncode != 0:
-                last = err.read().strip().splitlines()[-1:] or ["(no message)"]
-                raise SystemExit(f"default search failed: {last[0]}")
-            result = json.loads(out.read().strip().splitlines()[-1])
-        summary = (Path(tmp) / "out" / "summary.txt").read_text()
-    return {"seconds": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "summary": summary, "cpus": os.cpu_count(),
-            "load_after": os.getloadavg()[0], "trials": result.get("trials", {}).get("complete"),
-            "measured": len(result.get("real", [])), "front": result.get("front_size")}
-
-
 def targets(results: dict) -> list[str]:
     """The issue's targets against what was measured (a row only for sections that ran)."""
     rows = []
@@ -237,10 +213,6 @@ def targets(results: dict) -> list[str]:
     if pred:
         rows.append(f"| predictor vs real measurement, Spearman >= 0.9 (>= 20 policies) | {pred['spearman']:.3f} "
                     f"(n={pred['n']}) | {'met' if pred['spearman'] >= 0.9 and pred['n'] >= 20 else 'not met'} |")
-    cold = results.get("default")
-    if cold:
-        rows.append(f"| default `python -m dse.search` from a cold start < 10 min | {cold['seconds'] / 60:.1f} min | "
-                    f"{'met' if cold['seconds'] < 600 else 'not met'} |")
     if not rows:
         return []
     return ["## Targets", "", "| target | measured | |", "|---|---|---|", *rows, ""]
@@ -299,17 +271,8 @@ def render(results: dict) -> str:
     lines = ["# Design-space exploration on SmolLM2-135M", "",
              "Made by `python benchmarks/bench_dse.py` (sections re-render from runs/bench_dse/).", ""]
     lines += targets(results)
-    cold = results.get("default")
-    if cold:
-        lines += ["## The default search from a cold start", "",
-                  "`python -m dse.search` on its defaults (only the cache folder, storage and output folder "
-                  "pointed at a fresh temporary folder, and `--json`), including the first model load, sensitivity "
-                  f"profiling, the tuning table, {cold.get('trials', '?')} trials (front of {cold.get('front', '?')}) "
-                  f"and the real measurement of {cold.get('measured', '?')} front members: "
-                  f"**{cold['seconds'] / 60:.1f} min** "
-                  f"wall on {cold['cpus']} cores (target: under 10 min), peak resident memory "
-                  f"{cold['peak_rss_bytes'] / 2**30:.2f} GiB, 1-minute load average at the end {cold['load_after']:.1f}.",
-                  "", "```", cold["summary"].rstrip(), "```", ""]
+    lines += ["The README's main command from a cold start is timed in [cold_start.md](cold_start.md) "
+              "(`python benchmarks/bench_cold_start.py`).", ""]
     cmp = results.get("compare")
     if cmp:
         lines += ["## Search vs random search", "", f"Command: `python -m dse.compare {' '.join(COMPARE_ARGS).replace(str(ROOT) + '/', '')}`", "",
@@ -365,7 +328,7 @@ def render(results: dict) -> str:
 
 def main() -> None:
     sections = {"compare": section_compare, "hardware": section_hardware, "variants": section_variants,
-                "predictor": section_predictor, "default": section_default}
+                "predictor": section_predictor}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", choices=[*sections, "render"],
                         default=["compare", "predictor"],
